@@ -1,0 +1,3 @@
+"""aoe, the Agent Orchestration Engine: run YAML workflows of LLM agents."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,219 @@
+"""The one exception tree of aoe.
+
+Every error a user can see is an ``AoeError``: it knows its exit code, where it happened
+(``where``: ``FILE:LINE:COL`` or ``workflow/agent#attempt``) and a ``hint`` that names the
+fix. The CLI turns them into ``error: ...`` / ``hint: ...`` and an exit code in exactly
+one place.
+
+    AoeError                      exit 1
+    ├── UsageError                exit 2   bad CLI values, unreadable input files
+    ├── SpecError                 exit 2   YAML, schema, references, templates, graph;
+    │                                      carries every Problem found in a file
+    ├── ConfigError               exit 2   aoe.yaml, unknown provider, no price for a budget
+    ├── MissingKeyError           exit 2   an api_key_env variable that is not set
+    ├── BudgetExceededError       exit 3   the next call would not fit a budget
+    ├── InterruptedRun            exit 130
+    ├── RateLimitTimeoutError              a rate-limit wait ran past its deadline
+    ├── OutputValidationError              the answer does not match output_schema (retriable)
+    ├── TemplateRenderError                a prompt failed to render at run time
+    ├── ToolError                          a tool could not be run
+    ├── LedgerError                        the SQLite ledger could not be read or written
+    └── ProviderError                      translated once, at the provider boundary
+        ├── ProviderTimeout                retriable, outcome unknown
+        ├── ProviderConnectionError        retriable
+        ├── RateLimitedError               retriable, 429 rate limit (retry_after_s)
+        ├── ServerError                    retriable, 5xx
+        ├── OverloadedError                retriable, Anthropic 529
+        ├── MalformedResponseError         retriable, the answer breaks the API's promise
+        ├── QuotaExceededError             not retriable, billing / spend limit 429
+        ├── AuthenticationError            not retriable, 401 / 403
+        └── BadRequestError                not retriable, 400 / 404 / 409 / 413 / 422
+
+Whether an error is worth another attempt is a property of its class (``retriable``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+if TYPE_CHECKING:
+    from aoe.providers.base import Usage
+
+
+class AoeError(Exception):
+    """Base of every error aoe raises on purpose."""
+
+    exit_code: ClassVar[int] = 1
+    retriable: ClassVar[bool] = False
+
+    def __init__(self, message: str, *, where: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.where = where
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}" if self.where else self.message
+
+
+class UsageError(AoeError):
+    """A command-line value or an input file the user named is wrong."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong in a workflow, agent or config file, at a place in it."""
+
+    file: str
+    line: int
+    col: int
+    message: str
+    hint: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}: {self.message}"
+
+
+class SpecError(AoeError):
+    """A workflow file is wrong; ``problems`` lists every problem found, in file order."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[Problem] | tuple[Problem, ...]) -> None:
+        if not problems:
+            raise ValueError("SpecError needs at least one problem")
+        self.problems: tuple[Problem, ...] = tuple(problems)
+        first = self.problems[0]
+        super().__init__(
+            first.message, where=f"{first.file}:{first.line}:{first.col}", hint=first.hint
+        )
+
+    def __str__(self) -> str:
+        return "\n".join(str(p) for p in self.problems)
+
+
+class ConfigError(AoeError):
+    """The provider configuration (aoe.yaml) is wrong or does not cover a workflow."""
+
+    exit_code = 2
+
+
+class MissingKeyError(AoeError):
+    """An API key variable is not set. The message names the variable, never a value."""
+
+    exit_code = 2
+
+
+class BudgetExceededError(AoeError):
+    """The next call would not fit into a run, workflow or agent budget."""
+
+    exit_code = 3
+
+
+class InterruptedRun(AoeError):
+    """The user pressed Ctrl-C or the process got SIGTERM."""
+
+    exit_code = 130
+
+
+class RateLimitTimeoutError(AoeError):
+    """Waiting for rate-limit capacity took longer than allowed."""
+
+    retriable = True
+
+
+class OutputValidationError(AoeError):
+    """The model's answer is not valid against the agent's output_schema."""
+
+    retriable = True
+
+    def __init__(
+        self, message: str, *, where: str | None = None, hint: str | None = None, text: str = ""
+    ) -> None:
+        super().__init__(message, where=where, hint=hint)
+        self.text = text
+
+
+class TemplateRenderError(AoeError):
+    """A prompt template failed to render with the values of this run."""
+
+
+class ToolError(AoeError):
+    """A tool an agent asked for could not be run."""
+
+
+class LedgerError(AoeError):
+    """The ledger database could not be opened, migrated, read or written."""
+
+
+class ProviderError(AoeError):
+    """A provider call failed; raised ``from`` the httpx exception or built from the response.
+
+    ``outcome_unknown`` is true when the request may have reached the provider and been
+    billed although no usage came back (a timeout or a cut connection after sending).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        provider: str,
+        status: int | None = None,
+        where: str | None = None,
+        hint: str | None = None,
+        retry_after_s: float | None = None,
+        error_type: str | None = None,
+        outcome_unknown: bool = False,
+        usage: Usage | None = None,
+    ) -> None:
+        super().__init__(message, where=where, hint=hint)
+        self.provider = provider
+        self.status = status
+        self.retry_after_s = retry_after_s
+        self.error_type = error_type
+        self.outcome_unknown = outcome_unknown
+        self.usage = usage
+
+    def __str__(self) -> str:
+        status = f" (HTTP {self.status})" if self.status is not None else ""
+        base = f"{self.provider}{status}: {self.message}"
+        return f"{self.where}: {base}" if self.where else base
+
+
+class ProviderTimeout(ProviderError):
+    retriable = True
+
+
+class ProviderConnectionError(ProviderError):
+    retriable = True
+
+
+class RateLimitedError(ProviderError):
+    retriable = True
+
+
+class ServerError(ProviderError):
+    retriable = True
+
+
+class OverloadedError(ProviderError):
+    retriable = True
+
+
+class MalformedResponseError(ProviderError):
+    retriable = True
+
+
+class QuotaExceededError(ProviderError):
+    pass
+
+
+class AuthenticationError(ProviderError):
+    pass
+
+
+class BadRequestError(ProviderError):
+    pass

@@ -1,0 +1,225 @@
+"""Typed, immutable specs: what a validated workflow, agent, tool and config are.
+
+Everything after the loader works with these objects, never with raw YAML dicts. JSON
+values that are data by nature (``output_schema``, ``with``, tool parameters, defaults)
+are kept as read-only mappings (``types.MappingProxyType``, recursively frozen).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+
+RetryStrategy = Literal["immediate", "constant", "linear", "exponential"]
+InputType = Literal["string", "number", "integer", "boolean", "object", "array"]
+ToolKind = Literal["python", "http", "command", "mcp"]
+
+DEFAULT_PRIORITY = 5
+EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def freeze(value: Any) -> Any:
+    """Turn JSON-like data into read-only mappings and tuples, all the way down."""
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: freeze(v) for k, v in value.items()})
+    if isinstance(value, list | tuple):
+        return tuple(freeze(v) for v in value)
+    return value
+
+
+def thaw(value: Any) -> Any:
+    """The inverse of ``freeze``: plain dicts and lists, e.g. for JSON or jsonschema."""
+    if isinstance(value, Mapping):
+        return {k: thaw(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [thaw(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """A place in a file, 1-based, as editors show it."""
+
+    file: str
+    line: int
+    col: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.col}"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRef:
+    """``provider/model``, e.g. ``openai/gpt-4o-mini``; the model part may contain ``/``."""
+
+    provider: str
+    name: str
+
+    @classmethod
+    def parse(cls, text: str) -> ModelRef:
+        provider, sep, name = text.partition("/")
+        if not sep or not provider or not name:
+            raise ValueError(f"model {text!r} is not of the form provider/model")
+        return cls(provider, name)
+
+    def __str__(self) -> str:
+        return f"{self.provider}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySpec:
+    """How often and how long to wait before trying a failed call again."""
+
+    max_retries: int = 3
+    strategy: RetryStrategy = "exponential"
+    base_delay_s: float = 1.0
+    max_delay_s: float = 30.0
+    exponential_base: float = 2.0
+    jitter: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SimulatedToolCall:
+    """A tool call the simulator makes on a given turn (for tool workflows under --simulate)."""
+
+    name: str
+    arguments: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+    turn: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class SimulateSpec:
+    """Shapes an agent's simulated call: how long it takes, how much it says, how it fails.
+
+    ``fail_times`` first attempts fail with ``fail_with`` (a retriable server error by
+    default), then the call succeeds.
+    """
+
+    latency_s: float | None = None
+    output_tokens: int | None = None
+    fail_times: int = 0
+    fail_with: Literal["server_error", "rate_limit", "timeout", "invalid_output", "bad_request"] = (
+        "server_error"
+    )
+    output: Any = None
+    tool_calls: tuple[SimulatedToolCall, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class InputSpec:
+    """A declared workflow input; ``required`` is true when it has no default."""
+
+    name: str
+    type: InputType = "string"
+    description: str | None = None
+    default: Any = None
+    required: bool = True
+    location: Location | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A tool an agent may call: ``kind`` says how, ``target`` holds that kind's settings."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+    kind: ToolKind
+    target: Mapping[str, Any]
+    timeout_s: float = 30.0
+    location: Location | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSpec:
+    """One agent after ``uses:`` resolution and ``defaults`` merging."""
+
+    id: str
+    model: ModelRef
+    prompt: str
+    location: Location
+    system: str | None = None
+    needs: tuple[str, ...] = ()
+    module: str | None = None
+    description: str | None = None
+    priority: int = DEFAULT_PRIORITY
+    temperature: float | None = None
+    max_tokens: int = 1024
+    timeout_s: float = 60.0
+    retry: RetrySpec = field(default_factory=RetrySpec)
+    cost_limit_usd: float | None = None
+    output_schema: Mapping[str, Any] | None = None
+    tools: tuple[str, ...] = ()
+    max_turns: int = 8
+    with_values: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+    simulate: SimulateSpec = field(default_factory=SimulateSpec)
+    uses: str | None = None
+    prompt_location: Location | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowSpec:
+    """A validated workflow file. ``agents`` keeps file order."""
+
+    name: str
+    path: Path
+    agents: Mapping[str, AgentSpec]
+    version: int = 1
+    description: str | None = None
+    inputs: Mapping[str, InputSpec] = field(default_factory=lambda: EMPTY)
+    tools: Mapping[str, ToolSpec] = field(default_factory=lambda: EMPTY)
+    budget_usd: float | None = None
+    max_parallel_agents: int | None = None
+    allow_partial_completion: bool = False
+    max_failure_rate: float = 0.0
+    critical_priority: int | None = None
+    env: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsSpec:
+    """Account limits of one provider key; ``None`` means no limit on that tier."""
+
+    requests_per_minute: int | None = None
+    requests_per_hour: int | None = None
+    requests_per_day: int | None = None
+    tokens_per_minute: int | None = None
+    tokens_per_day: int | None = None
+    concurrent_requests: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderConfig:
+    """One configured provider: its wire protocol (``type``), endpoint, key variable, limits."""
+
+    name: str
+    type: str
+    api_key_env: str | None = None
+    base_url: str | None = None
+    limits: LimitsSpec = field(default_factory=LimitsSpec)
+    model_limits: Mapping[str, LimitsSpec] = field(default_factory=lambda: EMPTY)
+    api_version: str | None = None
+    max_tokens_field: str = "max_completion_tokens"
+    timeout_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PriceSpec:
+    """A user's price for one model, in USD per million tokens."""
+
+    input_per_mtok: float
+    output_per_mtok: float
+    cached_input_per_mtok: float | None = None
+    cache_write_per_mtok: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The provider configuration (``aoe.yaml``), merged over the built-in defaults."""
+
+    providers: Mapping[str, ProviderConfig]
+    pricing: Mapping[str, PriceSpec] = field(default_factory=lambda: EMPTY)
+    path: Path | None = None
