@@ -154,6 +154,8 @@ class ProviderError(AoeError):
 
     ``outcome_unknown`` is true when the request may have reached the provider and been
     billed although no usage came back (a timeout or a cut connection after sending).
+    ``should_retry`` is the provider's own word (``x-should-retry``) when it sent one;
+    ``False`` vetoes a retry even for a retriable class.
     """
 
     def __init__(
@@ -168,9 +170,11 @@ class ProviderError(AoeError):
         error_type: str | None = None,
         outcome_unknown: bool = False,
         usage: Usage | None = None,
+        should_retry: bool | None = None,
     ) -> None:
         super().__init__(message, where=where, hint=hint)
         self.provider = provider
+        self.should_retry = should_retry
         self.status = status
         self.retry_after_s = retry_after_s
         self.error_type = error_type

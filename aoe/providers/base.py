@@ -120,6 +120,7 @@ class Completion:
     request_id: str | None = None
     rate_limits: RateLimitSnapshot | None = None
     latency_s: float = 0.0
+    usage_reported: bool = True  # False: the server sent no usage (some local servers); zeros
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,139 @@
+"""``aoe run FILE...``: run workflows, show progress, print the summary or ``--json``.
+
+Progress goes to stderr (a live view on a terminal, plain lines in CI or with
+``--no-live``); the summary or the JSON document goes to stdout, so
+``aoe run ... --json > result.json`` keeps a clean file.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from aoe.errors import UsageError
+
+
+def _positive(name: str, value: float | None) -> None:
+    if value is not None and value <= 0:
+        raise UsageError(f"{name} must be greater than 0, got {value:g}",
+                         hint=f"pass a positive number to {name}, or leave it out for no limit")
+
+
+def _live_wanted(no_live: bool) -> bool:
+    if no_live or os.environ.get("CI", "").strip().lower() not in ("", "0", "false"):
+        return False
+    return sys.stderr.isatty()
+
+
+def run(
+    files: Annotated[list[Path] | None, typer.Argument(metavar="FILE...", help="Workflow files.")] = None,
+    simulate: Annotated[bool, typer.Option(
+        "--simulate", help="Use the built-in simulator: no key, no network, real prices.")] = False,
+    input_pairs: Annotated[list[str] | None, typer.Option(
+        "--input", "-i", metavar="KEY=VALUE", help="Set an input; KEY=@path reads a file.")] = None,
+    inputs_files: Annotated[list[Path] | None, typer.Option(
+        "--inputs", metavar="FILE", help="Inputs from a JSON or YAML file.")] = None,
+    each: Annotated[Path | None, typer.Option(
+        "--each", metavar="FILE", help="Run one instance per row of a .jsonl or .csv file.")] = None,
+    budget: Annotated[float | None, typer.Option(
+        "--budget", metavar="USD", help="Hard cap on the whole run's spend.")] = None,
+    max_parallel: Annotated[int | None, typer.Option(
+        "--max-parallel", metavar="N", help="Agents running at once, over all workflows.")] = None,
+    max_workflows: Annotated[int | None, typer.Option(
+        "--max-workflows", metavar="N", help="Workflows running at once.")] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print one JSON result document (schemas/result.schema.json).")] = False,
+    no_live: Annotated[bool, typer.Option(
+        "--no-live", help="Plain line-based progress (the default without a TTY or with CI set).")] = False,
+    resume: Annotated[str | None, typer.Option(
+        "--resume", metavar="RUN_ID", help="Continue a run; completed agents are not called again.")] = None,
+    config: Annotated[Path | None, typer.Option(
+        "--config", metavar="FILE", help="Provider config (default: aoe.yaml beside the workflow).")] = None,
+    db: Annotated[Path | None, typer.Option(
+        "--db", metavar="FILE", help="Ledger file (default: $AOE_DB or .aoe/aoe.db).")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for the simulator and retry jitter.")] = 0,
+) -> None:
+    """Run workflows: every agent as soon as its needs are done, under limits and budgets."""
+    import asyncio
+
+    from aoe.runner import RunOptions, prepare
+
+    _positive("--budget", budget)
+    _positive("--max-parallel", max_parallel)
+    _positive("--max-workflows", max_workflows)
+    if not files and not resume:
+        raise UsageError("no workflow file given",
+                         hint="aoe run workflows/invoice-processing.yaml --simulate")
+    options = RunOptions(
+        files=tuple(files or ()), input_pairs=tuple(input_pairs or ()),
+        input_files=tuple(inputs_files or ()), each=each, simulate=simulate, budget_usd=budget,
+        max_parallel=max_parallel, max_workflows=max_workflows, config_path=config,
+        db_path=db, resume=resume, seed=seed,
+        command=shlex.join(["aoe", *sys.argv[1:]]),
+    )
+    prepared = prepare(options)
+    for warning in prepared.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    result = asyncio.run(_execute(prepared, live=_live_wanted(no_live)))
+    if as_json:
+        import json
+
+        from aoe.report.result import run_document
+
+        sys.stdout.write(json.dumps(run_document(result), indent=2, default=str) + "\n")
+    else:
+        from rich.console import Console
+
+        from aoe.ui.summary import render_summary
+
+        render_summary(Console(), result)
+    raise typer.Exit(result.exit_code)
+
+
+async def _execute(prepared: Any, *, live: bool) -> Any:
+    """Run with progress on stderr; SIGINT and SIGTERM cancel the run cleanly."""
+    import asyncio
+    import signal
+
+    from aoe.runner import RunHandle
+
+    sinks: list[Any] = []
+    view = None
+    if live:
+        from rich.console import Console
+
+        from aoe.ui.live import LiveView
+
+        view = LiveView(Console(stderr=True))
+        sinks.append(view)
+    else:
+        from aoe.ui.plain import PlainProgress
+
+        sinks.append(PlainProgress(sys.stderr))
+    handle = RunHandle(prepared, sinks)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, handle.cancel)
+    try:
+        if view is None:
+            return await handle.execute()
+        with view.live() as screen:
+            refresher = asyncio.create_task(view.refresh_forever(screen))
+            try:
+                return await handle.execute()
+            finally:
+                refresher.cancel()
+                screen.refresh()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``aoe run`` to ``app``."""
+    app.command("run")(run)

@@ -1,0 +1,179 @@
+"""States and results of agents, workflows and runs: what the engine hands back."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from aoe.providers.base import Usage
+
+
+class AgentState(enum.StrEnum):
+    """Where an agent is. SKIPPED: a dependency failed for good, so it never ran."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    RATE_LIMITED = "RATE_LIMITED"
+    BUDGET_EXCEEDED = "BUDGET_EXCEEDED"
+    CANCELLED = "CANCELLED"
+    SKIPPED = "SKIPPED"
+
+    @property
+    def final(self) -> bool:
+        return self not in (AgentState.PENDING, AgentState.RUNNING)
+
+
+class WorkflowState(enum.StrEnum):
+    """A workflow's outcome; each maps to an exit code (DESIGN.md section 1)."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    PARTIALLY_COMPLETED = "PARTIALLY_COMPLETED"
+    FAILED = "FAILED"
+    BUDGET_EXCEEDED = "BUDGET_EXCEEDED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def exit_code(self) -> int:
+        return _EXIT_CODES[self]
+
+
+_EXIT_CODES = {
+    WorkflowState.PENDING: 1,
+    WorkflowState.RUNNING: 1,
+    WorkflowState.COMPLETED: 0,
+    WorkflowState.PARTIALLY_COMPLETED: 4,
+    WorkflowState.FAILED: 1,
+    WorkflowState.BUDGET_EXCEEDED: 3,
+    WorkflowState.CANCELLED: 130,
+}
+
+# Worst first: the run's exit code is that of its worst workflow.
+SEVERITY = (
+    WorkflowState.CANCELLED,
+    WorkflowState.FAILED,
+    WorkflowState.BUDGET_EXCEEDED,
+    WorkflowState.PARTIALLY_COMPLETED,
+    WorkflowState.RUNNING,
+    WorkflowState.PENDING,
+    WorkflowState.COMPLETED,
+)
+
+
+def worst(states: list[WorkflowState]) -> WorkflowState:
+    """The most severe of ``states`` (COMPLETED for none)."""
+    if not states:
+        return WorkflowState.COMPLETED
+    return min(states, key=SEVERITY.index)
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptResult:
+    """One try of one agent."""
+
+    attempt: int
+    state: AgentState
+    started_at: float
+    ended_at: float
+    usage: Usage = field(default_factory=Usage)
+    cost_usd: float = 0.0
+    error: str | None = None
+    error_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentResult:
+    """An agent's final state, its attempts and its output (parsed JSON or text)."""
+
+    agent_id: str
+    state: AgentState
+    attempts: tuple[AttemptResult, ...] = ()
+    output: Any = None
+    error: str | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+    resumed: bool = False
+
+    @property
+    def usage(self) -> Usage:
+        total = Usage()
+        for a in self.attempts:
+            total = total + a.usage
+        return total
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(a.cost_usd for a in self.attempts)
+
+    @property
+    def duration_s(self) -> float:
+        if self.started_at is None or self.ended_at is None:
+            return 0.0
+        return self.ended_at - self.started_at
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowResult:
+    """One workflow instance's outcome."""
+
+    key: str
+    name: str
+    path: str
+    state: WorkflowState
+    agents: Mapping[str, AgentResult]
+    started_at: float
+    ended_at: float
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    reason: str | None = None
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(a.cost_usd for a in self.agents.values())
+
+    @property
+    def usage(self) -> Usage:
+        total = Usage()
+        for a in self.agents.values():
+            total = total + a.usage
+        return total
+
+    def count(self, state: AgentState) -> int:
+        return sum(1 for a in self.agents.values() if a.state is state)
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """Everything one ``aoe run`` did."""
+
+    run_id: str
+    workflows: tuple[WorkflowResult, ...]
+    started_at: float
+    ended_at: float
+    simulate: bool = False
+    interrupted: bool = False
+
+    @property
+    def state(self) -> WorkflowState:
+        if self.interrupted:
+            return WorkflowState.CANCELLED
+        return worst([w.state for w in self.workflows])
+
+    @property
+    def exit_code(self) -> int:
+        return self.state.exit_code
+
+    @property
+    def cost_usd(self) -> float:
+        return sum(w.cost_usd for w in self.workflows)
+
+    @property
+    def usage(self) -> Usage:
+        total = Usage()
+        for w in self.workflows:
+            total = total + w.usage
+        return total

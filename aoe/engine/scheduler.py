@@ -1,0 +1,364 @@
+"""The scheduler: every agent starts the moment all of its ``needs`` are completed.
+
+There are no barriers between levels. Ready agents wait in a heap per workflow and are
+taken by priority (then file order) whenever a slot is free under the workflow's
+``max_parallel_agents`` and the run's ``max_parallel``. Workflow instances are admitted in
+order, at most ``max_workflows`` at once. The engine is event-driven, in the manner of
+``graphlib.TopologicalSorter``: a finished agent releases its dependents and the
+dispatcher fills free slots; nothing polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import os
+import time
+import uuid
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from aoe.engine import policy
+from aoe.engine.results import (
+    AgentResult,
+    AgentState,
+    RunResult,
+    WorkflowResult,
+    WorkflowState,
+)
+from aoe.monitor.events import (
+    AgentFinished,
+    AgentSkipped,
+    RunFinished,
+    RunStarted,
+    WorkflowFinished,
+    WorkflowStarted,
+)
+from aoe.pipeline import AgentTask, run_agent
+from aoe.runtime import Runtime
+from aoe.spec.models import WorkflowSpec
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowJob:
+    """One workflow instance to run: a spec, its dependency order, and its inputs.
+
+    ``completed`` holds outputs of agents that finished in an earlier run (``--resume``);
+    they are not called again.
+    """
+
+    key: str
+    spec: WorkflowSpec
+    needs: Mapping[str, tuple[str, ...]]
+    inputs: Mapping[str, Any] = field(default_factory=dict)
+    completed: Mapping[str, Any] = field(default_factory=dict)
+    next_attempts: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, key: str, spec: WorkflowSpec, inputs: Mapping[str, Any] | None = None) -> WorkflowJob:
+        return cls(key, spec, {a.id: a.needs for a in spec.agents.values()}, inputs or {})
+
+
+@dataclass(frozen=True, slots=True)
+class EngineOptions:
+    """Run-wide limits. ``None`` means no limit."""
+
+    max_parallel: int | None = None
+    max_workflows: int | None = None
+    simulate: bool = False
+    budget_usd: float | None = None
+    run_id: str | None = None
+    resume: bool = False
+    command: str = ""
+
+
+class _WorkflowRun:
+    """Mutable bookkeeping of one workflow instance while it runs."""
+
+    def __init__(self, job: WorkflowJob, index: int) -> None:
+        self.job = job
+        self.index = index
+        spec = job.spec
+        self.states: dict[str, AgentState] = dict.fromkeys(spec.agents, AgentState.PENDING)
+        self.results: dict[str, AgentResult] = {}
+        self.views: dict[str, Mapping[str, Any]] = {}
+        self.upstream = MappingProxyType(self.views)
+        self.waiting: dict[str, int] = {a: len(deps) for a, deps in job.needs.items()}
+        self.dependents: dict[str, list[str]] = {a: [] for a in spec.agents}
+        for agent_id, deps in job.needs.items():
+            for dep in deps:
+                self.dependents[dep].append(agent_id)
+        self.order = {a: i for i, a in enumerate(spec.agents)}
+        self.ready: list[tuple[int, int, str]] = []
+        self.running: dict[str, asyncio.Task[AgentResult]] = {}
+        self.limit = spec.max_parallel_agents or 0
+        self.stop_reason: str | None = None
+        self.cancelled = False
+        self.opened = False
+        self.started_at = time.time()
+        self.budget_scopes: tuple[Any, ...] = ()
+        self.env = {name: os.environ.get(name, "") for name in spec.env}
+
+    def push_ready(self, agent_id: str) -> None:
+        prio = self.job.spec.agents[agent_id].priority
+        heapq.heappush(self.ready, (-prio, self.order[agent_id], agent_id))
+
+    def has_capacity(self) -> bool:
+        return not self.limit or len(self.running) < self.limit
+
+    def idle(self) -> bool:
+        return not self.running and (not self.ready or self.stop_reason is not None)
+
+
+class Engine:
+    """Runs workflow jobs to completion under the run's limits; see the module docstring."""
+
+    def __init__(self, runtime: Runtime, options: EngineOptions | None = None) -> None:
+        self.rt = runtime
+        self.options = options or EngineOptions()
+        self.run_id = self.options.run_id or uuid.uuid4().hex[:12]
+        self._active: list[_WorkflowRun] = []
+        self._queue: deque[_WorkflowRun] = deque()
+        self._results: dict[str, WorkflowResult] = {}
+        self._running_total = 0
+        self._bookkeeping: set[asyncio.Task[None]] = set()
+        self._done = asyncio.Event()
+        self._interrupted = False
+        self._seq = itertools.count()
+
+    # -- public -----------------------------------------------------------------------
+
+    async def run(self, jobs: Sequence[WorkflowJob]) -> RunResult:
+        """Run every job; returns when all have reached a final state (or were cancelled)."""
+        started = time.time()
+        ledger = self.rt.ledger
+        if ledger is not None:
+            from aoe.ledger.records import RunStart
+
+            await ledger.start_run(RunStart(
+                self.run_id, started, self.options.command,
+                tuple(dict.fromkeys(str(j.spec.path) for j in jobs)), self.options.simulate,
+                self.options.budget_usd,
+            ))
+        self.rt.events.publish(RunStarted(
+            run_id=self.run_id, workflows=tuple(j.key for j in jobs),
+            simulate=self.options.simulate, budget_usd=self.options.budget_usd,
+        ))
+        self._queue.extend(_WorkflowRun(job, i) for i, job in enumerate(jobs))
+        order = [j.key for j in jobs]
+        self._admit()
+        if not self._active:
+            self._done.set()
+        await self._done.wait()
+        while self._bookkeeping:
+            await asyncio.gather(*list(self._bookkeeping))
+        result = RunResult(
+            self.run_id, tuple(self._results[k] for k in order if k in self._results),
+            started, time.time(), simulate=self.options.simulate, interrupted=self._interrupted,
+        )
+        if ledger is not None:
+            await ledger.finish_run(self.run_id, result.state.value, result.ended_at)
+        self.rt.events.publish(RunFinished(
+            run_id=self.run_id, state=result.state.value, exit_code=result.exit_code,
+            cost_usd=result.cost_usd, duration_s=result.ended_at - started,
+        ))
+        return result
+
+    def cancel(self) -> None:
+        """Stop starting agents, cancel the running ones; ``run`` then returns promptly."""
+        self._interrupted = True
+        for wf in list(self._queue):
+            wf.cancelled = True
+            wf.stop_reason = "interrupted"
+        for wf in self._active:
+            wf.cancelled = True
+            wf.stop_reason = "interrupted"
+            for task in wf.running.values():
+                task.cancel()
+        self._admit()
+        for wf in list(self._active):
+            self._maybe_finish(wf)
+
+    # -- admission and dispatch ---------------------------------------------------------
+
+    def _admit(self) -> None:
+        limit = self.options.max_workflows or 0
+        while self._queue and (not limit or len(self._active) < limit):
+            wf = self._queue.popleft()
+            self._active.append(wf)
+            self._spawn(self._open(wf))
+
+    async def _open(self, wf: _WorkflowRun) -> None:
+        """Record the workflow before any of its agents can record an attempt."""
+        spec = wf.job.spec
+        if self.rt.budgets is not None:
+            wf.budget_scopes = self.rt.budgets.scopes_for_workflow(wf.job.key, spec)
+        self.rt.events.publish(WorkflowStarted(
+            run_id=self.run_id, workflow=wf.job.key, name=spec.name,
+            agents_total=len(spec.agents), budget_usd=spec.budget_usd,
+        ))
+        if self.rt.ledger is not None:
+            from aoe.ledger.records import WorkflowStart
+
+            await self.rt.ledger.start_workflow(WorkflowStart(
+                self.run_id, wf.job.key, spec.name, str(spec.path), dict(wf.job.inputs),
+                spec.budget_usd,
+            ))
+        wf.opened = True
+        wf.started_at = time.time()
+        for agent_id, output in wf.job.completed.items():
+            if agent_id in wf.states:
+                now = time.time()
+                self._settle(wf, AgentResult(
+                    agent_id, AgentState.COMPLETED, output=output, started_at=now,
+                    ended_at=now, resumed=True,
+                ), publish=False)
+        for agent_id, deps in wf.job.needs.items():
+            if not deps and wf.states[agent_id] is AgentState.PENDING:
+                wf.push_ready(agent_id)
+        if wf.cancelled:
+            wf.stop_reason = "interrupted"
+        self._dispatch()
+        self._maybe_finish(wf)
+
+    def _dispatch(self) -> None:
+        cap = self.options.max_parallel or 0
+        while not cap or self._running_total < cap:
+            best: _WorkflowRun | None = None
+            best_key: tuple[int, int, int] | None = None
+            for wf in self._active:
+                if wf.ready and wf.stop_reason is None and wf.has_capacity():
+                    prio, order, _ = wf.ready[0]
+                    key = (prio, wf.index, order)
+                    if best_key is None or key < best_key:
+                        best, best_key = wf, key
+            if best is None:
+                return
+            _, _, agent_id = heapq.heappop(best.ready)
+            self._launch(best, agent_id)
+
+    def _launch(self, wf: _WorkflowRun, agent_id: str) -> None:
+        spec = wf.job.spec
+        wf.states[agent_id] = AgentState.RUNNING
+        task = AgentTask(
+            run_id=self.run_id, workflow_key=wf.job.key, workflow=spec,
+            agent=spec.agents[agent_id], inputs=wf.job.inputs, upstream=wf.upstream,
+            env=wf.env, budget_scopes=wf.budget_scopes + self._agent_scope(wf, agent_id),
+            first_attempt=wf.job.next_attempts.get(agent_id, 1),
+        )
+        runner = asyncio.create_task(run_agent(task, self.rt), name=f"{wf.job.key}/{agent_id}")
+        wf.running[agent_id] = runner
+        self._running_total += 1
+        runner.add_done_callback(lambda t, wf=wf, agent_id=agent_id: self._on_done(wf, agent_id, t))
+
+    def _agent_scope(self, wf: _WorkflowRun, agent_id: str) -> tuple[Any, ...]:
+        if self.rt.budgets is None:
+            return ()
+        scope = self.rt.budgets.scope_for_agent(wf.job.key, wf.job.spec.agents[agent_id])
+        return (scope,) if scope is not None else ()
+
+    # -- completion ---------------------------------------------------------------------
+
+    def _on_done(self, wf: _WorkflowRun, agent_id: str, task: asyncio.Task[AgentResult]) -> None:
+        wf.running.pop(agent_id, None)
+        self._running_total -= 1
+        if task.cancelled():
+            now = time.time()
+            result = AgentResult(agent_id, AgentState.CANCELLED, error="cancelled",
+                                 started_at=now, ended_at=now)
+        elif (exc := task.exception()) is not None:
+            now = time.time()
+            result = AgentResult(agent_id, AgentState.FAILED,
+                                 error=f"internal error: {type(exc).__name__}: {exc}",
+                                 started_at=now, ended_at=now)
+        else:
+            result = task.result()
+        self._settle(wf, result)
+        if wf.stop_reason is None:
+            wf.stop_reason = policy.stop_reason(wf.job.spec, wf.states)
+            if wf.stop_reason is not None and not wf.job.spec.allow_partial_completion:
+                for other in wf.running.values():
+                    other.cancel()
+        self._dispatch()
+        self._maybe_finish(wf)
+
+    def _settle(self, wf: _WorkflowRun, result: AgentResult, *, publish: bool = True) -> None:
+        agent_id = result.agent_id
+        wf.states[agent_id] = result.state
+        wf.results[agent_id] = result
+        agent = wf.job.spec.agents[agent_id]
+        if publish:
+            self.rt.events.publish(AgentFinished(
+                run_id=self.run_id, workflow=wf.job.key, agent=agent_id,
+                state=result.state.value, attempts=len(result.attempts),
+                duration_s=result.duration_s, usage=result.usage, cost_usd=result.cost_usd,
+                error=result.error, module=agent.module,
+            ))
+        if result.state is AgentState.COMPLETED:
+            wf.views[agent_id] = MappingProxyType({"output": result.output})
+            for dep in wf.dependents[agent_id]:
+                wf.waiting[dep] -= 1
+                if wf.waiting[dep] == 0 and wf.states[dep] is AgentState.PENDING:
+                    wf.push_ready(dep)
+        elif result.state is not AgentState.CANCELLED:
+            self._skip_downstream(wf, agent_id)
+
+    def _skip_downstream(self, wf: _WorkflowRun, failed: str) -> None:
+        stack = list(wf.dependents[failed])
+        while stack:
+            agent_id = stack.pop()
+            if wf.states[agent_id] is not AgentState.PENDING:
+                continue
+            reason = f"needs '{failed}', which ended {wf.states[failed].value}"
+            wf.states[agent_id] = AgentState.SKIPPED
+            wf.results[agent_id] = AgentResult(agent_id, AgentState.SKIPPED, error=reason)
+            self.rt.events.publish(AgentSkipped(
+                run_id=self.run_id, workflow=wf.job.key, agent=agent_id, reason=reason,
+            ))
+            stack.extend(wf.dependents[agent_id])
+
+    def _maybe_finish(self, wf: _WorkflowRun) -> None:
+        if not wf.opened or wf not in self._active or not wf.idle():
+            return
+        for agent_id, state in wf.states.items():
+            if state is AgentState.PENDING:
+                reason = f"not started: {wf.stop_reason}" if wf.stop_reason else "not started"
+                final = AgentState.CANCELLED if wf.cancelled else AgentState.SKIPPED
+                wf.states[agent_id] = final
+                wf.results[agent_id] = AgentResult(agent_id, final, error=reason)
+                self.rt.events.publish(AgentSkipped(
+                    run_id=self.run_id, workflow=wf.job.key, agent=agent_id, reason=reason,
+                ))
+        state, reason = policy.outcome(wf.job.spec, wf.states, cancelled=wf.cancelled)
+        spec = wf.job.spec
+        result = WorkflowResult(
+            wf.job.key, spec.name, str(spec.path), state,
+            MappingProxyType({a: wf.results[a] for a in spec.agents}),
+            wf.started_at, time.time(), inputs=wf.job.inputs, reason=reason,
+        )
+        self._results[wf.job.key] = result
+        self._active.remove(wf)
+        counts: dict[str, int] = {}
+        for s in wf.states.values():
+            counts[s.value] = counts.get(s.value, 0) + 1
+        self.rt.events.publish(WorkflowFinished(
+            run_id=self.run_id, workflow=wf.job.key, state=state.value,
+            duration_s=result.ended_at - result.started_at, cost_usd=result.cost_usd,
+            counts=tuple(sorted(counts.items())),
+        ))
+        if self.rt.ledger is not None:
+            self._spawn(self.rt.ledger.finish_workflow(
+                self.run_id, wf.job.key, state.value, result.ended_at,
+            ))
+        self._admit()
+        if not self._active and not self._queue:
+            self._done.set()
+
+    def _spawn(self, coro: Any) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._bookkeeping.add(task)
+        task.add_done_callback(self._bookkeeping.discard)

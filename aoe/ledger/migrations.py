@@ -1,0 +1,154 @@
+"""The ledger's schema, as an append-only list of named migrations.
+
+``PRAGMA user_version`` holds how many migrations a database has had. Never edit or
+reorder a migration that has shipped: add a new one at the end. Each migration runs in
+its own ``BEGIN IMMEDIATE`` transaction together with the version bump, so two aoe
+processes opening a fresh ledger at once cannot both apply it, and a crash mid-migration
+leaves the previous version intact.
+
+Money is stored as INTEGER pico-dollars (1e-12 USD) in ``cost_pusd``: SQLite sums
+integers exactly (a float sum would not be), and pico-dollars represent any price given
+to six decimal places per million tokens without rounding. Budgets are TEXT decimals.
+JSON values (files, inputs, outputs, tool calls) are TEXT holding JSON.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Final
+
+Migration = Callable[[sqlite3.Connection], None]
+
+
+def m001_initial(conn: sqlite3.Connection) -> None:
+    """Runs, workflow instances, agent attempts, provider calls and attempt outputs."""
+    conn.execute(
+        """CREATE TABLE runs (
+            id TEXT PRIMARY KEY,
+            started_at REAL NOT NULL,
+            ended_at REAL,
+            state TEXT NOT NULL,
+            command TEXT NOT NULL,
+            files TEXT NOT NULL,
+            simulate INTEGER NOT NULL,
+            budget_usd TEXT,
+            pid INTEGER,
+            host TEXT
+        )"""
+    )
+    conn.execute(
+        """CREATE TABLE workflows (
+            run_id TEXT NOT NULL REFERENCES runs(id),
+            key TEXT NOT NULL,
+            name TEXT NOT NULL,
+            path TEXT NOT NULL,
+            inputs TEXT NOT NULL,
+            budget_usd TEXT,
+            state TEXT NOT NULL,
+            started_at REAL,
+            ended_at REAL,
+            PRIMARY KEY (run_id, key)
+        )"""
+    )
+    conn.execute(
+        """CREATE TABLE attempts (
+            run_id TEXT NOT NULL,
+            workflow_key TEXT NOT NULL,
+            agent_id TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            module TEXT,
+            model TEXT NOT NULL,
+            started_at REAL NOT NULL,
+            ended_at REAL,
+            state TEXT,
+            error TEXT,
+            PRIMARY KEY (run_id, workflow_key, agent_id, attempt)
+        )"""
+    )
+    conn.execute(
+        """CREATE TABLE calls (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            workflow_key TEXT NOT NULL,
+            agent_id TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            turn INTEGER NOT NULL,
+            provider TEXT NOT NULL,
+            model TEXT NOT NULL,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            cache_read_tokens INTEGER NOT NULL,
+            cache_write_tokens INTEGER NOT NULL,
+            reasoning_tokens INTEGER NOT NULL,
+            cost_pusd INTEGER NOT NULL,
+            cost_confirmed INTEGER NOT NULL,
+            started_at REAL NOT NULL,
+            ended_at REAL NOT NULL,
+            status TEXT NOT NULL,
+            request_id TEXT,
+            tool_calls TEXT NOT NULL,
+            estimate_tokens INTEGER
+        )"""
+    )
+    conn.execute(
+        """CREATE TABLE outputs (
+            run_id TEXT NOT NULL,
+            workflow_key TEXT NOT NULL,
+            agent_id TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            output TEXT NOT NULL,
+            PRIMARY KEY (run_id, workflow_key, agent_id, attempt)
+        )"""
+    )
+    conn.execute("CREATE INDEX calls_by_attempt ON calls (run_id, workflow_key, agent_id, attempt)")
+
+
+def m002_report_indexes(conn: sqlite3.Connection) -> None:
+    """Indexes for ``aoe runs`` (newest first) and ``cost-report --since/--until``."""
+    conn.execute("CREATE INDEX runs_by_start ON runs (started_at DESC)")
+    conn.execute("CREATE INDEX calls_by_time ON calls (started_at)")
+    conn.execute("CREATE INDEX calls_by_model ON calls (provider, model)")
+
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (m001_initial, m002_report_indexes)
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+
+def user_version(conn: sqlite3.Connection) -> int:
+    """The number of migrations this database has had."""
+    row = conn.execute("PRAGMA user_version").fetchone()
+    return int(row[0])
+
+
+def migrate(conn: sqlite3.Connection, *, upto: int = SCHEMA_VERSION) -> list[str]:
+    """Apply every pending migration (up to ``upto``); return the names applied.
+
+    ``conn`` must be in autocommit mode (``isolation_level=None``). Raises
+    ``sqlite3.DatabaseError`` subclasses as they come; the caller translates them.
+    A database newer than this aoe raises ``RuntimeError``.
+    """
+    applied: list[str] = []
+    if user_version(conn) == upto:
+        return applied
+    for index in range(upto):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            current = user_version(conn)  # re-read under the write lock
+            if current > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"ledger schema version {current} is newer than this aoe "
+                    f"knows ({SCHEMA_VERSION})"
+                )
+            if current > index:
+                conn.execute("COMMIT")
+                continue
+            MIGRATIONS[index](conn)
+            conn.execute(f"PRAGMA user_version = {index + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        applied.append(MIGRATIONS[index].__name__)
+    return applied

@@ -1,0 +1,261 @@
+"""What the ledger stores and what it gives back, as frozen data.
+
+Write records (``RunStart`` ... ``AttemptEnd``) are what the engine and the agent pipeline
+hand to ``Ledger``; read models (``RunSummary``, ``RunDetail``, ``CostReport``,
+``ResumeState``) are what ``aoe runs``, ``aoe show``, ``aoe cost-report`` and
+``aoe run --resume`` read back. Times are epoch seconds (``time.time()``), money is
+``Decimal`` USD, never float.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Final, Literal
+
+from aoe.spec.models import EMPTY
+
+AttemptState = Literal[
+    "COMPLETED", "FAILED", "RATE_LIMITED", "BUDGET_EXCEEDED", "CANCELLED", "SKIPPED"
+]
+ATTEMPT_STATES: Final = frozenset(
+    {"COMPLETED", "FAILED", "RATE_LIMITED", "BUDGET_EXCEEDED", "CANCELLED", "SKIPPED"}
+)
+#: States an agent ends in that count as "failed" in ``aoe runs``.
+FAILED_STATES: Final = frozenset({"FAILED", "RATE_LIMITED", "BUDGET_EXCEEDED"})
+#: What a started attempt with no end row is reported as once its process is gone.
+INTERRUPTED: Final = "INTERRUPTED"
+RUNNING: Final = "RUNNING"
+
+CostGroup = Literal["workflow", "agent", "module", "model", "day"]
+COST_GROUPS: Final[tuple[CostGroup, ...]] = ("workflow", "agent", "module", "model", "day")
+
+ZERO: Final = Decimal(0)
+
+
+# --- written by the engine and the agent pipeline -------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RunStart:
+    """One ``aoe run`` invocation; starting an existing ``run_id`` again reopens it (resume)."""
+
+    run_id: str
+    started_at: float
+    command: str
+    files: tuple[str, ...]
+    simulate: bool
+    budget_usd: Decimal | float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowStart:
+    """One workflow instance of a run; ``workflow_key`` is unique within the run."""
+
+    run_id: str
+    workflow_key: str
+    name: str
+    path: str
+    inputs: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
+    budget_usd: Decimal | float | None = None
+    started_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptStart:
+    """One try of one agent; ``attempt`` is 1-based and unique per agent within a run."""
+
+    run_id: str
+    workflow_key: str
+    agent_id: str
+    attempt: int
+    module: str | None
+    model: str
+    started_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class CallRecord:
+    """One provider call and what it cost; also the read model of ``aoe show``'s calls.
+
+    ``cost_confirmed`` is false when the outcome is unknown (timeout after sending): the
+    reserved cost is recorded as spent, but marked as unconfirmed.
+    """
+
+    run_id: str
+    workflow_key: str
+    agent_id: str
+    attempt: int
+    turn: int
+    provider: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    reasoning_tokens: int
+    cost_usd: Decimal
+    cost_confirmed: bool
+    started_at: float
+    ended_at: float
+    status: str = "ok"
+    request_id: str | None = None
+    tool_calls: tuple[Any, ...] = ()
+    estimate_tokens: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptEnd:
+    """How an attempt ended; ``output`` (parsed JSON or text) is kept for resume and show."""
+
+    run_id: str
+    workflow_key: str
+    agent_id: str
+    attempt: int
+    state: AttemptState
+    ended_at: float
+    error: str | None = None
+    output: Any = None
+
+    def __post_init__(self) -> None:
+        if self.state not in ATTEMPT_STATES:
+            raise ValueError(f"unknown attempt state {self.state!r}")
+
+
+# --- read back by the commands and by --resume ----------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RunSummary:
+    """One line of ``aoe runs``. ``state`` is INTERRUPTED for a run whose process died."""
+
+    run_id: str
+    started_at: float
+    ended_at: float | None
+    state: str
+    command: str
+    files: tuple[str, ...]
+    simulate: bool
+    budget_usd: Decimal | None
+    workflows: int
+    agents_completed: int
+    agents_failed: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: Decimal
+    unconfirmed_usd: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptDetail:
+    """One attempt of an agent as ``aoe show`` lists it."""
+
+    attempt: int
+    model: str
+    started_at: float
+    ended_at: float | None
+    state: str
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class AgentDetail:
+    """One agent of a workflow: its final state, every attempt, call and cent."""
+
+    agent_id: str
+    module: str | None
+    model: str
+    state: str
+    attempts: tuple[AttemptDetail, ...]
+    input_tokens: int
+    output_tokens: int
+    cost_usd: Decimal
+    output: Any
+    calls: tuple[CallRecord, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowDetail:
+    """One workflow instance of a run and its agents, in start order."""
+
+    workflow_key: str
+    name: str
+    path: str
+    inputs: Mapping[str, Any]
+    budget_usd: Decimal | None
+    state: str
+    started_at: float | None
+    ended_at: float | None
+    agents: tuple[AgentDetail, ...]
+    cost_usd: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class RunDetail:
+    """Everything ``aoe show RUN_ID`` prints."""
+
+    run: RunSummary
+    workflows: tuple[WorkflowDetail, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CostRow:
+    """One group of ``aoe cost-report``; ``cost_usd`` includes ``unconfirmed_usd``."""
+
+    keys: tuple[str, ...]
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    cost_usd: Decimal
+    unconfirmed_usd: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class CostReport:
+    """The rows of one report and their total, summed from the calls themselves."""
+
+    by: CostGroup
+    key_names: tuple[str, ...]
+    rows: tuple[CostRow, ...]
+    total: CostRow
+    run_id: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowResume:
+    """What ``--resume`` needs of one workflow instance.
+
+    ``completed`` maps agent ids whose latest attempt COMPLETED to their outputs; those
+    agents are not called again. ``spent_usd`` includes unconfirmed cost, so budgets hold.
+    ``next_attempt`` maps every agent that was tried to the attempt number to use next.
+    """
+
+    workflow_key: str
+    name: str
+    path: str
+    inputs: Mapping[str, Any]
+    budget_usd: Decimal | None
+    state: str
+    completed: Mapping[str, Any]
+    spent_usd: Decimal
+    agent_spent_usd: Mapping[str, Decimal]
+    next_attempt: Mapping[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeState:
+    """Everything needed to continue a run without paying again for finished agents."""
+
+    run_id: str
+    command: str
+    files: tuple[str, ...]
+    simulate: bool
+    budget_usd: Decimal | None
+    state: str
+    spent_usd: Decimal
+    workflows: Mapping[str, WorkflowResume]

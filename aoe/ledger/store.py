@@ -1,0 +1,213 @@
+"""``Ledger``: the run ledger a run writes to and the commands read from.
+
+Writes are async and go through one writer thread (see ``aoe.ledger.writer``): an
+awaited write has been committed. Reads are synchronous, on their own connection, each
+inside one read transaction, so they see a consistent snapshot even while another aoe
+process writes. Several processes may share one ledger file (WAL mode, busy timeout).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Self, TypeVar
+
+from aoe.errors import LedgerError
+from aoe.ledger import queries
+from aoe.ledger.errors import connect, ledger_error
+from aoe.ledger.migrations import migrate
+from aoe.ledger.records import (
+    AttemptEnd,
+    AttemptStart,
+    CallRecord,
+    CostGroup,
+    CostReport,
+    ResumeState,
+    RunDetail,
+    RunStart,
+    RunSummary,
+    WorkflowStart,
+)
+from aoe.ledger.writer import (
+    StateChange,
+    Writer,
+    write_attempt_end,
+    write_attempt_start,
+    write_call,
+    write_run_start,
+    write_state_change,
+    write_workflow_start,
+)
+
+DEFAULT_RELATIVE_PATH: Final = Path(".aoe") / "aoe.db"
+T = TypeVar("T")
+
+
+def default_db_path(environ: Mapping[str, str] = os.environ, cwd: Path | None = None) -> Path:
+    """``AOE_DB`` if set, else ``.aoe/aoe.db`` under ``cwd``; ``--db`` overrides both."""
+    configured = environ.get("AOE_DB")
+    if configured:
+        return Path(configured).expanduser()
+    return (cwd if cwd is not None else Path.cwd()) / DEFAULT_RELATIVE_PATH
+
+
+def _epoch(moment: datetime | None) -> float | None:
+    return None if moment is None else moment.timestamp()
+
+
+class Ledger:
+    """An open ledger file. Create with ``Ledger.open``; end with ``aclose`` or ``close``."""
+
+    def __init__(
+        self, path: Path, conn: sqlite3.Connection, *, busy_timeout_s: float, lock_wait_s: float
+    ) -> None:
+        self.path = path
+        self._conn = conn
+        self._read_lock = threading.Lock()
+        self._writer = Writer(path, busy_timeout_s=busy_timeout_s, lock_wait_s=lock_wait_s)
+
+    @classmethod
+    def open(cls, path: Path, *, busy_timeout_s: float = 5.0, lock_wait_s: float = 60.0) -> Ledger:
+        """Open (creating the file and its directories) and migrate the ledger at ``path``.
+
+        ``busy_timeout_s`` is how long one SQLite statement waits for another process's
+        lock; ``lock_wait_s`` bounds the retries of a whole write before it fails.
+        """
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LedgerError(
+                f"cannot create the ledger directory: {exc}",
+                where=str(path.parent),
+                hint="pass --db or set AOE_DB to a writable path",
+            ) from exc
+        conn = connect(path, busy_timeout_s=busy_timeout_s)
+        try:
+            migrate(conn)
+        except (sqlite3.Error, RuntimeError) as exc:
+            conn.close()
+            err = ledger_error(exc, path, "migrate")
+            if isinstance(exc, RuntimeError):
+                err.hint = "upgrade aoe, or point --db at another ledger"
+            raise err from exc
+        return cls(path, conn, busy_timeout_s=busy_timeout_s, lock_wait_s=lock_wait_s)
+
+    # --- writes: awaited until committed -----------------------------------------------
+
+    async def start_run(self, record: RunStart) -> None:
+        """Record a run starting, or reopen a run being resumed."""
+        await self._writer.submit(write_run_start, record)
+
+    async def start_workflow(self, record: WorkflowStart) -> None:
+        """Record a workflow instance starting (or reopening on resume)."""
+        await self._writer.submit(write_workflow_start, record)
+
+    async def start_attempt(self, record: AttemptStart) -> None:
+        """Record an agent attempt starting; with no end it will read as interrupted."""
+        await self._writer.submit(write_attempt_start, record)
+
+    async def record_call(self, record: CallRecord) -> None:
+        """Record one provider call; returns once the row is committed."""
+        await self._writer.submit(write_call, record)
+
+    async def finish_attempt(self, record: AttemptEnd) -> None:
+        """Record how an attempt ended, with its output."""
+        await self._writer.submit(write_attempt_end, record)
+
+    async def finish_workflow(
+        self, run_id: str, workflow_key: str, state: str, ended_at: float
+    ) -> None:
+        """Record the final state of a workflow instance."""
+        await self._writer.submit(
+            write_state_change, StateChange(run_id, workflow_key, state, ended_at)
+        )
+
+    async def finish_run(self, run_id: str, state: str, ended_at: float) -> None:
+        """Record the final state of a run."""
+        await self._writer.submit(write_state_change, StateChange(run_id, None, state, ended_at))
+
+    # --- reads: one snapshot each --------------------------------------------------------
+
+    def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        with self._read_lock:
+            try:
+                self._conn.execute("BEGIN")
+                try:
+                    return query(self._conn)
+                finally:
+                    self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise ledger_error(exc, self.path, "read") from exc
+
+    def list_runs(self, limit: int = 20) -> list[RunSummary]:
+        """The newest runs, newest first."""
+        return self._read(lambda c: queries.list_runs(c, limit))
+
+    def get_run(self, run_id: str) -> RunDetail:
+        """One run in full; ``run_id`` may be a unique prefix. Unknown: ``UsageError``."""
+        return self._read(lambda c: queries.get_run(c, run_id))
+
+    def cost_report(
+        self,
+        by: CostGroup = "workflow",
+        run_id: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> CostReport:
+        """Cost grouped ``by``, calls from ``since`` (inclusive) to ``until`` (exclusive)."""
+        return self._read(
+            lambda c: queries.cost_report(c, by, run_id, _epoch(since), _epoch(until))
+        )
+
+    def resume_state(self, run_id: str) -> ResumeState:
+        """What ``aoe run --resume`` needs to continue ``run_id`` without paying twice."""
+        return self._read(lambda c: queries.resume_state(c, run_id))
+
+    # --- closing -------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Commit everything queued, stop the writer thread, close the connections."""
+        thread = self._writer.stop()
+        if thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, thread.join)
+        self._close_reader()
+
+    def close(self) -> None:
+        """Synchronous close, for readers (a pending writer is drained first)."""
+        thread = self._writer.stop()
+        if thread is not None:
+            thread.join()
+        self._close_reader()
+
+    def _close_reader(self) -> None:
+        with self._read_lock:
+            self._conn.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

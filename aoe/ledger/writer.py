@@ -1,0 +1,332 @@
+"""The ledger's writer thread: SQLite writes that never block the event loop.
+
+Coroutines put ``(statement, record, future)`` on a queue and await the future; one
+thread with its own connection takes everything that has arrived, applies it in a single
+``BEGIN IMMEDIATE`` transaction (each write inside its own savepoint, so one bad record
+fails alone) and commits. Only after the commit are the futures resolved: when
+``await ledger.record_call(...)`` returns, the row is in the database and survives the
+process being killed. Grouping writes that arrive together is what keeps the cost per
+call low under load.
+
+``SQLITE_BUSY`` (another aoe process holds the write lock) is waited out by
+``busy_timeout`` and then retried with a short backoff until ``lock_wait_s`` has passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import queue
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from aoe.errors import LedgerError
+from aoe.ledger.errors import connect, ledger_error
+from aoe.ledger.money import to_pusd
+from aoe.ledger.records import AttemptEnd, AttemptStart, CallRecord, RunStart, WorkflowStart
+from aoe.spec.models import thaw
+
+Statement = Callable[[sqlite3.Connection, Any], None]
+MAX_BATCH: Final = 1000
+
+
+def _budget_text(budget: object) -> str | None:
+    return None if budget is None else str(budget)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(thaw(value), ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+# --- the statements: one function per write --------------------------------------------
+
+
+def write_run_start(conn: sqlite3.Connection, r: RunStart) -> None:
+    """Insert a run, or reopen it (``--resume``): state RUNNING, owned by this process."""
+    conn.execute(
+        "INSERT INTO runs (id, started_at, ended_at, state, command, files, simulate,"
+        " budget_usd, pid, host) VALUES (?, ?, NULL, 'RUNNING', ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (id) DO UPDATE SET ended_at = NULL, state = 'RUNNING',"
+        " budget_usd = excluded.budget_usd, pid = excluded.pid, host = excluded.host",
+        (
+            r.run_id,
+            r.started_at,
+            r.command,
+            _json(list(r.files)),
+            int(r.simulate),
+            _budget_text(r.budget_usd),
+            os.getpid(),
+            socket.gethostname(),
+        ),
+    )
+
+
+def write_workflow_start(conn: sqlite3.Connection, w: WorkflowStart) -> None:
+    """Insert a workflow instance, or reopen it on resume."""
+    conn.execute(
+        "INSERT INTO workflows (run_id, key, name, path, inputs, budget_usd, state,"
+        " started_at, ended_at) VALUES (?, ?, ?, ?, ?, ?, 'RUNNING', ?, NULL)"
+        " ON CONFLICT (run_id, key) DO UPDATE SET state = 'RUNNING', ended_at = NULL",
+        (
+            w.run_id,
+            w.workflow_key,
+            w.name,
+            w.path,
+            _json(w.inputs),
+            _budget_text(w.budget_usd),
+            w.started_at,
+        ),
+    )
+
+
+def write_attempt_start(conn: sqlite3.Connection, a: AttemptStart) -> None:
+    """Insert an attempt; until it has an end it reads as running, then as interrupted."""
+    conn.execute(
+        "INSERT INTO attempts (run_id, workflow_key, agent_id, attempt, module, model,"
+        " started_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (a.run_id, a.workflow_key, a.agent_id, a.attempt, a.module, a.model, a.started_at),
+    )
+
+
+def write_call(conn: sqlite3.Connection, c: CallRecord) -> None:
+    """Insert one provider call with its exact cost."""
+    conn.execute(
+        "INSERT INTO calls (run_id, workflow_key, agent_id, attempt, turn, provider, model,"
+        " input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,"
+        " reasoning_tokens, cost_pusd, cost_confirmed, started_at, ended_at, status,"
+        " request_id, tool_calls, estimate_tokens)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            c.run_id,
+            c.workflow_key,
+            c.agent_id,
+            c.attempt,
+            c.turn,
+            c.provider,
+            c.model,
+            c.input_tokens,
+            c.output_tokens,
+            c.cache_read_tokens,
+            c.cache_write_tokens,
+            c.reasoning_tokens,
+            to_pusd(c.cost_usd),
+            int(c.cost_confirmed),
+            c.started_at,
+            c.ended_at,
+            c.status,
+            c.request_id,
+            _json(c.tool_calls) if c.tool_calls else "[]",
+            c.estimate_tokens,
+        ),
+    )
+
+
+def write_attempt_end(conn: sqlite3.Connection, e: AttemptEnd) -> None:
+    """End an attempt (creating it if it never started, e.g. SKIPPED) and keep its output."""
+    conn.execute(
+        "INSERT INTO attempts (run_id, workflow_key, agent_id, attempt, module, model,"
+        " started_at, ended_at, state, error) VALUES (?, ?, ?, ?, NULL, '', ?, ?, ?, ?)"
+        " ON CONFLICT (run_id, workflow_key, agent_id, attempt) DO UPDATE SET"
+        " ended_at = excluded.ended_at, state = excluded.state, error = excluded.error",
+        (e.run_id, e.workflow_key, e.agent_id, e.attempt, e.ended_at, e.ended_at, e.state, e.error),
+    )
+    if e.output is not None or e.state == "COMPLETED":
+        conn.execute(
+            "INSERT OR REPLACE INTO outputs (run_id, workflow_key, agent_id, attempt, output)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (e.run_id, e.workflow_key, e.agent_id, e.attempt, _json(e.output)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StateChange:
+    """The end of a workflow instance (``workflow_key`` set) or of a run."""
+
+    run_id: str
+    workflow_key: str | None
+    state: str
+    ended_at: float
+
+
+def write_state_change(conn: sqlite3.Connection, s: StateChange) -> None:
+    """Set the final state of a workflow instance or a run."""
+    if s.workflow_key is None:
+        conn.execute(
+            "UPDATE runs SET state = ?, ended_at = ? WHERE id = ?",
+            (s.state, s.ended_at, s.run_id),
+        )
+    else:
+        conn.execute(
+            "UPDATE workflows SET state = ?, ended_at = ? WHERE run_id = ? AND key = ?",
+            (s.state, s.ended_at, s.run_id, s.workflow_key),
+        )
+
+
+# --- the thread ------------------------------------------------------------------------
+
+_Item = tuple[Statement, Any, "asyncio.Future[None]", asyncio.AbstractEventLoop]
+_STOP: Final = object()
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+
+class _Busy(Exception):
+    """The write lock could not be taken or kept; the whole batch is tried again."""
+
+
+def _settle(results: list[tuple[asyncio.Future[None], BaseException | None]]) -> None:
+    for fut, exc in results:
+        if fut.done():  # the caller was cancelled; the write happened anyway
+            continue
+        if exc is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(exc)
+
+
+class Writer:
+    """One thread and one connection that apply every write, in arrival order."""
+
+    def __init__(self, path: Path, *, busy_timeout_s: float, lock_wait_s: float) -> None:
+        self._path = path
+        self._busy_timeout_s = busy_timeout_s
+        self._lock_wait_s = lock_wait_s
+        self._queue: queue.SimpleQueue[_Item | object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._broken: LedgerError | None = None
+        self._closed = False
+
+    def submit(self, statement: Statement, record: Any) -> asyncio.Future[None]:
+        """Queue a write; the returned future resolves once it is committed."""
+        if self._closed:
+            raise LedgerError(
+                "the ledger is closed",
+                where=str(self._path),
+                hint="open the ledger again before writing",
+            )
+        if self._broken is not None:
+            raise self._broken
+        if self._thread is None:
+            self._start()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._queue.put((statement, record, fut, loop))
+        return fut
+
+    def stop(self) -> threading.Thread | None:
+        """Let the thread finish what is queued, then end; returns it for joining."""
+        self._closed = True
+        if self._thread is not None:
+            self._queue.put(_STOP)
+        return self._thread
+
+    def _start(self) -> None:
+        with self._start_lock:
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="aoe-ledger-writer", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        try:
+            conn = connect(self._path, busy_timeout_s=self._busy_timeout_s)
+        except LedgerError as exc:
+            self._broken = exc
+        stopping = False
+        while not stopping:
+            first = self._queue.get()
+            if first is _STOP:
+                break
+            batch: list[_Item] = [first]  # type: ignore[list-item]
+            while len(batch) < MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stopping = True
+                    break
+                batch.append(item)  # type: ignore[arg-type]
+            errors = self._commit(conn, batch)
+            self._resolve(batch, errors)
+        if conn is not None:
+            conn.close()
+
+    def _commit(
+        self, conn: sqlite3.Connection | None, batch: list[_Item]
+    ) -> list[BaseException | None]:
+        if conn is None:
+            assert self._broken is not None
+            return [self._broken] * len(batch)
+        deadline = time.monotonic() + self._lock_wait_s
+        delay = 0.005
+        while True:
+            try:
+                return self._apply(conn, batch)
+            except _Busy as busy:
+                if time.monotonic() >= deadline:
+                    err = ledger_error(busy.__cause__ or busy, self._path, "write to")
+                    return [err] * len(batch)
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+            except sqlite3.Error as exc:
+                return [ledger_error(exc, self._path, "write to")] * len(batch)
+
+    def _apply(self, conn: sqlite3.Connection, batch: list[_Item]) -> list[BaseException | None]:
+        errors: list[BaseException | None] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for statement, record, _, _ in batch:
+                conn.execute("SAVEPOINT w")
+                try:
+                    statement(conn, record)
+                except sqlite3.Error as exc:
+                    if _is_busy(exc):
+                        raise
+                    conn.execute("ROLLBACK TO w")
+                    errors.append(ledger_error(exc, self._path, "write to"))
+                except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+                    conn.execute("ROLLBACK TO w")
+                    errors.append(
+                        LedgerError(
+                            f"cannot record {type(record).__name__}: {exc}",
+                            where=str(self._path),
+                            hint="only JSON-able values can be stored in the ledger",
+                        )
+                    )
+                else:
+                    errors.append(None)
+                conn.execute("RELEASE w")
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if _is_busy(exc):
+                raise _Busy() from exc
+            raise
+        return errors
+
+    @staticmethod
+    def _resolve(batch: list[_Item], errors: list[BaseException | None]) -> None:
+        by_loop: dict[
+            asyncio.AbstractEventLoop, list[tuple[asyncio.Future[None], BaseException | None]]
+        ] = {}
+        for (_, _, fut, loop), err in zip(batch, errors, strict=True):
+            by_loop.setdefault(loop, []).append((fut, err))
+        for loop, results in by_loop.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+                loop.call_soon_threadsafe(_settle, results)

@@ -1,0 +1,188 @@
+"""The live terminal view of a run: a bar per workflow, the agents that matter, totals.
+
+With hundreds of agents only the running ones and the most recently finished are shown,
+and the rest are counted, so a redraw stays cheap. Events update plain counters; the
+screen is redrawn by a task on the event loop at a fixed rate, never by the sink itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from aoe.monitor.events import (
+    AgentFinished,
+    AgentRetrying,
+    AgentSkipped,
+    AgentStarted,
+    ApiCall,
+    Event,
+    WorkflowFinished,
+    WorkflowStarted,
+)
+from aoe.ui.plain import money
+
+STATE_STYLE = {
+    "RUNNING": "cyan",
+    "RETRYING": "yellow",
+    "COMPLETED": "green",
+    "FAILED": "red",
+    "RATE_LIMITED": "magenta",
+    "BUDGET_EXCEEDED": "red",
+    "CANCELLED": "dim",
+    "SKIPPED": "dim",
+    "PARTIALLY_COMPLETED": "yellow",
+}
+
+
+@dataclass
+class _Row:
+    workflow: str
+    agent: str
+    model: str
+    state: str = "RUNNING"
+    attempt: int = 1
+    started: float = field(default_factory=time.monotonic)
+    ended: float | None = None
+    tokens: int = 0
+    cost_usd: float = 0.0
+
+
+@dataclass
+class _Flow:
+    total: int
+    done: int = 0
+    state: str = "RUNNING"
+    failed: int = 0
+
+
+class LiveView:
+    """An event sink that draws the run with Rich; use ``async with view.show():``."""
+
+    def __init__(self, console: Console, *, max_rows: int = 14, recent: int = 6) -> None:
+        self.console = console
+        self.max_rows = max_rows
+        self.flows: dict[str, _Flow] = {}
+        self.running: dict[tuple[str, str], _Row] = {}
+        self.finished: deque[_Row] = deque(maxlen=recent)
+        self.calls = 0
+        self.tokens = 0
+        self.cost_usd = 0.0
+        self.pending = 0
+        self.started = time.monotonic()
+
+    def handle(self, event: Event) -> None:
+        match event:
+            case WorkflowStarted():
+                self.flows[event.workflow] = _Flow(event.agents_total)
+            case AgentStarted():
+                key = (event.workflow, event.agent)
+                row = self.running.get(key)
+                if row is None:
+                    self.running[key] = _Row(event.workflow, event.agent, event.model)
+                else:
+                    row.state, row.attempt = "RUNNING", event.attempt
+            case AgentRetrying():
+                row = self.running.get((event.workflow, event.agent))
+                if row is not None:
+                    row.state = "RETRYING"
+            case ApiCall():
+                self.calls += 1
+                self.tokens += event.usage.total_tokens
+                self.cost_usd += event.cost_usd
+                row = self.running.get((event.workflow, event.agent))
+                if row is not None:
+                    row.tokens += event.usage.total_tokens
+                    row.cost_usd += event.cost_usd
+            case AgentFinished():
+                row = self.running.pop((event.workflow, event.agent), None)
+                if row is None:
+                    row = _Row(event.workflow, event.agent, "")
+                row.state, row.ended, row.attempt = event.state, time.monotonic(), event.attempts
+                self.finished.append(row)
+                self._count(event.workflow, event.state)
+            case AgentSkipped():
+                self._count(event.workflow, "SKIPPED")
+            case WorkflowFinished():
+                flow = self.flows.get(event.workflow)
+                if flow is not None:
+                    flow.state = event.state
+            case _:
+                pass
+
+    def _count(self, workflow: str, state: str) -> None:
+        flow = self.flows.get(workflow)
+        if flow is not None:
+            flow.done += 1
+            if state != "COMPLETED":
+                flow.failed += 1
+
+    def __rich__(self) -> RenderableType:
+        return Group(self._bars(), self._agents(), self._footer())
+
+    def _bars(self) -> RenderableType:
+        grid = Table.grid(padding=(0, 1))
+        grid.add_column(no_wrap=True)
+        grid.add_column(width=30)
+        grid.add_column(no_wrap=True)
+        items = list(self.flows.items())
+        shown = items if len(items) <= 8 else [i for i in items if i[1].state == "RUNNING"][:8]
+        for key, flow in shown:
+            style = STATE_STYLE.get(flow.state, "cyan")
+            bar = ProgressBar(total=max(flow.total, 1), completed=flow.done, width=30,
+                              complete_style="red" if flow.failed else "green")
+            grid.add_row(Text(key, style="bold"), bar,
+                         Text(f"{flow.done}/{flow.total} {flow.state.lower()}", style=style))
+        if len(items) > len(shown):
+            done = sum(1 for _, f in items if f.state != "RUNNING")
+            grid.add_row(Text(f"... {len(items)} workflows, {done} finished", style="dim"), "", "")
+        return grid
+
+    def _agents(self) -> RenderableType:
+        table = Table(expand=False, box=None, pad_edge=False, header_style="bold")
+        for name in ("workflow", "agent", "state", "try", "elapsed", "tokens", "cost"):
+            table.add_column(name, justify="right" if name in ("try", "elapsed", "tokens", "cost") else "left")
+        now = time.monotonic()
+        running = sorted(self.running.values(), key=lambda r: r.started)
+        for row in running[: self.max_rows]:
+            self._add(table, row, now)
+        for row in reversed(self.finished):
+            self._add(table, row, now)
+        hidden = len(running) - min(len(running), self.max_rows)
+        if hidden:
+            table.add_row("", Text(f"... and {hidden} more running", style="dim"), "", "", "", "", "")
+        return table
+
+    @staticmethod
+    def _add(table: Table, row: _Row, now: float) -> None:
+        elapsed = (row.ended or now) - row.started
+        table.add_row(
+            row.workflow, row.agent, Text(row.state, style=STATE_STYLE.get(row.state, "")),
+            str(row.attempt), f"{elapsed:.1f}s", str(row.tokens), money(row.cost_usd),
+        )
+
+    def _footer(self) -> RenderableType:
+        elapsed = time.monotonic() - self.started
+        return Text(
+            f"{len(self.running)} running | {self.calls} calls | {self.tokens} tokens | "
+            f"{money(self.cost_usd)} | {elapsed:.1f}s",
+            style="bold",
+        )
+
+    async def refresh_forever(self, live: Live, interval_s: float = 0.125) -> None:
+        """Redraw on the event loop, so the sink and the drawing never race."""
+        while True:
+            live.refresh()
+            await asyncio.sleep(interval_s)
+
+    def live(self) -> Live:
+        return Live(self, console=self.console, auto_refresh=False, transient=False,
+                    redirect_stdout=False, redirect_stderr=False)

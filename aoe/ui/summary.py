@@ -1,0 +1,59 @@
+"""The end-of-run summary: one table of workflows, and the agents of small runs."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from aoe.engine.results import AgentState, RunResult
+from aoe.ui.live import STATE_STYLE
+from aoe.ui.plain import money
+
+AGENT_TABLE_LIMIT = 40
+
+
+def render_summary(console: Console, result: RunResult) -> None:
+    """Print what happened: per workflow, then per agent when that fits on a screen."""
+    flows = Table(title=f"run {result.run_id}", title_justify="left", header_style="bold")
+    for name in ("workflow", "state", "completed", "failed", "skipped", "tokens", "cost", "time"):
+        flows.add_column(name, justify="left" if name in ("workflow", "state") else "right")
+    for w in result.workflows:
+        failed = sum(
+            w.count(s)
+            for s in (AgentState.FAILED, AgentState.RATE_LIMITED, AgentState.BUDGET_EXCEEDED)
+        )
+        skipped = w.count(AgentState.SKIPPED) + w.count(AgentState.CANCELLED)
+        flows.add_row(
+            w.key,
+            Text(w.state.value, style=STATE_STYLE.get(w.state.value, "")),
+            f"{w.count(AgentState.COMPLETED)}/{len(w.agents)}",
+            str(failed),
+            str(skipped),
+            str(w.usage.total_tokens),
+            money(w.cost_usd),
+            f"{w.ended_at - w.started_at:.2f}s",
+        )
+    console.print(flows)
+    agents = [(w, a) for w in result.workflows for a in w.agents.values()]
+    if len(agents) <= AGENT_TABLE_LIMIT:
+        table = Table(header_style="bold")
+        for name in ("agent", "state", "attempts", "tokens", "cost", "time", "note"):
+            table.add_column(name, justify="right" if name in ("attempts", "tokens", "cost", "time") else "left")
+        for w, a in agents:
+            label = a.agent_id if len(result.workflows) == 1 else f"{w.key}/{a.agent_id}"
+            note = "resumed" if a.resumed else (a.error or "")
+            table.add_row(
+                label, Text(a.state.value, style=STATE_STYLE.get(a.state.value, "")),
+                str(len(a.attempts)), str(a.usage.total_tokens), money(a.cost_usd),
+                f"{a.duration_s:.2f}s", Text(note[:100], style="dim"),
+            )
+        console.print(table)
+    for w in result.workflows:
+        if w.reason and w.state.value != "COMPLETED":
+            console.print(Text(f"{w.key}: {w.state.value}: {w.reason}", style="bold"))
+    mode = " (simulated: what a real run would cost)" if result.simulate else ""
+    console.print(
+        f"total: {result.usage.total_tokens} tokens, {money(result.cost_usd)}{mode}, "
+        f"{result.ended_at - result.started_at:.2f}s, exit code {result.exit_code}"
+    )

@@ -1,0 +1,87 @@
+"""Ledger overhead per recorded call, in microseconds amortised over 10,000 calls.
+
+    python3 bench/bench_ledger.py [--calls 10000] [--db PATH]
+
+Two shapes: ``sequential`` awaits each ``record_call`` before the next (one agent: every
+call is its own commit, the worst case), ``concurrent`` has 100 agents recording at once
+(writes that arrive together share a commit). The DESIGN.md target is under 500 µs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from decimal import Decimal
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from aoe.ledger import CallRecord, Ledger, RunStart
+
+
+def _call(turn: int, agent: str) -> CallRecord:
+    now = time.time()
+    return CallRecord(
+        "bench",
+        "wf",
+        agent,
+        1,
+        turn,
+        "openai",
+        "gpt-4o-mini",
+        1200,
+        300,
+        0,
+        0,
+        0,
+        Decimal("0.00036"),
+        True,
+        now,
+        now + 0.4,
+        "ok",
+        "req_x",
+        (),
+        1500,
+    )
+
+
+async def _sequential(ledger: Ledger, calls: int) -> float:
+    start = time.perf_counter()
+    for turn in range(calls):
+        await ledger.record_call(_call(turn, "seq"))
+    return time.perf_counter() - start
+
+
+async def _concurrent(ledger: Ledger, calls: int, agents: int = 100) -> float:
+    async def agent(k: int) -> None:
+        for turn in range(calls // agents):
+            await ledger.record_call(_call(turn, f"agent-{k}"))
+
+    start = time.perf_counter()
+    await asyncio.gather(*(agent(k) for k in range(agents)))
+    return time.perf_counter() - start
+
+
+async def main(calls: int, db: Path) -> None:
+    async with Ledger.open(db) as ledger:
+        await ledger.start_run(RunStart("bench", time.time(), "bench", (), True, None))
+        for name, run in (("sequential", _sequential), ("concurrent", _concurrent)):
+            elapsed = await run(ledger, calls)
+            print(
+                f"{name:>10}: {elapsed / calls * 1e6:7.1f} µs per call "
+                f"({calls} calls in {elapsed:.2f} s)"
+            )
+        total = ledger.cost_report("workflow").total
+        assert total.calls == 2 * calls, total
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=10_000)
+    parser.add_argument("--db", type=Path, default=None, help="default: a temporary file")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        asyncio.run(main(args.calls, args.db or Path(tmp) / "bench.db"))

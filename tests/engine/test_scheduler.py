@@ -1,0 +1,239 @@
+"""The scheduler: dependencies without level barriers, priorities, limits, outcomes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from aoe.clock import FakeClock
+from aoe.engine.results import AgentState, WorkflowState
+from aoe.engine.scheduler import Engine, EngineOptions, WorkflowJob
+from aoe.errors import AuthenticationError, ServerError
+from aoe.runtime import Runtime
+from aoe.spec.models import RetrySpec
+from tests.engine.scripted import OneClient, ScriptedClient, agent, workflow
+
+
+def runtime(client: ScriptedClient, **kw: object) -> Runtime:
+    return Runtime(clients=OneClient(client), **kw)  # type: ignore[arg-type]
+
+
+async def run(spec, client, *, options=None, inputs=None, **kw):  # type: ignore[no-untyped-def]
+    engine = Engine(runtime(client, **kw), options)
+    return await engine.run([WorkflowJob.of(spec.name, spec, inputs or {})])
+
+
+async def test_agent_starts_when_its_needs_are_done_without_level_barrier() -> None:
+    """D (needs B) starts as soon as B is done, not after slow C on the same level."""
+    spec = workflow(agent("A"), agent("B", "A"), agent("C", "A"), agent("D", "B"), agent("E", "C", "D"))
+    client = ScriptedClient(latency_s={"A": 0.02, "B": 0.02, "C": 0.4, "D": 0.02, "E": 0.02})
+    result = await run(spec, client)
+    assert result.exit_code == 0
+    assert client.started("D") < client.ended("C")
+    assert client.started("E") >= max(client.ended("C"), client.ended("D"))
+    assert client.started("B") >= client.ended("A")
+
+
+async def test_higher_priority_goes_first_when_a_limit_makes_agents_wait() -> None:
+    """With one slot, ready agents run by priority, then in file order."""
+    spec = workflow(
+        agent("low", priority=1), agent("high", priority=9), agent("mid", priority=5),
+        agent("mid2", priority=5),
+    )
+    client = ScriptedClient()
+    result = await run(spec, client, options=EngineOptions(max_parallel=1))
+    assert result.exit_code == 0
+    assert client.order() == ["high", "mid", "mid2", "low"]
+
+
+async def test_max_parallel_agents_caps_one_workflow() -> None:
+    """A workflow's max_parallel_agents bounds how many of its agents call at once."""
+    spec = workflow(*(agent(f"a{i}") for i in range(12)), max_parallel_agents=3)
+    client = ScriptedClient(latency_s={f"a{i}": 0.02 for i in range(12)})
+    result = await run(spec, client)
+    assert result.exit_code == 0
+    assert client.peak_in_flight == 3
+
+
+async def test_max_parallel_caps_the_whole_run_and_max_workflows_admits_in_order() -> None:
+    """--max-parallel bounds calls across workflows; --max-workflows bounds open workflows."""
+    specs = [workflow(agent("x"), agent("y"), name=f"w{i}") for i in range(5)]
+    client = ScriptedClient(latency_s={"x": 0.02, "y": 0.02})
+    engine = Engine(runtime(client), EngineOptions(max_parallel=3, max_workflows=2))
+    open_now: set[str] = set()
+    peak_open = 0
+
+    class Watch:
+        def handle(self, event) -> None:  # type: ignore[no-untyped-def]
+            nonlocal peak_open
+            if event.kind == "workflow_started":
+                open_now.add(event.workflow)
+                peak_open = max(peak_open, len(open_now))
+            elif event.kind == "workflow_finished":
+                open_now.discard(event.workflow)
+
+    engine.rt.events.subscribe(Watch())
+    result = await engine.run([WorkflowJob.of(s.name, s) for s in specs])
+    assert [w.key for w in result.workflows] == [f"w{i}" for i in range(5)]
+    assert all(w.state is WorkflowState.COMPLETED for w in result.workflows)
+    assert client.peak_in_flight == 3
+    assert peak_open == 2
+
+
+async def test_first_permanent_failure_fails_the_workflow_and_cancels_running_agents() -> None:
+    """Without allow_partial_completion one failure stops everything: exit code 1."""
+    spec = workflow(agent("bad"), agent("slow"), agent("after", "slow"))
+    client = ScriptedClient(
+        script={"bad": [AuthenticationError("bad key", provider="script", status=401)]},
+        latency_s={"bad": 0.01, "slow": 5.0},
+    )
+    result = await asyncio.wait_for(run(spec, client), 2)
+    wf = result.workflows[0]
+    assert wf.state is WorkflowState.FAILED
+    assert result.exit_code == 1
+    assert wf.agents["bad"].state is AgentState.FAILED
+    assert wf.agents["slow"].state is AgentState.CANCELLED
+    assert wf.agents["after"].state in (AgentState.SKIPPED, AgentState.CANCELLED)
+    assert "bad key" in (wf.agents["bad"].error or "")
+
+
+async def test_partial_completion_skips_dependents_and_ends_partially_completed() -> None:
+    """With allow_partial_completion a failure skips its dependents; the rest completes."""
+    spec = workflow(
+        agent("a"), agent("b", "a"), agent("c"), agent("d"), agent("e"),
+        allow_partial_completion=True, max_failure_rate=0.5,
+    )
+    client = ScriptedClient(script={"a": [ServerError("boom", provider="script", status=500)]})
+    result = await run(spec, client)
+    wf = result.workflows[0]
+    assert wf.state is WorkflowState.PARTIALLY_COMPLETED
+    assert result.exit_code == 4
+    assert wf.agents["b"].state is AgentState.SKIPPED
+    assert "needs 'a'" in (wf.agents["b"].error or "")
+    assert [wf.agents[x].state for x in "cde"] == [AgentState.COMPLETED] * 3
+
+
+async def test_failure_rate_above_the_limit_fails_the_workflow() -> None:
+    """Skipped agents count as not completed against max_failure_rate."""
+    spec = workflow(
+        agent("a"), agent("b", "a"), agent("c"), allow_partial_completion=True,
+        max_failure_rate=0.5,
+    )
+    client = ScriptedClient(script={"a": [ServerError("boom", provider="script", status=500)]})
+    result = await run(spec, client)
+    assert result.workflows[0].state is WorkflowState.FAILED
+    assert "max_failure_rate" in (result.workflows[0].reason or "")
+
+
+async def test_critical_agent_failure_fails_even_with_partial_completion() -> None:
+    """An agent at or above critical_priority failing fails the workflow."""
+    spec = workflow(
+        agent("vip", priority=9), agent("x"), agent("y"), agent("z"),
+        allow_partial_completion=True, max_failure_rate=0.9, critical_priority=8,
+    )
+    client = ScriptedClient(script={"vip": [ServerError("boom", provider="script", status=500)]})
+    result = await run(spec, client)
+    assert result.workflows[0].state is WorkflowState.FAILED
+    assert "critical_priority" in (result.workflows[0].reason or "")
+
+
+async def test_retriable_failures_are_retried_with_backoff_on_the_injected_clock() -> None:
+    """Two 503s then success: three attempts, exponential delays 1 s and 2 s, no real sleep."""
+    retry = RetrySpec(max_retries=3, strategy="exponential", base_delay_s=1, max_delay_s=30,
+                      exponential_base=2, jitter=False)
+    spec = workflow(agent("a", retry=retry))
+    boom = ServerError("unavailable", provider="script", status=503)
+    client = ScriptedClient(script={"a": [boom, boom, "fine"]})
+    clock = FakeClock(autojump=True)
+    result = await run(spec, client, clock=clock)
+    a = result.workflows[0].agents["a"]
+    assert a.state is AgentState.COMPLETED
+    assert [x.attempt for x in a.attempts] == [1, 2, 3]
+    assert [x.state for x in a.attempts] == [AgentState.FAILED, AgentState.FAILED, AgentState.COMPLETED]
+    assert clock.slept == [1.0, 2.0]
+    assert a.output == "fine"
+
+
+async def test_non_retriable_error_is_not_retried() -> None:
+    """A 401 fails at once, whatever max_retries says."""
+    spec = workflow(agent("a", retry=RetrySpec(max_retries=5, jitter=False)))
+    client = ScriptedClient(script={"a": [AuthenticationError("no", provider="script", status=401)]})
+    result = await run(spec, client, clock=FakeClock(autojump=True))
+    assert len(result.workflows[0].agents["a"].attempts) == 1
+
+
+async def test_invalid_structured_output_is_retried_and_the_error_recorded() -> None:
+    """An answer that breaks output_schema is a retriable failure with the reason kept."""
+    schema = {"type": "object", "required": ["total"], "properties": {"total": {"type": "number"}}}
+    retry = RetrySpec(max_retries=2, strategy="immediate", jitter=False)
+    spec = workflow(agent("a", retry=retry, output_schema=schema))
+    client = ScriptedClient(script={"a": ['{"total": "lots"}', "not json", '{"total": 12.5}']})
+    result = await run(spec, client, clock=FakeClock(autojump=True))
+    a = result.workflows[0].agents["a"]
+    assert a.state is AgentState.COMPLETED
+    assert a.output == {"total": 12.5}
+    assert "total" in (a.attempts[0].error or "")
+    assert "not JSON" in (a.attempts[1].error or "")
+
+
+async def test_outputs_flow_downstream_into_prompts() -> None:
+    """A downstream prompt sees inputs and the parsed output of its needs."""
+    schema = {"type": "object", "properties": {"vendor": {"type": "string"}}}
+    spec = workflow(
+        agent("extract", output_schema=schema, prompt="{{ inputs.text }}"),
+        agent("check", "extract", prompt="vendor={{ agents.extract.output.vendor }}"),
+    )
+    seen: list[str] = []
+
+    def answer(request):  # type: ignore[no-untyped-def]
+        seen.append(request.messages[0].content)
+        return "ok"
+
+    client = ScriptedClient(script={"extract": [json.dumps({"vendor": "ACME"})], "check": [answer]})
+    result = await run(spec, client, inputs={"text": "invoice 1"})
+    assert result.exit_code == 0
+    assert seen == ["vendor=ACME"]
+    assert client.calls[0].agent == "extract"
+
+
+async def test_resumed_agents_are_not_called_again() -> None:
+    """Agents completed in an earlier run keep their outputs and cost nothing now."""
+    spec = workflow(agent("a"), agent("b", "a", prompt="{{ agents.a.output }}!"))
+    seen: list[str] = []
+    client = ScriptedClient(script={"b": [lambda r: seen.append(r.messages[0].content) or "done"]})
+    job = WorkflowJob(spec.name, spec, {"a": (), "b": ("a",)}, {}, completed={"a": "earlier"})
+    result = await Engine(runtime(client)).run([job])
+    assert result.exit_code == 0
+    assert client.order() == ["b"]
+    assert seen == ["earlier!"]
+    assert result.workflows[0].agents["a"].resumed
+
+
+async def test_cancel_stops_the_run_promptly_with_exit_code_130() -> None:
+    """Cancelling cancels in-flight calls, starts nothing new and ends CANCELLED."""
+    spec = workflow(agent("a"), agent("b"), agent("c", "a"))
+    client = ScriptedClient(latency_s={"a": 10.0, "b": 10.0})
+    engine = Engine(runtime(client))
+    task = asyncio.create_task(engine.run([WorkflowJob.of("wf", spec)]))
+    await asyncio.sleep(0.05)
+    engine.cancel()
+    result = await asyncio.wait_for(task, 2)
+    wf = result.workflows[0]
+    assert result.exit_code == 130
+    assert wf.state is WorkflowState.CANCELLED
+    assert {a.state for a in wf.agents.values()} == {AgentState.CANCELLED}
+    assert client.order() == ["a", "b"]
+
+
+@pytest.mark.parametrize("n", [200])
+async def test_many_instances_each_get_their_own_outcome(n: int) -> None:
+    """Many instances of one workflow run side by side; the worst outcome sets the exit code."""
+    spec = workflow(agent("a"), agent("b", "a"))
+    client = ScriptedClient()
+    jobs = [WorkflowJob.of(f"wf#{i}", spec, {"row": i}) for i in range(n)]
+    result = await Engine(runtime(client), EngineOptions(max_workflows=20)).run(jobs)
+    assert len(result.workflows) == n
+    assert result.exit_code == 0
+    assert len(client.calls) == 2 * n
