@@ -127,6 +127,8 @@ async def _run_attempt(task: AgentTask, rt: Runtime, attempt: int) -> _Attempt:
         completion = await _call(task, rt, request, attempt, calls)
         output = parse_output(agent, completion.text, where=task.where)
     except AoeError as error:
+        if error.where is None:
+            error.where = f"{task.where}#{attempt}"
         state = final_state(error) if not error.retriable else AgentState.FAILED
         await _finish(task, rt, attempt, state, error=error)
         return _Attempt(_attempt_result(attempt, state, started, calls, error), error=error)

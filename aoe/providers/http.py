@@ -1,0 +1,318 @@
+"""The HTTP boundary of every provider: one pooled client, and the one translation of failures.
+
+Everything that can go wrong on the wire becomes a ``ProviderError`` subclass here, raised
+``from`` its cause, so no httpx exception and no raw status reaches the engine:
+
+    httpx.ConnectError / ConnectTimeout / PoolTimeout  -> ProviderConnectionError  (not sent)
+    httpx.ReadTimeout / WriteTimeout, deadline passed  -> ProviderTimeout          (outcome unknown)
+    httpx.RemoteProtocolError / ReadError / WriteError -> ProviderConnectionError  (outcome unknown)
+    429 rate limit                                     -> RateLimitedError
+    429 insufficient_quota / billing codes, 402,
+        Anthropic enforced_spend_limit_reached         -> QuotaExceededError
+    529, Anthropic overloaded_error                    -> OverloadedError
+    408                                                -> ProviderTimeout          (not processed)
+    5xx                                                -> ServerError
+    401 / 403                                          -> AuthenticationError
+    other 4xx (400, 404, 409, 413, 422, ...)           -> BadRequestError
+    2xx whose body is not the promised JSON            -> MalformedResponseError
+
+``retry-after-ms`` then ``retry-after`` (seconds or an HTTP date) become ``retry_after_s``;
+``x-should-retry`` becomes ``should_retry``. Messages carry the provider, the status and the
+provider's own message, with the API key masked should a server ever echo it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from aoe.errors import (
+    AuthenticationError,
+    BadRequestError,
+    ConfigError,
+    MalformedResponseError,
+    OverloadedError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderTimeout,
+    QuotaExceededError,
+    RateLimitedError,
+    ServerError,
+)
+from aoe.providers.ratelimit_headers import parse_http_date
+
+MAX_CONNECTIONS = 512  # 500 agents in flight against one provider, plus headroom
+MAX_KEEPALIVE = 64
+CONNECT_TIMEOUT_S = 10.0
+EXCERPT_CHARS = 200
+
+# OpenAI puts billing problems in error.type / error.code; Anthropic in error.details.error_code.
+QUOTA_MARKERS = frozenset(
+    {
+        "insufficient_quota",
+        "credit_balance_exhausted",
+        "organization_spend_limit_exceeded",
+        "project_spend_limit_exceeded",
+        "organization_usage_limit_exceeded",
+        "billing_hard_limit_reached",
+        "billing_not_active",
+        "billing_error",
+        "enforced_spend_limit_reached",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """Who we are talking to, for messages and hints; ``secret`` is only used for masking."""
+
+    provider: str
+    key_env: str | None = None
+    secret: str | None = field(default=None, repr=False)
+
+    def redact(self, text: str) -> str:
+        return text.replace(self.secret, "***") if self.secret else text
+
+
+@dataclass(frozen=True, slots=True)
+class JsonResponse:
+    """A 2xx answer whose body parsed as a JSON object."""
+
+    status: int
+    headers: httpx.Headers
+    body: Mapping[str, Any]
+    content: bytes
+    latency_s: float
+
+
+def make_http_client(
+    *, timeout_s: float = 60.0, max_connections: int = MAX_CONNECTIONS
+) -> httpx.AsyncClient:
+    """The pooled client one provider shares across all its calls (HTTP/1.1, no redirects)."""
+    return httpx.AsyncClient(
+        limits=httpx.Limits(
+            max_connections=max_connections,
+            max_keepalive_connections=MAX_KEEPALIVE,
+            keepalive_expiry=30.0,
+        ),
+        timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, CONNECT_TIMEOUT_S)),
+        follow_redirects=False,
+    )
+
+
+async def post_json(
+    http: httpx.AsyncClient,
+    endpoint: Endpoint,
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    body: Mapping[str, Any],
+    timeout_s: float,
+) -> JsonResponse:
+    """POST ``body`` and return the parsed 2xx JSON object, or raise a ``ProviderError``.
+
+    ``timeout_s`` bounds the whole call, not only each socket read, so a server that
+    trickles bytes cannot hold an agent past its timeout.
+    """
+    timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, CONNECT_TIMEOUT_S))
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(timeout_s):
+            response = await http.post(url, headers=dict(headers), json=body, timeout=timeout)
+    except TimeoutError as exc:
+        raise ProviderTimeout(
+            f"no complete answer within {timeout_s:g} s",
+            provider=endpoint.provider,
+            outcome_unknown=True,
+            hint="raise timeout_s for this agent if the model is slow",
+        ) from exc
+    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
+        raise ConfigError(
+            f"provider {endpoint.provider!r}: cannot call {url!r}: {exc}",
+            hint="check base_url in aoe.yaml (it needs http:// or https://)",
+        ) from exc
+    except httpx.HTTPError as exc:
+        raise transport_error(endpoint, exc) from exc
+    latency_s = time.perf_counter() - started
+    if not 200 <= response.status_code < 300:
+        raise status_error(endpoint, response.status_code, response.headers, response.content)
+    try:
+        parsed = json.loads(response.content)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise malformed(
+            endpoint, response.status_code, "body is not JSON", response.content
+        ) from exc
+    if not isinstance(parsed, dict):
+        raise malformed(
+            endpoint, response.status_code, "body is not a JSON object", response.content
+        )
+    return JsonResponse(response.status_code, response.headers, parsed, response.content, latency_s)
+
+
+def transport_error(endpoint: Endpoint, exc: httpx.HTTPError) -> ProviderError:
+    """A failure below HTTP: whether the request may have been processed decides the flag."""
+    provider = endpoint.provider
+    detail = endpoint.redact(str(exc) or type(exc).__name__)
+    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
+        return ProviderConnectionError(
+            f"timed out connecting: {detail}", provider=provider, outcome_unknown=False
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        return ProviderTimeout(
+            f"timed out waiting for the answer: {detail}",
+            provider=provider,
+            outcome_unknown=True,
+            hint="raise timeout_s for this agent if the model is slow",
+        )
+    if isinstance(exc, httpx.ConnectError):
+        return ProviderConnectionError(
+            f"cannot connect: {detail}",
+            provider=provider,
+            outcome_unknown=False,
+            hint="check base_url and the network",
+        )
+    return ProviderConnectionError(
+        f"connection broke during the call: {detail}", provider=provider, outcome_unknown=True
+    )
+
+
+def status_error(
+    endpoint: Endpoint, status: int, headers: Mapping[str, str], content: bytes
+) -> ProviderError:
+    """The error for a non-2xx answer, classified by status and the body's error type/code."""
+    body = _json_or_none(content)
+    message = endpoint.redact(_provider_message(body) or _excerpt(content) or "(empty body)")
+    markers = _markers(body)
+    common: dict[str, Any] = {
+        "provider": endpoint.provider,
+        "status": status,
+        "error_type": _error_type(body),
+        "retry_after_s": parse_retry_after(headers),
+        "should_retry": _should_retry(headers),
+    }
+    if status == 402 or (400 <= status < 500 and markers & QUOTA_MARKERS):
+        return QuotaExceededError(
+            message,
+            **common,
+            hint="the account is out of credit or hit a spend limit; retrying will not help",
+        )
+    if status == 429:
+        return RateLimitedError(
+            message, **common, hint="lower this provider's limits in aoe.yaml to avoid 429s"
+        )
+    if status == 529 or "overloaded_error" in markers:
+        return OverloadedError(message, **common)
+    if status in (401, 403):
+        env = f"${endpoint.key_env}" if endpoint.key_env else "the API key"
+        return AuthenticationError(
+            message, **common, hint=f"check {env}, or run with --simulate to try without a key"
+        )
+    if status == 408:
+        return ProviderTimeout(message, **common)
+    if status >= 500:
+        return ServerError(message, **common)
+    if 400 <= status < 500:
+        hint = "check the model name and base_url" if status == 404 else None
+        return BadRequestError(message, **common, hint=hint)
+    return malformed(endpoint, status, f"unexpected HTTP status {status}", content)
+
+
+def malformed(endpoint: Endpoint, status: int | None, what: str, content: bytes) -> ProviderError:
+    """An answer that breaks the API's promise: the reason and a short, masked excerpt."""
+    excerpt = endpoint.redact(_excerpt(content))
+    return MalformedResponseError(
+        f"{what}: {excerpt!r}" if excerpt else what,
+        provider=endpoint.provider,
+        status=status,
+        hint="the server at base_url may not speak this provider's API",
+    )
+
+
+def parse_retry_after(headers: Mapping[str, str], *, now: datetime | None = None) -> float | None:
+    """``retry-after-ms`` first, then ``retry-after`` as seconds or an HTTP date; else None."""
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms is not None:
+        try:
+            value = float(raw_ms) / 1000.0
+        except ValueError:
+            value = -1.0
+        if value >= 0 and value != float("inf"):
+            return value
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        when = parse_http_date(raw)
+        if when is None:
+            return None
+        return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+    return seconds if 0 <= seconds != float("inf") else None
+
+
+def _should_retry(headers: Mapping[str, str]) -> bool | None:
+    raw = (headers.get("x-should-retry") or "").strip().lower()
+    return {"true": True, "false": False}.get(raw)
+
+
+def _json_or_none(content: bytes) -> Mapping[str, Any] | None:
+    try:
+        parsed = json.loads(content)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def _provider_message(body: Mapping[str, Any] | None) -> str | None:
+    """``error.message`` (OpenAI, Anthropic), else compatible servers' ``message`` / ``detail``."""
+    if body is None:
+        return None
+    err = body.get("error")
+    if isinstance(err, Mapping) and isinstance(err.get("message"), str):
+        return str(err["message"])
+    for candidate in (err, body.get("message"), body.get("detail")):
+        if isinstance(candidate, str) and candidate:
+            return candidate
+    return None
+
+
+def _markers(body: Mapping[str, Any] | None) -> set[str]:
+    """Every error type/code the body names (codes may be ints on llama.cpp)."""
+    if body is None:
+        return set()
+    err = body.get("error")
+    if not isinstance(err, Mapping):
+        return set()
+    found = {str(err[k]) for k in ("type", "code") if err.get(k) is not None}
+    details = err.get("details")
+    if isinstance(details, Mapping) and details.get("error_code") is not None:
+        found.add(str(details["error_code"]))
+    return found
+
+
+def _error_type(body: Mapping[str, Any] | None) -> str | None:
+    """The most specific name the body gives: details.error_code, then code, then type."""
+    err = body.get("error") if body is not None else None
+    if not isinstance(err, Mapping):
+        return None
+    details = err.get("details")
+    candidates = [
+        details.get("error_code") if isinstance(details, Mapping) else None,
+        err.get("code") if isinstance(err.get("code"), str) else None,
+        err.get("type"),
+        err.get("code"),
+    ]
+    return next((str(c) for c in candidates if c is not None and c != ""), None)
+
+
+def _excerpt(content: bytes) -> str:
+    text = " ".join(content.decode("utf-8", errors="replace").split())
+    return text if len(text) <= EXCERPT_CHARS else text[:EXCERPT_CHARS] + "..."

@@ -1,0 +1,249 @@
+"""OpenAI Chat Completions, and any server speaking it (vLLM, Ollama, llama.cpp) via ``base_url``.
+
+Compatible servers differ in small ways this client absorbs: ``usage`` may be missing
+(zeros, ``usage_reported=False`` and one warning), ``error.code`` may be a number, and the
+max-tokens field may have to be ``max_tokens`` (``ProviderConfig.max_tokens_field``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import httpx
+
+from aoe.clock import Clock
+from aoe.providers.base import (
+    Completion,
+    CompletionRequest,
+    Message,
+    ModelInfo,
+    ToolCall,
+    Usage,
+)
+from aoe.providers.http import Endpoint, JsonResponse, make_http_client, malformed, post_json
+from aoe.providers.ratelimit_headers import parse_openai
+from aoe.spec.models import ProviderConfig, thaw
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+log = logging.getLogger("aoe.providers")
+
+
+class OpenAIClient:
+    """An ``LLMClient`` over ``POST {base_url}/chat/completions``."""
+
+    def __init__(
+        self,
+        config: ProviderConfig,
+        *,
+        api_key: str | None,
+        http: httpx.AsyncClient | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        del clock  # latency is measured on the wall clock of the real call
+        self.name = config.name
+        self.config = config
+        self._url = (config.base_url or DEFAULT_BASE_URL).rstrip("/") + "/chat/completions"
+        self._endpoint = Endpoint(config.name, config.api_key_env, api_key)
+        self._headers = {"content-type": "application/json"}
+        if api_key:
+            self._headers["authorization"] = f"Bearer {api_key}"
+        self._owns_http = http is None
+        self._http = http or make_http_client(timeout_s=config.timeout_s or 60.0)
+        self._warned_no_usage = False
+
+    def __repr__(self) -> str:
+        return f"OpenAIClient(name={self.name!r}, url={self._url!r})"
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        """One chat completion; structured output through ``response_format`` json_schema."""
+        return await self._call(request, with_tools=False)
+
+    async def complete_with_tools(self, request: CompletionRequest) -> Completion:
+        """One turn with ``request.tools`` offered; the answer may hold ``tool_calls``."""
+        return await self._call(request, with_tools=True)
+
+    def model_info(self, model: str) -> ModelInfo:
+        return ModelInfo(provider=self.name, name=model, tokenizer=_tokenizer_for(model))
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    def build_body(self, request: CompletionRequest, *, with_tools: bool) -> dict[str, Any]:
+        """The JSON body for ``request`` (public so tests can check it against the SDK types)."""
+        messages: list[dict[str, Any]] = []
+        if request.system:
+            messages.append({"role": "system", "content": request.system})
+        messages.extend(_wire_message(m) for m in request.messages)
+        body: dict[str, Any] = {"model": request.model, "messages": messages}
+        body[self.config.max_tokens_field] = request.max_tokens
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.output_schema is not None:
+            schema = thaw(request.output_schema)
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": _schema_name(request.schema_name),
+                    "schema": schema,
+                    "strict": strict_compatible(schema),
+                },
+            }
+        if with_tools and request.tools:
+            body["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": t.name,
+                        "description": t.description,
+                        "parameters": thaw(t.parameters),
+                    },
+                }
+                for t in request.tools
+            ]
+        return body
+
+    async def _call(self, request: CompletionRequest, *, with_tools: bool) -> Completion:
+        response = await post_json(
+            self._http,
+            self._endpoint,
+            self._url,
+            headers=self._headers,
+            body=self.build_body(request, with_tools=with_tools),
+            timeout_s=request.timeout_s,
+        )
+        try:
+            completion = self._parse(request, response)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise malformed(
+                self._endpoint,
+                response.status,
+                f"not a chat completion ({reason})",
+                response.content,
+            ) from exc
+        if not completion.usage_reported and not self._warned_no_usage:
+            self._warned_no_usage = True
+            log.warning("provider %s sent no usage; token counts and cost show as 0", self.name)
+        return completion
+
+    def _parse(self, request: CompletionRequest, response: JsonResponse) -> Completion:
+        body = response.body
+        choices = body["choices"]
+        if not isinstance(choices, list) or not choices:
+            raise ValueError("'choices' is empty")
+        choice = choices[0]
+        message = choice["message"]
+        content = message.get("content")
+        if content is not None and not isinstance(content, str):
+            raise TypeError("'content' is not a string")
+        finish_reason = choice.get("finish_reason") or "stop"
+        if not content and message.get("refusal"):
+            finish_reason = "refusal"
+        tool_calls = tuple(_tool_call(raw) for raw in message.get("tool_calls") or ())
+        usage_raw = body.get("usage")
+        return Completion(
+            text=content or "",
+            usage=_usage(usage_raw) if usage_raw is not None else Usage(),
+            model=str(body.get("model") or request.model),
+            finish_reason=str(finish_reason),
+            tool_calls=tool_calls,
+            request_id=response.headers.get("x-request-id"),
+            rate_limits=parse_openai(response.headers),
+            latency_s=response.latency_s,
+            usage_reported=usage_raw is not None,
+        )
+
+
+def strict_compatible(schema: Any) -> bool:
+    """Whether OpenAI strict mode accepts ``schema``: objects closed, every property required."""
+    if isinstance(schema, list):
+        return all(strict_compatible(item) for item in schema)
+    if not isinstance(schema, Mapping):
+        return True
+    is_object = schema.get("type") == "object" or "properties" in schema
+    if is_object:
+        properties = schema.get("properties") or {}
+        if schema.get("additionalProperties") is not False:
+            return False
+        if set(schema.get("required") or ()) != set(properties):
+            return False
+    nested = [
+        *(schema.get("properties") or {}).values(),
+        *(schema.get("$defs") or {}).values(),
+        *(schema.get("definitions") or {}).values(),
+    ]
+    for key in ("items", "prefixItems", "anyOf", "oneOf", "allOf", "not"):
+        if key in schema:
+            nested.append(schema[key])
+    return all(strict_compatible(sub) for sub in nested)
+
+
+def _wire_message(message: Message) -> dict[str, Any]:
+    if message.role == "tool":
+        return {
+            "role": "tool",
+            "tool_call_id": message.tool_call_id or "",
+            "content": message.content,
+        }
+    if message.role == "assistant" and message.tool_calls:
+        return {
+            "role": "assistant",
+            "content": message.content or None,
+            "tool_calls": [
+                {
+                    "id": c.id,
+                    "type": "function",
+                    "function": {"name": c.name, "arguments": c.arguments_json},
+                }
+                for c in message.tool_calls
+            ],
+        }
+    return {"role": message.role, "content": message.content}
+
+
+def _tool_call(raw: Mapping[str, Any]) -> ToolCall:
+    function = raw["function"]
+    arguments = function.get("arguments")
+    if not isinstance(arguments, str):  # some compatible servers send the object itself
+        arguments = json.dumps(arguments if arguments is not None else {})
+    return ToolCall(
+        id=str(raw.get("id") or ""), name=str(function["name"]), arguments_json=arguments
+    )
+
+
+def _usage(raw: Mapping[str, Any]) -> Usage:
+    """prompt_tokens already includes cached_tokens; completion_tokens includes reasoning."""
+    prompt_details = raw.get("prompt_tokens_details") or {}
+    completion_details = raw.get("completion_tokens_details") or {}
+    return Usage(
+        input_tokens=_count(raw.get("prompt_tokens")),
+        output_tokens=_count(raw.get("completion_tokens")),
+        cache_read_tokens=_count(prompt_details.get("cached_tokens")),
+        reasoning_tokens=_count(completion_details.get("reasoning_tokens")),
+    )
+
+
+def _count(value: Any) -> int:
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise TypeError(f"token count {value!r} is not a non-negative integer")
+    return value
+
+
+def _schema_name(name: str) -> str:
+    """OpenAI wants ``^[a-zA-Z0-9_-]{1,64}$``."""
+    return re.sub(r"[^a-zA-Z0-9_-]", "_", name)[:64] or "output"
+
+
+def _tokenizer_for(model: str) -> str | None:
+    if model.startswith(("gpt-4o", "gpt-4.1", "gpt-5", "o1", "o3", "o4", "chatgpt-4o")):
+        return "o200k_base"
+    if model.startswith(("gpt-4", "gpt-3.5")):
+        return "cl100k_base"
+    return None

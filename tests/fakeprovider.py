@@ -1,0 +1,480 @@
+"""A real HTTP/1.1 server on 127.0.0.1 that speaks OpenAI Chat Completions and Anthropic Messages.
+
+It runs an asyncio loop in a background thread (cheap enough for 500+ concurrent
+connections), records every request, counts calls per path, answers with realistic bodies
+(usage, rate-limit headers, schema-valid JSON for structured output, a tool call when tools
+are offered) and takes faults on demand, one per call, from a script::
+
+    fake_provider.script(Fault.rate_limit(retry_after="1"), Fault.error(503))
+    # the next two calls fail like that, later calls succeed
+
+Point an OpenAI client at ``fake.openai_base_url`` and an Anthropic one at ``fake.base_url``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import math
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from http import HTTPStatus
+from typing import Any
+
+import pytest
+
+from aoe.providers.base import CompletionRequest, Message
+from aoe.providers.schema_example import example_for_schema
+
+OPENAI_PATH = "/v1/chat/completions"
+ANTHROPIC_PATH = "/v1/messages"
+
+
+@dataclass(frozen=True)
+class Fault:
+    """What the server does with one call instead of (or before) answering normally."""
+
+    kind: str = "ok"
+    status: int = 200
+    headers: Mapping[str, str] = field(default_factory=dict)
+    delay_s: float = 0.0
+    body: Any = None
+    echo_key: bool = False
+
+    @classmethod
+    def ok(cls, *, delay_s: float = 0.0, headers: Mapping[str, str] | None = None) -> Fault:
+        return cls("ok", 200, headers or {}, delay_s)
+
+    @classmethod
+    def rate_limit(
+        cls, *, retry_after: str | None = None, retry_after_ms: str | None = None
+    ) -> Fault:
+        headers = {}
+        if retry_after is not None:
+            headers["retry-after"] = retry_after
+        if retry_after_ms is not None:
+            headers["retry-after-ms"] = retry_after_ms
+        return cls("rate_limit", 429, headers)
+
+    @classmethod
+    def insufficient_quota(cls, code: str = "insufficient_quota") -> Fault:
+        """OpenAI's billing 429: never worth a retry."""
+        return cls("insufficient_quota", 429, body=code)
+
+    @classmethod
+    def spend_limit(cls) -> Fault:
+        """Anthropic's 429 with ``error.details.error_code = enforced_spend_limit_reached``."""
+        return cls("spend_limit", 429)
+
+    @classmethod
+    def error(cls, status: int, *, headers: Mapping[str, str] | None = None) -> Fault:
+        """A provider-shaped error body with this status (500, 503, 400, 404, ...)."""
+        return cls("status", status, headers or {})
+
+    @classmethod
+    def overloaded(cls) -> Fault:
+        return cls("overloaded", 529)
+
+    @classmethod
+    def unauthorized(cls, *, echo_key: bool = False) -> Fault:
+        """401; with ``echo_key`` the message repeats the key, as a careless server might."""
+        return cls("unauthorized", 401, echo_key=echo_key)
+
+    @classmethod
+    def hang(cls, seconds: float) -> Fault:
+        """Answer normally, but only after ``seconds`` (longer than the client's timeout)."""
+        return cls("ok", 200, delay_s=seconds)
+
+    @classmethod
+    def drop(cls) -> Fault:
+        """Send the headers and half the body, then close the connection."""
+        return cls("drop", 200)
+
+    @classmethod
+    def truncated(cls) -> Fault:
+        """A complete HTTP response whose JSON body is cut in half."""
+        return cls("truncated", 200)
+
+    @classmethod
+    def missing_fields(cls) -> Fault:
+        """Valid JSON without ``choices`` (OpenAI) or ``content`` (Anthropic)."""
+        return cls("missing_fields", 200)
+
+    @classmethod
+    def not_json(cls) -> Fault:
+        return cls("raw", 200, {"content-type": "text/html"}, body=b"<html>gateway</html>")
+
+    @classmethod
+    def reply(
+        cls, body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
+    ) -> Fault:
+        """Exactly this JSON body (or bytes) with this status."""
+        return cls("raw", status, headers or {}, body=body)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One request as the server saw it."""
+
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: Any
+    raw: bytes
+
+
+class FakeProvider:
+    """The loopback server; ``start``/``stop`` it, or use the ``fake_provider`` fixture."""
+
+    def __init__(self, *, latency_s: float = 0.0) -> None:
+        self.latency_s = latency_s
+        self.requests: list[Recorded] = []
+        self.responses: list[bytes] = []  # each body sent back, in order (cut ones in full)
+        self.port = 0
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self._faults: dict[str | None, deque[Fault]] = {}
+        self._lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        return f"{self.base_url}/v1"
+
+    def script(self, *faults: Fault, path: str | None = None) -> None:
+        """Queue faults for the next calls (to ``path`` only, if given); then normal answers."""
+        with self._lock:
+            self._faults.setdefault(path, deque()).extend(faults)
+
+    def calls(self, path: str | None = None) -> int:
+        return sum(1 for r in self.requests if path is None or r.path == path)
+
+    def last(self) -> Recorded:
+        return self.requests[-1]
+
+    def start(self) -> None:
+        ready = threading.Event()
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            self._server = loop.run_until_complete(
+                asyncio.start_server(self._connection, "127.0.0.1", 0, backlog=2048)
+            )
+            self.port = self._server.sockets[0].getsockname()[1]
+            ready.set()
+            loop.run_forever()
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="fake-provider", daemon=True)
+        self._thread.start()
+        ready.wait(5)
+
+    def stop(self) -> None:
+        loop = self._loop
+        if loop is None or self._thread is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._shutdown(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        self._thread.join(5)
+
+    async def _shutdown(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            while True:
+                request = await _read_request(reader)
+                if request is None:
+                    break
+                self.requests.append(request)
+                self.in_flight += 1
+                self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+                try:
+                    keep_open = await self._respond(request, writer)
+                finally:
+                    self.in_flight -= 1
+                if not keep_open:
+                    break
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass
+        finally:
+            self._tasks.discard(task)
+            with contextlib.suppress(Exception):
+                writer.close()
+
+    def _next_fault(self, path: str) -> Fault:
+        with self._lock:
+            for key in (path, None):
+                queue = self._faults.get(key)
+                if queue:
+                    return queue.popleft()
+        return Fault.ok()
+
+    async def _respond(self, request: Recorded, writer: asyncio.StreamWriter) -> bool:
+        fault = self._next_fault(request.path)
+        delay = self.latency_s + fault.delay_s
+        if delay > 0:
+            await asyncio.sleep(delay)
+        wire = "anthropic" if request.path == ANTHROPIC_PATH else "openai"
+        headers: dict[str, str]
+        if request.path not in (OPENAI_PATH, ANTHROPIC_PATH):
+            status, body, headers = 404, _error(wire, "not_found_error", "no such path"), {}
+        else:
+            status, body, headers = self._render(fault, wire, request)
+        headers = {**headers, **fault.headers}
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.responses.append(content)
+        if fault.kind == "truncated":
+            content = content[: len(content) // 2]
+        head = _head(status, headers, len(content))
+        if fault.kind == "drop":
+            writer.write(head + content[: len(content) // 2])
+            await writer.drain()
+            writer.transport.abort()
+            return False
+        writer.write(head + content)
+        await writer.drain()
+        return True
+
+    def _render(
+        self, fault: Fault, wire: str, request: Recorded
+    ) -> tuple[int, Any, dict[str, str]]:
+        kind = fault.kind
+        if kind == "raw":
+            return fault.status, fault.body, {}
+        if kind in ("ok", "drop", "truncated"):
+            return 200, self._answer(wire, request), self._success_headers(wire)
+        if kind == "missing_fields":
+            drop = "choices" if wire == "openai" else "content"
+            answer = {k: v for k, v in self._answer(wire, request).items() if k != drop}
+            return 200, answer, self._success_headers(wire)
+        if kind == "rate_limit":
+            kind_name = "requests" if wire == "openai" else "rate_limit_error"
+            body = _error(wire, kind_name, "Rate limit reached for requests", "rate_limit_exceeded")
+            return 429, body, {}
+        if kind == "insufficient_quota":
+            message = "You exceeded your current quota, please check your plan and billing."
+            return 429, _error("openai", "insufficient_quota", message, fault.body), {}
+        if kind == "spend_limit":
+            body = _error("anthropic", "rate_limit_error", "Workspace spend limit reached")
+            body["error"]["details"] = {"error_code": "enforced_spend_limit_reached"}
+            return 429, body, {}
+        if kind == "overloaded":
+            return 529, _error(wire, "overloaded_error", "Overloaded"), {}
+        if kind == "unauthorized":
+            key = _presented_key(request.headers)
+            said = f"Incorrect API key provided: {key}." if fault.echo_key else "invalid x-api-key"
+            error_type = "authentication_error" if wire == "anthropic" else "invalid_request_error"
+            return 401, _error(wire, error_type, said, "invalid_api_key"), {}
+        status = fault.status
+        error_type = "api_error" if status >= 500 else "invalid_request_error"
+        return status, _error(wire, error_type, f"simulated HTTP {status}"), {}
+
+    def _answer(self, wire: str, request: Recorded) -> dict[str, Any]:
+        number = next(self._ids)
+        rng = random.Random(number)
+        body = request.body if isinstance(request.body, dict) else {}
+        prompt_tokens = math.ceil(len(json.dumps(body.get("messages", []))) / 4)
+        if wire == "openai":
+            return _openai_answer(body, number, rng, prompt_tokens)
+        return _anthropic_answer(body, number, rng, prompt_tokens)
+
+    def _success_headers(self, wire: str) -> dict[str, str]:
+        number = len(self.requests)
+        if wire == "openai":
+            return {
+                "x-request-id": f"req_fake_{number}",
+                "openai-processing-ms": "12",
+                "x-ratelimit-limit-requests": "500",
+                "x-ratelimit-remaining-requests": "499",
+                "x-ratelimit-reset-requests": "120ms",
+                "x-ratelimit-limit-tokens": "200000",
+                "x-ratelimit-remaining-tokens": "199000",
+                "x-ratelimit-reset-tokens": "6m0s",
+            }
+        now = datetime.now(UTC).replace(microsecond=0)
+        reset = (now + timedelta(seconds=30)).isoformat().replace("+00:00", "Z")
+        return {
+            "request-id": f"req_fake_{number}",
+            "date": format_datetime(now, usegmt=True),
+            "anthropic-ratelimit-requests-limit": "50",
+            "anthropic-ratelimit-requests-remaining": "49",
+            "anthropic-ratelimit-requests-reset": reset,
+            "anthropic-ratelimit-tokens-limit": "80000",
+            "anthropic-ratelimit-tokens-remaining": "79000",
+            "anthropic-ratelimit-tokens-reset": reset,
+        }
+
+
+def _openai_answer(
+    body: Mapping[str, Any], number: int, rng: random.Random, prompt_tokens: int
+) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None}
+    messages = body.get("messages") or []
+    tools = body.get("tools") or []
+    response_format = body.get("response_format") or {}
+    finish = "stop"
+    if response_format.get("type") == "json_schema":
+        schema = response_format["json_schema"]["schema"]
+        message["content"] = json.dumps(example_for_schema(schema, rng))
+    elif tools and (not messages or messages[-1].get("role") != "tool"):
+        function = tools[0]["function"]
+        arguments = example_for_schema(function.get("parameters") or {}, rng)
+        message["tool_calls"] = [
+            {
+                "id": f"call_{number}",
+                "type": "function",
+                "function": {"name": function["name"], "arguments": json.dumps(arguments)},
+            }
+        ]
+        finish = "tool_calls"
+    else:
+        message["content"] = f"Hello from fake {body.get('model', 'model')}."
+    completion_tokens = math.ceil(len(json.dumps(message)) / 4)
+    return {
+        "id": f"chatcmpl-fake{number}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": body.get("model", "unknown"),
+        "choices": [{"index": 0, "finish_reason": finish, "message": message, "logprobs": None}],
+        "usage": {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0},
+        },
+    }
+
+
+def _anthropic_answer(
+    body: Mapping[str, Any], number: int, rng: random.Random, prompt_tokens: int
+) -> dict[str, Any]:
+    tools = {t["name"]: t for t in body.get("tools") or []}
+    choice = body.get("tool_choice") or {}
+    messages = body.get("messages") or []
+    last = messages[-1].get("content") if messages else ""
+    answered_tool = isinstance(last, list) and any(b.get("type") == "tool_result" for b in last)
+    call: str | None = None
+    if choice.get("type") == "tool":
+        call = choice["name"]
+    elif tools and not answered_tool:
+        call = next(iter(tools))
+    elif tools and choice.get("type") == "any":
+        call = list(tools)[-1]
+    if call is not None:
+        arguments = example_for_schema(tools[call].get("input_schema") or {}, rng)
+        content: list[dict[str, Any]] = [
+            {"type": "tool_use", "id": f"toolu_{number}", "name": call, "input": arguments}
+        ]
+        stop = "tool_use"
+    else:
+        content = [{"type": "text", "text": f"Hello from fake {body.get('model', 'model')}."}]
+        stop = "end_turn"
+    return {
+        "id": f"msg_fake{number}",
+        "type": "message",
+        "role": "assistant",
+        "model": body.get("model", "unknown"),
+        "content": content,
+        "stop_reason": stop,
+        "stop_sequence": None,
+        "usage": {
+            "input_tokens": prompt_tokens,
+            "output_tokens": math.ceil(len(json.dumps(content)) / 4),
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+        },
+    }
+
+
+def _error(wire: str, error_type: str, message: str, code: str | None = None) -> dict[str, Any]:
+    if wire == "anthropic":
+        return {
+            "type": "error",
+            "error": {"type": error_type, "message": message},
+            "request_id": "req_fake_error",
+        }
+    return {"error": {"message": message, "type": error_type, "param": None, "code": code}}
+
+
+def _presented_key(headers: Mapping[str, str]) -> str:
+    auth = headers.get("authorization", "")
+    return auth.removeprefix("Bearer ") if auth else headers.get("x-api-key", "")
+
+
+def _head(status: int, headers: Mapping[str, str], length: int) -> bytes:
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = "Overloaded" if status == 529 else "Unknown"
+    lines = [f"HTTP/1.1 {status} {reason}", f"content-length: {length}"]
+    if not any(k.lower() == "content-type" for k in headers):
+        lines.append("content-type: application/json")
+    lines += [f"{k}: {v}" for k, v in headers.items()]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+
+async def _read_request(reader: asyncio.StreamReader) -> Recorded | None:
+    line = await reader.readline()
+    if not line.strip():
+        return None
+    method, path, _ = line.decode("latin-1").split(" ", 2)
+    headers: dict[str, str] = {}
+    while True:
+        header = await reader.readline()
+        if header in (b"\r\n", b"\n", b""):
+            break
+        name, _, value = header.decode("latin-1").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    raw = await reader.readexactly(int(headers.get("content-length", "0")))
+    try:
+        body = json.loads(raw) if raw else None
+    except ValueError:
+        body = None
+    return Recorded(method, path, headers, body, raw)
+
+
+@pytest.fixture
+def fake_provider() -> Iterator[FakeProvider]:
+    """A fresh loopback provider server for one test."""
+    server = FakeProvider()
+    server.start()
+    yield server
+    server.stop()
+
+
+def chat_request(prompt: str = "Say hello.", **overrides: Any) -> CompletionRequest:
+    """A small CompletionRequest for tests; keyword arguments replace its fields."""
+    fields: dict[str, Any] = {
+        "model": "gpt-4o-mini",
+        "messages": (Message("user", prompt),),
+        "max_tokens": 64,
+        "timeout_s": 5.0,
+    }
+    fields.update(overrides)
+    return CompletionRequest(**fields)
