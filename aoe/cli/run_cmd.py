@@ -57,6 +57,22 @@ def run(
     db: Annotated[Path | None, typer.Option(
         "--db", metavar="FILE", help="Ledger file (default: $AOE_DB or .aoe/aoe.db).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for the simulator and retry jitter.")] = 0,
+    junit: Annotated[Path | None, typer.Option(
+        "--junit", metavar="PATH", help="Write a JUnit XML report (a testcase per agent).",
+    )] = None,
+    events: Annotated[Path | None, typer.Option(
+        "--events", metavar="PATH",
+        help="Append every event as JSON Lines (schemas/events.schema.json).",
+    )] = None,
+    metrics_port: Annotated[int | None, typer.Option(
+        "--metrics-port", metavar="N", help="Serve Prometheus /metrics on this port while running.",
+    )] = None,
+    metrics_addr: Annotated[str, typer.Option(
+        "--metrics-addr", metavar="ADDR", help="Address for --metrics-port.",
+    )] = "127.0.0.1",
+    pushgateway: Annotated[str | None, typer.Option(
+        "--pushgateway", metavar="URL", help="Push the final metrics to a Prometheus Pushgateway.",
+    )] = None,
 ) -> None:
     """Run workflows: every agent as soon as its needs are done, under limits and budgets."""
     import asyncio
@@ -79,7 +95,15 @@ def run(
     prepared = prepare(options)
     for warning in prepared.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    result = asyncio.run(_execute(prepared, live=_live_wanted(no_live)))
+    from aoe.report.ci import OutputOptions, RunOutputs
+
+    wanted = OutputOptions(junit, events, metrics_port, metrics_addr, pushgateway)
+    outputs = RunOutputs.start(wanted, sys.stderr)
+    result = None
+    try:
+        result = asyncio.run(_execute(prepared, live=_live_wanted(no_live), outputs=outputs))
+    finally:
+        outputs.finish(result, prepared.jobs)
     if as_json:
         import json
 
@@ -95,7 +119,7 @@ def run(
     raise typer.Exit(result.exit_code)
 
 
-async def _execute(prepared: Any, *, live: bool) -> Any:
+async def _execute(prepared: Any, *, live: bool, outputs: Any = None) -> Any:
     """Run with progress on stderr; SIGINT and SIGTERM cancel the run cleanly."""
     import asyncio
     import signal
@@ -115,7 +139,11 @@ async def _execute(prepared: Any, *, live: bool) -> Any:
         from aoe.ui.plain import PlainProgress
 
         sinks.append(PlainProgress(sys.stderr))
+    if outputs is not None:
+        sinks.extend(outputs.sinks)
     handle = RunHandle(prepared, sinks)
+    if outputs is not None:
+        outputs.bind(handle)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, handle.cancel)

@@ -206,7 +206,7 @@ class Engine:
 
             await self.rt.ledger.start_workflow(WorkflowStart(
                 self.run_id, wf.job.key, spec.name, str(spec.path), dict(wf.job.inputs),
-                spec.budget_usd,
+                spec.budget_usd, needs=wf.job.needs,
             ))
         wf.opened = True
         wf.started_at = time.time()

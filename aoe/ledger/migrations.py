@@ -111,7 +111,12 @@ def m002_report_indexes(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX calls_by_model ON calls (provider, model)")
 
 
-MIGRATIONS: Final[tuple[Migration, ...]] = (m001_initial, m002_report_indexes)
+def m003_workflow_graph(conn: sqlite3.Connection) -> None:
+    """Each workflow's ``needs`` as JSON: ``aoe report`` draws the DAG and its critical path."""
+    conn.execute("ALTER TABLE workflows ADD COLUMN graph_json TEXT")
+
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (m001_initial, m002_report_indexes, m003_workflow_graph)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 

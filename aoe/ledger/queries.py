@@ -222,8 +222,8 @@ def get_run(conn: sqlite3.Connection, prefix: str) -> RunDetail:
         attempts[(w, a)].append((detail, module))
     outputs = _outputs(conn, run_id)
     workflows = []
-    for key, name, path, inputs, budget, state, started, ended in conn.execute(
-        "SELECT key, name, path, inputs, budget_usd, state, started_at, ended_at"
+    for key, name, path, inputs, budget, state, started, ended, graph in conn.execute(
+        "SELECT key, name, path, inputs, budget_usd, state, started_at, ended_at, graph_json"
         " FROM workflows WHERE run_id = ? ORDER BY rowid",
         (run_id,),
     ).fetchall():
@@ -251,6 +251,7 @@ def get_run(conn: sqlite3.Connection, prefix: str) -> RunDetail:
                 ended_at=ended,
                 agents=tuple(agents),
                 cost_usd=sum((ag.cost_usd for ag in agents), Decimal(0)),
+                needs={a: tuple(d) for a, d in json.loads(graph or "{}").items()},
             )
         )
     return RunDetail(run=summary, workflows=tuple(workflows))

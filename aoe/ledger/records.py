@@ -60,6 +60,7 @@ class WorkflowStart:
     inputs: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
     budget_usd: Decimal | float | None = None
     started_at: float | None = None
+    needs: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: EMPTY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,6 +190,7 @@ class WorkflowDetail:
     ended_at: float | None
     agents: tuple[AgentDetail, ...]
     cost_usd: Decimal
+    needs: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: EMPTY)
 
 
 @dataclass(frozen=True, slots=True)

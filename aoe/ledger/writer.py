@@ -73,7 +73,7 @@ def write_workflow_start(conn: sqlite3.Connection, w: WorkflowStart) -> None:
     """Insert a workflow instance, or reopen it on resume."""
     conn.execute(
         "INSERT INTO workflows (run_id, key, name, path, inputs, budget_usd, state,"
-        " started_at, ended_at) VALUES (?, ?, ?, ?, ?, ?, 'RUNNING', ?, NULL)"
+        " started_at, ended_at, graph_json) VALUES (?, ?, ?, ?, ?, ?, 'RUNNING', ?, NULL, ?)"
         " ON CONFLICT (run_id, key) DO UPDATE SET state = 'RUNNING', ended_at = NULL",
         (
             w.run_id,
@@ -83,6 +83,7 @@ def write_workflow_start(conn: sqlite3.Connection, w: WorkflowStart) -> None:
             _json(w.inputs),
             _budget_text(w.budget_usd),
             w.started_at,
+            _json({agent: list(deps) for agent, deps in w.needs.items()}),
         ),
     )
 

@@ -1,0 +1,52 @@
+"""``aoe report RUN_ID --html out.html``: one self-contained page of a run, from the ledger."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from aoe.errors import UsageError
+
+
+def report(
+    run_id: Annotated[str, typer.Argument(metavar="RUN_ID", help="A run id or a unique prefix.")],
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            "--html", metavar="PATH", help="Write the report page here (opens with no network)."
+        ),
+    ] = None,
+    db: Annotated[
+        Path | None,
+        typer.Option(
+            "--db", metavar="PATH", help="Ledger file (default: $AOE_DB, else .aoe/aoe.db here)."
+        ),
+    ] = None,
+) -> None:
+    """Write a run's report: DAG, timeline of every attempt, critical path, cost charts, agents."""
+    from aoe.ledger.store import Ledger, default_db_path
+    from aoe.report.html import render_html
+
+    if html is None:
+        raise UsageError(
+            "say where to write the report", hint=f"aoe report {run_id} --html report.html"
+        )
+    with Ledger.open(db if db is not None else default_db_path()) as ledger:
+        detail = ledger.get_run(run_id)
+    try:
+        html.parent.mkdir(parents=True, exist_ok=True)
+        html.write_text(render_html(detail), encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write {html}: {exc.strerror}",
+            where=str(html),
+            hint="pass a --html path in a writable directory",
+        ) from None
+    typer.echo(f"wrote {html} (run {detail.run.run_id})", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``aoe report`` to ``app``."""
+    app.command("report")(report)

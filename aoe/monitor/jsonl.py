@@ -1,0 +1,65 @@
+"""``--events PATH``: every event as one JSON object per line (``schemas/events.schema.json``).
+
+Each line carries ``version`` and ``kind`` (the event class in snake case), ``run_id``,
+``at`` (epoch seconds) and the event's own fields. Lines are flushed as they are written,
+so ``tail -f`` follows a run. Events hold no prompts, outputs or keys, and this sink adds
+none: it writes the event's fields and nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, TextIO
+
+from aoe.monitor.events import Event, WorkflowFinished
+
+EVENTS_VERSION = 1
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, tuple | list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def event_record(event: Event) -> dict[str, Any]:
+    """The JSON object written for ``event``."""
+    record: dict[str, Any] = {"version": EVENTS_VERSION, "kind": event.kind}
+    for f in dataclasses.fields(event):
+        record[f.name] = _plain(getattr(event, f.name))
+    if isinstance(event, WorkflowFinished):
+        record["counts"] = dict(event.counts)
+    return record
+
+
+class JsonlSink:
+    """Writes each event to a file as a JSON line, flushed at once."""
+
+    def __init__(self, stream: TextIO, *, owns: bool = False) -> None:
+        self._stream = stream
+        self._owns = owns
+
+    @classmethod
+    def open(cls, path: Path) -> JsonlSink:
+        """Append to ``path`` (creating its directory); line-buffered."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return cls(path.open("a", encoding="utf-8", buffering=1), owns=True)
+
+    def handle(self, event: Event) -> None:
+        self._stream.write(
+            json.dumps(
+                event_record(event), separators=(",", ":"), ensure_ascii=False, allow_nan=False
+            )
+            + "\n"
+        )
+        self._stream.flush()
+
+    def close(self) -> None:
+        if self._owns:
+            self._stream.close()
