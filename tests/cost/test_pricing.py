@@ -1,0 +1,134 @@
+"""Prices and call costs, checked by hand against genai-prices' bundled snapshot."""
+
+from __future__ import annotations
+
+import socket
+from decimal import Decimal
+
+import pytest
+
+from aoe.cost.pricing import PriceBook
+from aoe.errors import ConfigError
+from aoe.providers.base import Usage
+from aoe.spec.models import Config, ModelRef, PriceSpec, ProviderConfig
+
+MINI = ModelRef("openai", "gpt-4o-mini")
+SONNET = ModelRef("anthropic", "claude-sonnet-4-5")
+
+
+@pytest.fixture(autouse=True)
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prices come from the bundled snapshot: any connection attempt fails the test."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+def test_gpt_4o_mini_cost_with_cached_input_by_hand() -> None:
+    """$0.15 / $0.075 cached / $0.60 per MTok: cached tokens are part of input_tokens."""
+    usage = Usage(input_tokens=1_000_000, output_tokens=100_000, cache_read_tokens=200_000)
+    # 800k * 0.15 + 200k * 0.075 + 100k * 0.60, per million
+    assert PriceBook().cost_usd(MINI, usage) == Decimal("0.195")
+
+
+def test_claude_sonnet_cost_with_cache_reads_and_writes_by_hand() -> None:
+    """Anthropic's disjoint buckets, normalised into input_tokens, price as the docs say."""
+    usage = Usage(
+        input_tokens=5100, output_tokens=50, cache_read_tokens=3000, cache_write_tokens=2000
+    )
+    # 100 * $3 + 2000 * $3.75 + 3000 * $0.30 + 50 * $15, per million
+    assert PriceBook().cost_usd(SONNET, usage) == Decimal("0.00945")
+
+
+def test_long_context_tier_applies_to_the_whole_prompt() -> None:
+    """Above 200k input tokens Sonnet 4.5 costs $6 / $22.50 per MTok for every token."""
+    usage = Usage(input_tokens=300_000, output_tokens=1000)
+    assert PriceBook().cost_usd(SONNET, usage) == Decimal("1.8225")
+    price = PriceBook().price(SONNET)
+    assert price is not None
+    assert price.tiered
+    assert (price.input_per_mtok, price.output_per_mtok) == (Decimal(3), Decimal(15))
+    assert (price.cached_input_per_mtok, price.cache_write_per_mtok) == (
+        Decimal("0.3"),
+        Decimal("3.75"),
+    )
+
+
+def test_max_cost_is_all_input_uncached_plus_every_output_token() -> None:
+    """A reservation's worst case: input at the input price and max_tokens of output."""
+    book = PriceBook()
+    # gpt-4o: $2.50 in, $10 out
+    assert book.max_cost_usd(ModelRef("openai", "gpt-4o"), 1000, 500) == Decimal("0.0075")
+    worst = book.max_cost_usd(MINI, 10_000, 1000)
+    assert worst is not None
+    real = book.cost_usd(
+        MINI, Usage(input_tokens=10_000, output_tokens=800, cache_read_tokens=5000)
+    )
+    assert real is not None
+    assert real < worst
+
+
+def test_user_overrides_win_over_the_snapshot() -> None:
+    """A `pricing:` entry in aoe.yaml replaces the maintained price for that model."""
+    book = PriceBook({"openai/gpt-4o-mini": PriceSpec(input_per_mtok=1, output_per_mtok=2)})
+    usage = Usage(input_tokens=1_000_000, output_tokens=1_000_000, cache_read_tokens=500_000)
+    assert book.cost_usd(MINI, usage) == Decimal(3)  # no cached price: cached input at $1
+    price = book.price(MINI)
+    assert price is not None
+    assert price.source == "override"
+
+
+def test_override_prices_cached_reads_and_writes_separately() -> None:
+    """Local or custom models can carry cached-input and cache-write prices."""
+    spec = PriceSpec(
+        input_per_mtok=2, output_per_mtok=8, cached_input_per_mtok=0.5, cache_write_per_mtok=2.5
+    )
+    book = PriceBook({"local/llama3": spec})
+    usage = Usage(
+        input_tokens=4_000_000,
+        output_tokens=1_000_000,
+        cache_read_tokens=1_000_000,
+        cache_write_tokens=1_000_000,
+    )
+    # 2M * 2 + 1M * 0.5 + 1M * 2.5 + 1M * 8
+    assert book.cost_usd(ModelRef("local", "llama3"), usage) == Decimal(15)
+
+
+def test_simulated_models_are_free_unless_priced() -> None:
+    """`sim/*` models cost nothing, so simulated runs never hit a budget by accident."""
+    assert PriceBook().cost_usd(ModelRef("sim", "fast"), Usage(1000, 1000)) == 0
+    book = PriceBook({"sim/fast": PriceSpec(input_per_mtok=1, output_per_mtok=1)})
+    assert book.cost_usd(ModelRef("sim", "fast"), Usage(500_000, 500_000)) == Decimal(1)
+
+
+def test_an_unpriced_model_is_none_until_a_budget_needs_it() -> None:
+    """No price: a None cost (warn), and a ConfigError naming the fix when enforcing."""
+    book = PriceBook()
+    llama = ModelRef("local", "llama3")
+    assert book.price(llama) is None
+    assert not book.is_known(llama)
+    assert book.cost_usd(llama, Usage(10, 10)) is None
+    with pytest.raises(ConfigError, match="no price is known for local/llama3") as err:
+        book.max_cost_usd(llama, 10, 10, required=True)
+    assert err.value.hint is not None
+    assert "pricing:" in err.value.hint
+    assert not book.is_known(ModelRef("openai", "no-such-model-xyz"))
+
+
+def test_provider_ids_follow_the_endpoint_not_the_name() -> None:
+    """A key named `openai` pointed at a local server is not billed at OpenAI's price;
+    a differently named key on api.openai.com is."""
+    config = Config(
+        providers={
+            "openai": ProviderConfig("openai", "openai", base_url="http://127.0.0.1:8080/v1"),
+            "work": ProviderConfig("work", "openai", base_url="https://api.openai.com/v1"),
+            "claude": ProviderConfig("claude", "anthropic"),
+        }
+    )
+    book = PriceBook.from_config(config)
+    assert not book.is_known(ModelRef("openai", "gpt-4o-mini"))
+    assert book.cost_usd(ModelRef("work", "gpt-4o-mini"), Usage(1_000_000, 0)) == Decimal("0.15")
+    assert book.is_known(ModelRef("claude", "claude-sonnet-4-5"))

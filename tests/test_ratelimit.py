@@ -1,0 +1,330 @@
+"""The rate limiter: atomic multi-tier acquisition, waiting, settling, provider feedback."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from aoe.clock import FakeClock
+from aoe.errors import ConfigError, RateLimitTimeoutError
+from aoe.providers.base import RateLimitSnapshot
+from aoe.ratelimit import RateLimiter, RateLimiterRegistry, Reservation
+from aoe.spec.models import Config, LimitsSpec, ProviderConfig
+
+
+def used(limiter: RateLimiter) -> dict[str, int]:
+    return {t.name: t.used for t in limiter.stats().tiers}
+
+
+async def spin(n: int = 5) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+def make(clock: FakeClock, **limits: int) -> RateLimiter:
+    return RateLimiter(LimitsSpec(**limits), clock=clock, name="openai")
+
+
+async def test_acquire_within_limits_is_immediate_and_counted() -> None:
+    """A call that fits every tier goes at once and is visible in the stats."""
+    clock = FakeClock()
+    limiter = make(clock, requests_per_minute=10, tokens_per_minute=1000, requests_per_day=100)
+    res = await limiter.acquire(300)
+    assert res.tokens == 300
+    assert res.waited_s == 0
+    assert used(limiter) == {
+        "requests_per_minute": 1,
+        "requests_per_day": 1,
+        "tokens_per_minute": 300,
+    }
+    assert limiter.stats().in_flight == 1
+    assert clock.slept == []
+
+
+async def test_all_or_nothing_a_token_shortage_takes_no_request() -> None:
+    """When tokens are short, the request tiers are not touched while the call waits."""
+    clock = FakeClock()
+    limiter = make(clock, requests_per_minute=10, tokens_per_minute=1000)
+    first = await limiter.acquire(900)
+    waiting = asyncio.create_task(limiter.acquire(200))
+    await spin()
+    assert not waiting.done()
+    assert used(limiter) == {"requests_per_minute": 1, "tokens_per_minute": 900}
+    limiter.settle(first, 700)  # the refund makes room
+    await spin()
+    assert waiting.done()
+    assert used(limiter) == {"requests_per_minute": 2, "tokens_per_minute": 900}
+
+
+async def test_timeout_leaves_every_tier_as_it_was() -> None:
+    """A wait past its timeout raises RateLimitTimeoutError and has taken nothing."""
+    clock = FakeClock()
+    limiter = make(clock, requests_per_minute=10, requests_per_hour=50, tokens_per_minute=1000)
+    await limiter.acquire(950)
+    before = used(limiter)
+    waiting = asyncio.create_task(limiter.acquire(100, timeout_s=5))
+    await spin()
+    await clock.advance(4.9)
+    assert not waiting.done()
+    await clock.advance(0.1)
+    with pytest.raises(RateLimitTimeoutError, match="tokens_per_minute 950/1000"):
+        await waiting
+    assert used(limiter) == before
+    assert limiter.stats().in_flight == 1
+    assert limiter.stats().wait_s_total == pytest.approx(5)
+
+
+async def test_zero_timeout_fails_at_once_without_waiting() -> None:
+    """timeout_s=0 is a try-acquire: it raises at once when the call does not fit."""
+    clock = FakeClock()
+    limiter = make(clock, requests_per_minute=1)
+    await limiter.acquire(0)
+    with pytest.raises(RateLimitTimeoutError):
+        await limiter.acquire(0, timeout_s=0)
+    assert used(limiter) == {"requests_per_minute": 1}
+
+
+async def test_a_call_that_can_never_fit_fails_at_once_naming_the_tier() -> None:
+    """max_tokens above the tokens-per-minute limit is a config error, not an endless wait."""
+    clock = FakeClock()
+    limiter = make(clock, tokens_per_minute=1000)
+    with pytest.raises(ConfigError, match=r"tokens_per_minute but its limit is 1000 \(500 over\)"):
+        await limiter.acquire(1500)
+    assert used(limiter) == {"tokens_per_minute": 0}
+
+
+async def test_a_full_window_is_not_refilled_before_it_ends() -> None:
+    """No 60-second window ever holds more than the limit (a refilling bucket would allow 2x)."""
+    clock = FakeClock()
+    limiter = make(clock, requests_per_minute=4)
+    for _ in range(4):
+        await limiter.acquire(0)
+    waiting = asyncio.create_task(limiter.acquire(0))
+    await clock.advance(59.9)
+    assert not waiting.done()
+    await clock.advance(0.1)
+    assert (await waiting).granted_at == pytest.approx(60)
+
+
+async def test_waiters_are_served_in_arrival_order() -> None:
+    """A small request does not overtake a larger one that came first."""
+    clock = FakeClock()
+    limiter = make(clock, tokens_per_minute=100)
+    await limiter.acquire(90)
+    order: list[str] = []
+
+    async def take(label: str, tokens: int) -> None:
+        await limiter.acquire(tokens)
+        order.append(label)
+
+    big = asyncio.create_task(take("big", 50))
+    await spin()
+    small = asyncio.create_task(take("small", 5))
+    await spin()
+    assert order == []  # small would fit now, but big is first in line
+    await clock.advance(60)
+    await asyncio.gather(big, small)
+    assert order == ["big", "small"]
+
+
+async def test_higher_priority_waiters_go_first() -> None:
+    """The engine's priorities carry into the queue: higher priority is served first."""
+    clock = FakeClock()
+    limiter = make(clock, requests_per_minute=1)
+    await limiter.acquire(0)
+    order: list[int] = []
+
+    async def take(priority: int) -> None:
+        await limiter.acquire(0, priority=priority)
+        order.append(priority)
+
+    tasks = []
+    for p in (1, 5, 3):
+        tasks.append(asyncio.create_task(take(p)))
+        await spin()
+    for _ in range(3):
+        await clock.advance(60)
+    await asyncio.gather(*tasks)
+    assert order == [5, 3, 1]
+
+
+async def test_concurrency_slot_is_freed_by_settle_and_release() -> None:
+    """concurrent_requests caps calls in flight; finishing one lets the next waiter go."""
+    clock = FakeClock()
+    limiter = make(clock, concurrent_requests=2)
+    a = await limiter.acquire(10)
+    b = await limiter.acquire(10)
+    third = asyncio.create_task(limiter.acquire(10))
+    fourth = asyncio.create_task(limiter.acquire(10))
+    await spin()
+    assert not third.done()
+    limiter.settle(a, 10)
+    await spin()
+    assert third.done()
+    assert not fourth.done()
+    limiter.release(b)
+    await spin()
+    assert fourth.done()
+    assert limiter.stats().in_flight == 2
+
+
+async def test_settle_charges_extra_usage() -> None:
+    """A call that used more tokens than reserved makes later calls wait for it."""
+    clock = FakeClock()
+    limiter = make(clock, tokens_per_minute=1000)
+    res = await limiter.acquire(100)
+    limiter.settle(res, 1100)
+    assert used(limiter) == {"tokens_per_minute": 1100}
+    waiting = asyncio.create_task(limiter.acquire(1))
+    await clock.advance(59)
+    assert not waiting.done()
+    await clock.advance(1)
+    assert waiting.done()
+
+
+async def test_release_gives_everything_back() -> None:
+    """A call that never left returns its request, tokens and slot."""
+    clock = FakeClock()
+    limiter = make(clock, requests_per_minute=1, tokens_per_minute=100, concurrent_requests=1)
+    res = await limiter.acquire(100)
+    limiter.release(res)
+    assert used(limiter) == {"requests_per_minute": 0, "tokens_per_minute": 0}
+    await limiter.acquire(100)  # fits at once again
+
+
+async def test_a_reservation_is_settled_only_once() -> None:
+    """Settling twice is a bug the limiter reports instead of freeing capacity twice."""
+    clock = FakeClock()
+    limiter = make(clock, concurrent_requests=1)
+    res = await limiter.acquire(1)
+    limiter.settle(res, 1)
+    with pytest.raises(ValueError, match="not open"):
+        limiter.settle(res, 1)
+    with pytest.raises(ValueError, match="not open"):
+        limiter.release(Reservation(99, "openai", 1, 0.0, 0.0))
+
+
+async def test_pause_blocks_every_caller_until_it_ends() -> None:
+    """A 429 with retry-after pauses the key for every agent, not only the one that got it."""
+    clock = FakeClock()
+    limiter = make(clock, requests_per_minute=100)
+    limiter.note_429(retry_after_s=10)
+    tasks = [asyncio.create_task(limiter.acquire(1)) for _ in range(3)]
+    await clock.advance(9.9)
+    assert not any(t.done() for t in tasks)
+    assert limiter.stats().paused_for_s == pytest.approx(0.1)
+    await clock.advance(0.1)
+    grants = await asyncio.gather(*tasks)
+    assert all(r.granted_at == pytest.approx(10) for r in grants)
+    assert limiter.stats().rate_limited == 1
+    assert limiter.stats().waits == 3
+
+
+async def test_observe_lowers_remaining_until_the_reset() -> None:
+    """Provider headers saying less is left than we think hold us to that until the reset."""
+    clock = FakeClock()
+    limiter = make(clock, requests_per_minute=100, tokens_per_minute=10_000)
+    limiter.observe(
+        RateLimitSnapshot(
+            limit_requests=100,
+            remaining_requests=2,
+            reset_requests_s=30,
+            remaining_tokens=9_000,
+            reset_tokens_s=6,
+        )
+    )
+    assert used(limiter) == {"requests_per_minute": 98, "tokens_per_minute": 1_000}
+    await limiter.acquire(1)
+    await limiter.acquire(1)
+    third = asyncio.create_task(limiter.acquire(1))
+    await clock.advance(29)
+    assert not third.done()
+    await clock.advance(1)
+    assert third.done()
+    # And tokens: 9000 left for 6 s, whatever the local count said.
+    stats = used(limiter)
+    assert stats["tokens_per_minute"] == 3  # the token hold ended at 6 s
+
+
+async def test_observe_never_loosens() -> None:
+    """Headers that report more room than we track change nothing."""
+    clock = FakeClock()
+    limiter = make(clock, requests_per_minute=3)
+    for _ in range(3):
+        await limiter.acquire(0)
+    limiter.observe(RateLimitSnapshot(limit_requests=3, remaining_requests=3, reset_requests_s=1))
+    with pytest.raises(RateLimitTimeoutError):
+        await limiter.acquire(0, timeout_s=0)
+
+
+async def test_a_cancelled_waiter_takes_nothing_and_unblocks_the_queue() -> None:
+    """An agent cancelled while waiting leaves no capacity behind and no one stuck."""
+    clock = FakeClock()
+    limiter = make(clock, tokens_per_minute=100)
+    await limiter.acquire(60)
+    big = asyncio.create_task(limiter.acquire(80))
+    await spin()
+    small = asyncio.create_task(limiter.acquire(30))
+    await spin()
+    assert not small.done()
+    big.cancel()
+    await spin()
+    assert small.done()
+    assert used(limiter) == {"tokens_per_minute": 90}
+
+
+async def test_a_grant_racing_a_cancel_is_given_back() -> None:
+    """A waiter cancelled just after it was granted does not keep the capacity."""
+    clock = FakeClock()
+    limiter = make(clock, requests_per_minute=5, concurrent_requests=1)
+    first = await limiter.acquire(0)
+    waiting = asyncio.create_task(limiter.acquire(0))
+    await spin()
+    limiter.settle(first, 0)
+    for _ in range(10):  # let the waiter loop grant it, but not the task resume
+        await asyncio.sleep(0)
+        if limiter.stats().in_flight == 1:
+            break
+    assert limiter.stats().in_flight == 1
+    assert not waiting.done()
+    waiting.cancel()
+    await spin()
+    assert waiting.cancelled()
+    assert limiter.stats().in_flight == 0
+    assert used(limiter) == {"requests_per_minute": 1}
+
+
+async def test_unlimited_limiter_only_counts() -> None:
+    """A key with no limits configured never waits."""
+    clock = FakeClock()
+    limiter = make(clock)
+    reservations = [await limiter.acquire(10**6) for _ in range(100)]
+    for r in reservations:
+        limiter.settle(r, 5)
+    assert limiter.stats().tiers == ()
+    assert limiter.stats().in_flight == 0
+
+
+def test_registry_builds_one_limiter_per_key_or_per_model(tmp_path: Path) -> None:
+    """Agents on one provider key share its limiter; model_limits give a model its own."""
+    config = Config(
+        providers={
+            "openai": ProviderConfig(
+                "openai",
+                "openai",
+                limits=LimitsSpec(requests_per_minute=500),
+                model_limits={"gpt-4o": LimitsSpec(requests_per_minute=50)},
+            )
+        }
+    )
+    registry = RateLimiterRegistry(config, clock=FakeClock())
+    mini = registry.for_model("openai", "gpt-4o-mini")
+    assert registry.for_model("openai", "gpt-4.1") is mini
+    big = registry.for_model("openai", "gpt-4o")
+    assert big is not mini
+    assert [s.name for s in registry.all_stats()] == ["openai", "openai/gpt-4o"]
+    assert big.stats().tiers[0].limit == 50
+    with pytest.raises(ConfigError, match="no provider 'nope'"):
+        registry.for_model("nope", "x")
