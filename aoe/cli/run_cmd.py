@@ -142,6 +142,8 @@ async def _execute(prepared: Any, *, live: bool, outputs: Any = None) -> Any:
     if outputs is not None:
         sinks.extend(outputs.sinks)
     handle = RunHandle(prepared, sinks)
+    if view is not None:
+        view.bind(handle)
     if outputs is not None:
         outputs.bind(handle)
     loop = asyncio.get_running_loop()

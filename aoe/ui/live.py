@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -76,8 +77,14 @@ class LiveView:
         self.calls = 0
         self.tokens = 0
         self.cost_usd = 0.0
-        self.pending = 0
         self.started = time.monotonic()
+        self.modules: dict[tuple[str, str], str] = {}
+        self.cost_by_module: dict[str, float] = {}
+        self._handle: Any = None
+
+    def bind(self, handle: Any) -> None:
+        """Read rate-limit and budget figures from a ``RunHandle`` while it runs."""
+        self._handle = handle
 
     def handle(self, event: Event) -> None:
         match event:
@@ -85,6 +92,7 @@ class LiveView:
                 self.flows[event.workflow] = _Flow(event.agents_total)
             case AgentStarted():
                 key = (event.workflow, event.agent)
+                self.modules[key] = event.module or "-"
                 row = self.running.get(key)
                 if row is None:
                     self.running[key] = _Row(event.workflow, event.agent, event.model)
@@ -98,6 +106,8 @@ class LiveView:
                 self.calls += 1
                 self.tokens += event.usage.total_tokens
                 self.cost_usd += event.cost_usd
+                module = self.modules.get((event.workflow, event.agent), "-")
+                self.cost_by_module[module] = self.cost_by_module.get(module, 0.0) + event.cost_usd
                 row = self.running.get((event.workflow, event.agent))
                 if row is not None:
                     row.tokens += event.usage.total_tokens
@@ -126,7 +136,57 @@ class LiveView:
                 flow.failed += 1
 
     def __rich__(self) -> RenderableType:
-        return Group(self._bars(), self._agents(), self._footer())
+        parts: list[RenderableType] = [self._bars(), self._agents()]
+        side = [t for t in (self._limits(), self._costs()) if t is not None]
+        if side:
+            grid = Table.grid(padding=(0, 4))
+            for _ in side:
+                grid.add_column()
+            grid.add_row(*side)
+            parts.append(grid)
+        parts.append(self._footer())
+        return Group(*parts)
+
+    def _limits(self) -> RenderableType | None:
+        limiters = getattr(self._handle, "limiters", None)
+        stats = limiters.all_stats() if limiters is not None else ()
+        stats = [s for s in stats if s.tiers or s.concurrency_limit]
+        if not stats:
+            return None
+        table = Table(title="rate limits", title_justify="left", box=None, header_style="bold")
+        for name in ("key", "tier", "used / limit", "waited", "429s"):
+            table.add_column(name, justify="left" if name in ("key", "tier") else "right")
+        for s in stats:
+            first = True
+            rows = [(t.name, f"{t.used} / {t.limit}") for t in s.tiers]
+            if s.concurrency_limit:
+                rows.append(("concurrent", f"{s.in_flight} / {s.concurrency_limit}"))
+            for tier, use in rows:
+                table.add_row(
+                    s.name if first else "", tier, use,
+                    f"{s.wait_s_total:.1f}s" if first else "", str(s.rate_limited) if first else "",
+                )
+                first = False
+        return table
+
+    def _costs(self) -> RenderableType | None:
+        budgets = getattr(self._handle, "budgets", None)
+        if budgets is None:
+            return None
+        table = Table(title="cost", title_justify="left", box=None, header_style="bold")
+        for name in ("scope", "spent", "reserved", "budget"):
+            table.add_column(name, justify="left" if name == "scope" else "right")
+        shown = 0
+        for state in budgets.states():
+            if state.name.startswith("agent:") or shown >= 6:
+                continue
+            shown += 1
+            spent = float(state.spent_usd + state.unconfirmed_usd)
+            limit = "-" if state.limit_usd is None else money(float(state.limit_usd))
+            table.add_row(state.name, money(spent), money(float(state.reserved_usd)), limit)
+        for module, cost in sorted(self.cost_by_module.items(), key=lambda kv: -kv[1])[:6]:
+            table.add_row(f"module {module}", money(cost), "", "")
+        return table
 
     def _bars(self) -> RenderableType:
         grid = Table.grid(padding=(0, 1))

@@ -1,0 +1,120 @@
+"""The Rich view of ``aoe plan``: one table grouped by level, the critical path starred.
+
+It renders the dict of ``aoe.plan.plan_to_dict`` so the table, JSON and diagrams can never
+disagree about a plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from rich import box
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+__all__ = ["plan_renderable", "print_plan"]
+
+STAR = "★"
+_UNLIMITED = 1_000
+
+
+def _money(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"${value:,.2f}" if round(value, 2) == value else f"${value:,.4g}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:,.1f} s" if value >= 1 else f"{value:.2f} s"
+
+
+def _fit(natural: list[int], available: int, floor: int = 6) -> list[int]:
+    """Shrink the widest columns first until they fit ``available`` (Rich would shrink all)."""
+    widths = list(natural)
+    while sum(widths) > available:
+        widest = max(range(len(widths)), key=widths.__getitem__)
+        if widths[widest] <= floor:
+            break
+        widths[widest] -= 1
+    return widths
+
+
+def plan_renderable(plan: Mapping[str, Any], width: int = 100) -> RenderableType:
+    """Header, the agents table (a section per level) and the critical-path footer.
+
+    On a narrow terminal agent, module and model names are cut (with an ellipsis) and the
+    numbers are never cut; ``width`` is the terminal's width.
+    """
+    agents = {a["id"]: a for a in plan["agents"]}
+    header = Text.assemble(
+        (str(plan["workflow"]), "bold"),
+        f"  {plan['file']}  ",
+        f"{_count(plan['agent_count'], 'agent')}, {_count(len(plan['levels']), 'level')}, "
+        f"budget {_money(plan.get('budget_usd'))}",
+    )
+    rows = []
+    for number, level in enumerate(plan["levels"]):
+        for row, agent_id in enumerate(level):
+            agent = agents[agent_id]
+            critical = bool(agent["critical"])
+            rows.append(
+                (
+                    number if row == 0 else None,
+                    critical,
+                    [
+                        "" if row else str(number),
+                        f"{STAR} {agent_id}" if critical else f"  {agent_id}",
+                        agent["module"] or "-",
+                        agent["model"],
+                        str(agent["priority"]),
+                        _money(agent["cost_limit_usd"]),
+                        _seconds(agent["expected_latency_s"]),
+                    ],
+                )
+            )
+    heads = ("lvl", "agent", "module", "model", "prio", "budget", "latency")
+    natural = [max([len(h)] + [len(r[2][i]) for r in rows]) for i, h in enumerate(heads)]
+    fixed = natural[0] + sum(natural[4:]) + 3 * (len(heads) - 1) + 2
+    names = _fit(natural[1:4], max(18, width - fixed))
+    table = Table(
+        header_style="bold", box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, expand=False
+    )
+    for i, head in enumerate(heads):
+        if 1 <= i <= 3:
+            table.add_column(head, width=names[i - 1], no_wrap=True, overflow="ellipsis")
+        else:
+            table.add_column(head, justify="right", no_wrap=True)
+    for first, critical, cells in rows:
+        if first:
+            table.add_section()
+        table.add_row(*cells, style="bold" if critical else None)
+    path = plan["critical_path"]
+    footer = Text.assemble(
+        (f"{STAR} critical path: ", "bold"),
+        (" -> ".join(path["agents"]) or "-", "bold"),
+        f"  ({_seconds(path['expected_latency_s'])} expected)",
+    )
+    return Group(header, table, footer)
+
+
+def print_plan(plan: Mapping[str, Any], console: Console | None = None) -> None:
+    """Print the plan to ``console`` (standard output by default).
+
+    Without a terminal (CI logs, pipes) nothing is cut: the table is as wide as it needs.
+    """
+    console = console or Console()
+    if console.is_terminal:
+        console.print(plan_renderable(plan, console.width))
+        return
+    width = console.width
+    console.width = _UNLIMITED  # Console.print(width=) can only narrow, never widen
+    try:
+        console.print(plan_renderable(plan, _UNLIMITED))
+    finally:
+        console.width = width
