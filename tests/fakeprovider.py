@@ -148,6 +148,28 @@ class FakeProvider:
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.rpm_limit: int | None = None
+        self.concurrency_limit: int | None = None
+        self.limit_429s = 0
+        self._accepted: deque[float] = deque()
+
+    def enforce(self, *, requests_per_minute: int | None = None, concurrent: int | None = None) -> None:
+        """Answer 429 to any call over these limits, as a provider would, and count them."""
+        self.rpm_limit = requests_per_minute
+        self.concurrency_limit = concurrent
+
+    def _over_limit(self) -> bool:
+        now = time.monotonic()
+        while self._accepted and self._accepted[0] <= now - 60.0:
+            self._accepted.popleft()
+        over = (self.concurrency_limit is not None and self.in_flight > self.concurrency_limit) or (
+            self.rpm_limit is not None and len(self._accepted) >= self.rpm_limit
+        )
+        if over:
+            self.limit_429s += 1
+        else:
+            self._accepted.append(now)
+        return over
 
     @property
     def base_url(self) -> str:
@@ -235,7 +257,8 @@ class FakeProvider:
         return Fault.ok()
 
     async def _respond(self, request: Recorded, writer: asyncio.StreamWriter) -> bool:
-        fault = self._next_fault(request.path)
+        limited = (self.rpm_limit or self.concurrency_limit) and self._over_limit()
+        fault = Fault.rate_limit(retry_after="1") if limited else self._next_fault(request.path)
         delay = self.latency_s + fault.delay_s
         if delay > 0:
             await asyncio.sleep(delay)

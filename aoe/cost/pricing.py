@@ -26,7 +26,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from aoe.errors import ConfigError
 from aoe.providers.base import Usage
@@ -38,7 +37,6 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_PROVIDER_IDS", "ModelPrice", "PriceBook"]
 
 DEFAULT_PROVIDER_IDS: Mapping[str, str] = {"openai": "openai", "anthropic": "anthropic"}
-_VENDOR_HOSTS = {"openai": "api.openai.com", "anthropic": "api.anthropic.com"}
 _SIM_PROVIDER = "sim"
 _MTOK = Decimal(1_000_000)
 _ZERO = Decimal(0)
@@ -84,14 +82,15 @@ class PriceBook:
 
     @classmethod
     def from_config(cls, config: Config) -> PriceBook:
-        """Overrides from ``pricing:``; a key of type openai/anthropic on the vendor's own
-        endpoint is priced as that vendor, whatever the key is called."""
+        """Overrides from ``pricing:``; every key of type openai/anthropic is priced at that
+        vendor's list price, whatever it is called and wherever it points (a gateway or proxy
+        bills like the vendor). Models the vendor does not list (local ones) stay unknown
+        unless ``pricing:`` names them."""
         ids = dict(DEFAULT_PROVIDER_IDS)
         for name, pc in config.providers.items():
-            host = urlsplit(pc.base_url).hostname if pc.base_url else None
-            if pc.type in _VENDOR_HOSTS and host in (None, _VENDOR_HOSTS[pc.type]):
-                ids[name] = pc.type
-            else:  # e.g. a key named "openai" pointed at a local server
+            if pc.type in DEFAULT_PROVIDER_IDS:
+                ids[name] = DEFAULT_PROVIDER_IDS[pc.type]
+            else:
                 ids.pop(name, None)
         return cls(config.pricing, provider_ids=ids)
 

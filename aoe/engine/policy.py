@@ -58,6 +58,15 @@ def stop_reason(spec: WorkflowSpec, states: Mapping[str, AgentState]) -> str | N
     return None
 
 
+def cancels_running(states: Mapping[str, AgentState]) -> bool:
+    """Whether a stop also cancels the agents in flight.
+
+    A failure that settles the outcome does; a budget stop does not: the running agents
+    already hold their reservations, and cutting them off would waste what they cost.
+    """
+    return not any(s is AgentState.BUDGET_EXCEEDED for s in states.values())
+
+
 def outcome(
     spec: WorkflowSpec, states: Mapping[str, AgentState], *, cancelled: bool = False
 ) -> tuple[WorkflowState, str | None]:

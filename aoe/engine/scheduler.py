@@ -280,7 +280,7 @@ class Engine:
         self._settle(wf, result)
         if wf.stop_reason is None:
             wf.stop_reason = policy.stop_reason(wf.job.spec, wf.states)
-            if wf.stop_reason is not None and not wf.job.spec.allow_partial_completion:
+            if wf.stop_reason is not None and policy.cancels_running(wf.states):
                 for other in wf.running.values():
                     other.cancel()
         self._dispatch()

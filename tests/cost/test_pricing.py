@@ -118,17 +118,20 @@ def test_an_unpriced_model_is_none_until_a_budget_needs_it() -> None:
     assert not book.is_known(ModelRef("openai", "no-such-model-xyz"))
 
 
-def test_provider_ids_follow_the_endpoint_not_the_name() -> None:
-    """A key named `openai` pointed at a local server is not billed at OpenAI's price;
-    a differently named key on api.openai.com is."""
+def test_provider_ids_follow_the_type_not_the_name() -> None:
+    """Any key of type openai (a gateway, a proxy) is billed at OpenAI's price; a model the
+    vendor does not list (a local one) stays unknown."""
     config = Config(
         providers={
             "openai": ProviderConfig("openai", "openai", base_url="http://127.0.0.1:8080/v1"),
-            "work": ProviderConfig("work", "openai", base_url="https://api.openai.com/v1"),
+            "work": ProviderConfig("work", "openai", base_url="https://gateway.example/v1"),
             "claude": ProviderConfig("claude", "anthropic"),
+            "other": ProviderConfig("other", "sim"),
         }
     )
     book = PriceBook.from_config(config)
-    assert not book.is_known(ModelRef("openai", "gpt-4o-mini"))
+    assert book.cost_usd(ModelRef("openai", "gpt-4o-mini"), Usage(1_000_000, 0)) == Decimal("0.15")
     assert book.cost_usd(ModelRef("work", "gpt-4o-mini"), Usage(1_000_000, 0)) == Decimal("0.15")
+    assert not book.is_known(ModelRef("work", "llama3"))
+    assert not book.is_known(ModelRef("other", "gpt-4o-mini"))
     assert book.is_known(ModelRef("claude", "claude-sonnet-4-5"))

@@ -1,0 +1,292 @@
+"""Prompt templates: the one Jinja2 environment, rendering, and what a template refers to.
+
+Prompts are sandboxed (``ImmutableSandboxedEnvironment``: no attribute tricks, no
+mutation of the values passed in) and strict (an undefined name is an error, never an
+empty string sent to a paid model). ``references`` lists the inputs, agents, env vars
+and ``with`` keys a template names, so the loader and the graph check can report a
+wrong name before any money is spent.
+
+``{{ x }}`` prints a mapping or list as JSON (an agent's structured output reads as
+JSON in the next prompt), and ``tojson`` writes JSON without HTML escaping.
+
+Most prompts only print dotted names (``{{ agents.extract.output }}``); those are read
+with a regular expression, which is far faster than Jinja's parser on 10,000-agent files.
+Anything else goes through Jinja's parser and an AST walk. Both give the same answer.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache, lru_cache
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from aoe.errors import TemplateRenderError
+
+if TYPE_CHECKING:
+    from jinja2 import Template
+    from jinja2.nodes import Node
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+__all__ = ["KINDS", "TemplateRefs", "TemplateSyntax", "environment", "references", "render"]
+
+KINDS = ("inputs", "agents", "env", "with")
+"""The root names a template may read; ``with`` holds the used agent file's parameters."""
+
+_LOCAL_NAMES = frozenset({"loop", "caller", "varargs", "kwargs", "self", "super"})
+_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+_SUBSCRIPT = r"\[[ \t]*(?:'[^'\\\n]*'|\"[^\"\\\n]*\"|[0-9]+)[ \t]*\]"
+_SIMPLE = re.compile(
+    rf"\{{\{{[ \t]*({_NAME})"  # the root name
+    rf"(?:\.({_NAME})|\[[ \t]*(?:'([^'\\\n]*)'|\"([^\"\\\n]*)\")[ \t]*\])?"  # first key
+    rf"(?:\.{_NAME}|{_SUBSCRIPT})*"  # more keys
+    rf"((?:[ \t]*\|[ \t]*{_NAME})*)[ \t]*\}}\}}"  # filters without arguments
+)
+_NOT_SIMPLE_ROOTS = frozenset(
+    {"true", "false", "none", "True", "False", "None", "not", "and", "or", "in", "is", "if", "else"}
+)
+
+
+class TemplateSyntax(ValueError):
+    """A template does not parse; ``line`` is 1-based inside the template."""
+
+    def __init__(self, message: str, line: int) -> None:
+        super().__init__(message)
+        self.message = message
+        self.line = line
+
+
+@dataclass(frozen=True, slots=True)
+class TemplateRefs:
+    """What a template names. ``lines[(kind, name)]`` is the template line where first seen.
+
+    ``kind`` is one of ``inputs``, ``agents``, ``env``, ``with`` or ``unknown``;
+    ``whole`` lists the roots read as a whole (``{{ inputs | tojson }}``), whose keys
+    cannot be known before the run.
+    """
+
+    inputs: frozenset[str] = frozenset()
+    agents: frozenset[str] = frozenset()
+    env: frozenset[str] = frozenset()
+    with_keys: frozenset[str] = frozenset()
+    unknown: frozenset[str] = frozenset()
+    whole: frozenset[str] = frozenset()
+    lines: Mapping[tuple[str, str], int] = field(default_factory=lambda: MappingProxyType({}))
+
+    def line(self, kind: str, name: str) -> int:
+        """The template line where ``kind.name`` is first named (1 if unknown)."""
+        return self.lines.get((kind, name), 1)
+
+
+@cache
+def environment() -> ImmutableSandboxedEnvironment:
+    """The one Jinja2 environment for prompts: sandboxed, strict, no autoescape."""
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    env = ImmutableSandboxedEnvironment(
+        undefined=StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        finalize=_finalize,
+    )
+    env.filters["tojson"] = tojson
+    return env
+
+
+def _plain(value: Any) -> Any:
+    """``json.dumps`` fallback: frozen specs hold read-only mappings, JSON wants dicts."""
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON data")
+
+
+def tojson(value: Any, indent: int | None = None) -> str:
+    """JSON text of a value, for prompts: no HTML escaping (Jinja's default is for web pages)."""
+    return json.dumps(value, ensure_ascii=False, indent=indent, default=_plain)
+
+
+def _finalize(value: Any) -> Any:
+    """What ``{{ x }}`` prints: mappings and lists as JSON, not as Python reprs."""
+    if isinstance(value, Mapping | list | tuple):
+        return tojson(value)
+    return value
+
+
+@lru_cache(maxsize=4096)
+def _compiled(source: str) -> Template:
+    return environment().from_string(source)
+
+
+def render(source: str, context: Mapping[str, Any], *, where: str) -> str:
+    """Render ``source`` with ``context``; any failure is a ``TemplateRenderError``."""
+    from jinja2 import TemplateError, UndefinedError
+    from jinja2.exceptions import SecurityError
+
+    try:
+        return _compiled(source).render(dict(context))
+    except UndefinedError as exc:
+        raise TemplateRenderError(
+            f"template names something that is not defined: {exc.message}",
+            where=where,
+            hint="templates may read inputs.<name>, agents.<id>.output, env.<VAR> (listed "
+            "in env:) and with.<param>",
+        ) from exc
+    except SecurityError as exc:
+        raise TemplateRenderError(
+            f"template tried an unsafe operation: {exc}", where=where
+        ) from exc
+    except TemplateError as exc:
+        raise TemplateRenderError(f"template error: {exc.message or exc}", where=where) from exc
+    except Exception as exc:  # a template can raise anything (1/0, int('x'), ...)
+        raise TemplateRenderError(
+            f"template failed: {type(exc).__name__}: {exc}", where=where
+        ) from exc
+
+
+@lru_cache(maxsize=16384)
+def references(source: str) -> TemplateRefs:
+    """The names ``source`` refers to; raises ``TemplateSyntax`` if it does not parse."""
+    refs = _simple_references(source)
+    return refs if refs is not None else _parsed_references(source)
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.lines: dict[tuple[str, str], int] = {}
+
+    def add(self, kind: str, name: str, line: int) -> None:
+        known = self.lines.get((kind, name))
+        if known is None or line < known:
+            self.lines[(kind, name)] = line
+
+    def root(self, name: str, key: str | None, line: int, local: frozenset[str]) -> None:
+        if name in KINDS:
+            if key is None:
+                self.add("whole", name, line)
+            else:
+                self.add(name, key, line)
+        elif name not in local and name not in _LOCAL_NAMES and name not in _globals():
+            self.add("unknown", name, line)
+
+    def result(self) -> TemplateRefs:
+        return _refs_from(self.lines)
+
+
+@cache
+def _globals() -> frozenset[str]:
+    return frozenset(environment().globals)
+
+
+@cache
+def _filters() -> frozenset[str]:
+    return frozenset(environment().filters)
+
+
+def _simple_references(source: str) -> TemplateRefs | None:
+    """References of a template that only prints dotted names, or None if it does more."""
+    if "{%" in source or "{#" in source or "{{{" in source:
+        return None
+    if "{{" not in source:
+        return _NO_REFS
+    lines: dict[tuple[str, str], int] = {}
+    end = 0
+    for match in _SIMPLE.finditer(source):
+        start = match.start()
+        if source.find("{{", end, start) >= 0:
+            return None  # a {{ ... }} the pattern does not cover: let Jinja judge it
+        end = match.end()
+        root, attr, single, double, filters = match.groups()
+        if root in _NOT_SIMPLE_ROOTS:
+            return None
+        if filters and not _filters().issuperset(f.strip() for f in filters.split("|")[1:]):
+            return None
+        key = attr if attr is not None else (single if single is not None else double)
+        if root in KINDS:
+            entry = (root, key) if key is not None else ("whole", root)
+        elif root in _globals():
+            continue
+        else:
+            entry = ("unknown", root)
+        if entry not in lines:
+            lines[entry] = source.count("\n", 0, start) + 1
+    if source.find("{{", end) >= 0:
+        return None
+    return _refs_from(lines)
+
+
+def _refs_from(lines: dict[tuple[str, str], int]) -> TemplateRefs:
+    groups: dict[str, list[str]] = {}
+    for kind, name in lines:
+        groups.setdefault(kind, []).append(name)
+    get = groups.get
+    empty: tuple[str, ...] = ()
+    return TemplateRefs(
+        inputs=frozenset(get("inputs", empty)),
+        agents=frozenset(get("agents", empty)),
+        env=frozenset(get("env", empty)),
+        with_keys=frozenset(get("with", empty)),
+        unknown=frozenset(get("unknown", empty)),
+        whole=frozenset(get("whole", empty)),
+        lines=MappingProxyType(lines),
+    )
+
+
+_NO_REFS = TemplateRefs()
+
+
+def _parsed_references(source: str) -> TemplateRefs:
+    from jinja2 import TemplateSyntaxError, nodes
+
+    env = environment()
+    try:
+        tree = env.parse(source)
+    except TemplateSyntaxError as exc:
+        raise TemplateSyntax(exc.message or "invalid template", exc.lineno or 1) from None
+    for bad in tree.find_all((nodes.Extends, nodes.Include, nodes.Import, nodes.FromImport)):
+        raise TemplateSyntax("prompts cannot extend, include or import other templates", bad.lineno)
+    for flt in tree.find_all(nodes.Filter):
+        if flt.name not in env.filters:
+            raise TemplateSyntax(f"no filter named '{flt.name}'", flt.lineno)
+    for test in tree.find_all(nodes.Test):
+        if test.name not in env.tests:
+            raise TemplateSyntax(f"no test named '{test.name}'", test.lineno)
+    local = frozenset(n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param"))
+    collector = _Collector()
+    _walk(tree, collector, local)
+    return collector.result()
+
+
+def _walk(node: Node, collector: _Collector, local: frozenset[str]) -> None:
+    from jinja2 import nodes
+
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        if isinstance(current, nodes.Getattr | nodes.Getitem):
+            base = current.node
+            if isinstance(base, nodes.Name) and base.ctx == "load" and base.name in KINDS:
+                key = _key_of(current)
+                if key is not None:
+                    collector.root(base.name, key, current.lineno, local)
+                    if isinstance(current, nodes.Getitem):
+                        stack.append(current.arg)
+                    continue
+        elif isinstance(current, nodes.Name) and current.ctx == "load":
+            collector.root(current.name, None, current.lineno, local)
+            continue
+        stack.extend(reversed(list(current.iter_child_nodes())))
+
+
+def _key_of(node: Node) -> str | None:
+    from jinja2 import nodes
+
+    if isinstance(node, nodes.Getattr):
+        return str(node.attr)
+    if isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+        value = node.arg.value
+        return value if isinstance(value, str) else None
+    return None
