@@ -51,6 +51,12 @@ __all__ = [
 # (or a FakeClock advanced to it) always finds it expired, and every sleep is > 0.
 _EPS_S = 1e-6
 
+# A grant reaches the provider a little after we make it (network, queueing), so the
+# provider's window sees it later than ours did. Each window is this much longer than its
+# period so that no provider-side window ever holds more than the limit; it costs about
+# 1.6 % of a per-minute limit's throughput.
+WINDOW_MARGIN_S = 1.0
+
 # (field of LimitsSpec, period in seconds, counts tokens?), shortest period first per kind.
 _TIERS: tuple[tuple[str, float, bool], ...] = (
     ("requests_per_minute", 60.0, False),
@@ -201,11 +207,19 @@ class _Waiter:
 class RateLimiter:
     """All the limits of one provider key (or model), taken atomically."""
 
-    def __init__(self, limits: LimitsSpec, *, clock: Clock, name: str) -> None:
+    def __init__(
+        self,
+        limits: LimitsSpec,
+        *,
+        clock: Clock,
+        name: str,
+        window_margin_s: float = WINDOW_MARGIN_S,
+    ) -> None:
+        """``window_margin_s`` lengthens every window (see ``WINDOW_MARGIN_S``); 0 is exact."""
         self.name = name
         self._clock = clock
         tiers = [
-            _Tier(field, limit, period, counts_tokens)
+            _Tier(field, limit, period + window_margin_s, counts_tokens)
             for field, period, counts_tokens in _TIERS
             if (limit := getattr(limits, field)) is not None
         ]

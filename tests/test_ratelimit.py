@@ -24,7 +24,7 @@ async def spin(n: int = 5) -> None:
 
 
 def make(clock: FakeClock, **limits: int) -> RateLimiter:
-    return RateLimiter(LimitsSpec(**limits), clock=clock, name="openai")
+    return RateLimiter(LimitsSpec(**limits), clock=clock, name="openai", window_margin_s=0)
 
 
 async def test_acquire_within_limits_is_immediate_and_counted() -> None:
@@ -328,3 +328,18 @@ def test_registry_builds_one_limiter_per_key_or_per_model(tmp_path: Path) -> Non
     assert big.stats().tiers[0].limit == 50
     with pytest.raises(ConfigError, match="no provider 'nope'"):
         registry.for_model("nope", "x")
+
+
+async def test_windows_are_a_margin_longer_than_their_period_by_default() -> None:
+    """A grant reaches the provider late, so by default a window lasts its period plus a
+    margin: no provider-side window sees more than the limit."""
+    from aoe.ratelimit import WINDOW_MARGIN_S
+
+    clock = FakeClock()
+    limiter = RateLimiter(LimitsSpec(requests_per_minute=1), clock=clock, name="k")
+    limiter.settle(await limiter.acquire(0), 0)
+    waiting = asyncio.ensure_future(limiter.acquire(0))
+    await clock.advance(60)
+    assert not waiting.done()
+    await clock.advance(WINDOW_MARGIN_S)
+    assert (await waiting).granted_at == pytest.approx(60 + WINDOW_MARGIN_S)

@@ -88,7 +88,7 @@ class World:
     max_in_flight: int = 0
 
     def __post_init__(self) -> None:
-        self.limiter = RateLimiter(LIMITS, clock=self.clock, name="key")
+        self.limiter = RateLimiter(LIMITS, clock=self.clock, name="key", window_margin_s=0)
 
     def _on_done(self, task: asyncio.Task[Reservation]) -> None:
         if task in self.pending:

@@ -210,13 +210,15 @@ class Engine:
             ))
         wf.opened = True
         wf.started_at = time.time()
-        for agent_id, output in wf.job.completed.items():
-            if agent_id in wf.states:
-                now = time.time()
-                self._settle(wf, AgentResult(
-                    agent_id, AgentState.COMPLETED, output=output, started_at=now,
-                    ended_at=now, resumed=True,
-                ), publish=False)
+        resumed = [a for a in wf.job.completed if a in wf.states]
+        for agent_id in resumed:
+            wf.states[agent_id] = AgentState.COMPLETED
+        now = time.time()
+        for agent_id in resumed:
+            self._settle(wf, AgentResult(
+                agent_id, AgentState.COMPLETED, output=wf.job.completed[agent_id],
+                started_at=now, ended_at=now, resumed=True,
+            ), publish=False)
         for agent_id, deps in wf.job.needs.items():
             if not deps and wf.states[agent_id] is AgentState.PENDING:
                 wf.push_ready(agent_id)
@@ -239,7 +241,8 @@ class Engine:
             if best is None:
                 return
             _, _, agent_id = heapq.heappop(best.ready)
-            self._launch(best, agent_id)
+            if best.states[agent_id] is AgentState.PENDING:
+                self._launch(best, agent_id)
 
     def _launch(self, wf: _WorkflowRun, agent_id: str) -> None:
         spec = wf.job.spec

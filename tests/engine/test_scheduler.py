@@ -227,6 +227,19 @@ async def test_cancel_stops_the_run_promptly_with_exit_code_130() -> None:
     assert client.order() == ["a", "b"]
 
 
+async def test_a_resumed_chain_runs_only_what_is_left() -> None:
+    """With a and b done before, only c runs, and it sees b's earlier output."""
+    spec = workflow(agent("a"), agent("b", "a"), agent("c", "b", prompt="{{ agents.b.output }}"))
+    seen: list[str] = []
+    client = ScriptedClient(script={"c": [lambda r: seen.append(r.messages[0].content) or "ok"]})
+    job = WorkflowJob(spec.name, spec, {"a": (), "b": ("a",), "c": ("b",)}, {},
+                      completed={"b": "from b", "a": "from a"})
+    result = await Engine(runtime(client)).run([job])
+    assert result.exit_code == 0
+    assert client.order() == ["c"]
+    assert seen == ["from b"]
+
+
 @pytest.mark.parametrize("n", [200])
 async def test_many_instances_each_get_their_own_outcome(n: int) -> None:
     """Many instances of one workflow run side by side; the worst outcome sets the exit code."""
