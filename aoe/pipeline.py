@@ -3,6 +3,11 @@
     render prompt -> reserve budget -> acquire rate limit -> call provider
     -> settle cost and limits -> record the call -> validate output -> hand it downstream
 
+An agent with ``tools`` repeats the middle steps once per model turn (``_tool_loop``):
+each turn is its own call, with its own reservation, permit and ledger row, and the tool
+calls it asked for run (concurrently) before that row is written, so it holds them and
+their results. The loop ends at an answer without tool calls, or fails at ``max_turns``.
+
 A failed attempt goes to the retry policy (``aoe.retry.decide``), which says whether and
 when to try again. Every call that came back is in the ledger before the agent is
 reported done; a call whose outcome is unknown (timed out or cut off after sending) keeps
@@ -14,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import lru_cache
 from typing import Any
@@ -29,11 +35,20 @@ from aoe.errors import (
     ProviderTimeout,
     RateLimitedError,
     RateLimitTimeoutError,
+    ToolError,
 )
-from aoe.monitor.events import AgentRetrying, AgentStarted, ApiCall, BudgetHit, RateLimitHit
-from aoe.providers.base import Completion, CompletionRequest, Message, Usage
+from aoe.monitor.events import (
+    AgentRetrying,
+    AgentStarted,
+    ApiCall,
+    BudgetHit,
+    RateLimitHit,
+    ToolCalled,
+)
+from aoe.providers.base import Completion, CompletionRequest, Message, ToolCall, Usage
 from aoe.runtime import Runtime
 from aoe.spec.models import AgentSpec, WorkflowSpec, thaw
+from aoe.tools import Toolbox, ToolResult, result_message, tool_log
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +68,14 @@ class AgentTask:
     @property
     def where(self) -> str:
         return f"{self.workflow_key}/{self.agent.id}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Turn:
+    """One provider call's answer and the results of the tool calls it asked for."""
+
+    completion: Completion
+    results: tuple[ToolResult, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +147,10 @@ async def _run_attempt(task: AgentTask, rt: Runtime, attempt: int) -> _Attempt:
     calls: list[tuple[Usage, Decimal]] = []
     try:
         request = build_request(task, attempt)
-        completion = await _call(task, rt, request, attempt, calls)
+        if agent.tools:
+            completion = await _tool_loop(task, rt, request, attempt, calls)
+        else:
+            completion = (await _call(task, rt, request, attempt, calls)).completion
         output = parse_output(agent, completion.text, where=task.where)
     except AoeError as error:
         if error.where is None:
@@ -215,6 +241,63 @@ def _schema_name(agent_id: str) -> str:
     return "".join(c if c.isalnum() or c in "_-" else "_" for c in agent_id)[:64] or "output"
 
 
+async def _tool_loop(
+    task: AgentTask,
+    rt: Runtime,
+    request: CompletionRequest,
+    attempt: int,
+    calls: list[tuple[Usage, Decimal]],
+) -> Completion:
+    """Turns of ``complete_with_tools`` until the model answers without asking for a tool."""
+    max_turns = task.agent.max_turns
+    async with _toolbox(task, rt) as toolbox:
+        request = replace(request, tools=toolbox.definitions())
+        messages = list(request.messages)
+        for turn in range(1, max_turns + 1):
+            asked = replace(request, messages=tuple(messages))
+            answer = await _call(task, rt, asked, attempt, calls, turn, tools=toolbox)
+            completion = answer.completion
+            if not completion.tool_calls:
+                return completion
+            if turn == max_turns:
+                break
+            messages.append(Message("assistant", completion.text, completion.tool_calls))
+            messages.extend(map(result_message, completion.tool_calls, answer.results))
+    raise ToolError(
+        f"the model still asked for tools after max_turns={max_turns} turns",
+        hint="raise max_turns for this agent, or tell the model in the prompt when to answer",
+    )
+
+
+@asynccontextmanager
+async def _toolbox(task: AgentTask, rt: Runtime) -> AsyncIterator[Toolbox]:
+    """The agent's tools from the run's tool source, or (a library Runtime without one) its own."""
+    if rt.tools is not None:
+        yield await rt.tools.for_agent(task.workflow, task.agent)
+        return
+    toolbox = await Toolbox.open(task.workflow.tools[name] for name in task.agent.tools)
+    try:
+        yield toolbox
+    finally:
+        await toolbox.aclose()
+
+
+async def _run_tools(
+    task: AgentTask, rt: Runtime, tools: Toolbox, calls: Sequence[ToolCall], *, attempt: int,
+    turn: int,
+) -> tuple[ToolResult, ...]:
+    """Run one turn's tool calls concurrently and publish a ``ToolCalled`` for each."""
+    results = await tools.run_all(calls)
+    for call, result in zip(calls, results, strict=True):
+        rt.events.publish(ToolCalled(
+            run_id=task.run_id, workflow=task.workflow_key, agent=task.agent.id,
+            attempt=attempt, turn=turn, tool=call.name, ok=not result.is_error,
+            duration_s=result.duration_s, result_chars=len(result.content),
+            truncated=result.truncated,
+        ))
+    return results
+
+
 async def _call(
     task: AgentTask,
     rt: Runtime,
@@ -222,8 +305,15 @@ async def _call(
     attempt: int,
     calls: list[tuple[Usage, Decimal]],
     turn: int = 1,
-) -> Completion:
-    """One provider call inside its budget reservation and rate-limit permit."""
+    *,
+    tools: Toolbox | None = None,
+) -> _Turn:
+    """One provider call inside its budget reservation and rate-limit permit.
+
+    With ``tools`` it is a ``complete_with_tools`` turn: once the permit and reservation
+    are settled, the tool calls it asked for are run (except on the agent's last allowed
+    turn) before the call is recorded, so its ledger row holds them and their results.
+    """
     from aoe.cost.tokens import estimate_request
 
     agent = task.agent
@@ -234,7 +324,7 @@ async def _call(
     budget_hold = None
     if rt.budgets is not None:
         try:
-            budget_hold = rt.budgets.reserve(task.budget_scopes, reserved)
+            budget_hold = await rt.budgets.reserve(task.budget_scopes, reserved)
         except BudgetExceededError as err:
             rt.events.publish(BudgetHit(
                 run_id=task.run_id, workflow=task.workflow_key, agent=agent.id,
@@ -262,7 +352,10 @@ async def _call(
     started = time.time()
     try:
         async with asyncio.timeout(request.timeout_s):
-            completion = await client.complete(request)
+            if tools is None:
+                completion = await client.complete(request)
+            else:
+                completion = await client.complete_with_tools(request)
     except (ProviderError, TimeoutError, asyncio.CancelledError) as raw:
         error = raw
         if isinstance(raw, TimeoutError):
@@ -282,7 +375,7 @@ async def _call(
             if error.retry_after_s:
                 limiter.pause(error.retry_after_s)
         cost = _settle_budget(rt, budget_hold, model, usage, reserved, unknown)
-        record = _record(task, rt, request, attempt, turn, client.name, usage or Usage(),
+        record = _record(task, rt, attempt, turn, client.name, usage or Usage(),
                          cost, not unknown, started, type(error).__name__, None)
         if isinstance(raw, asyncio.CancelledError):
             await asyncio.shield(record)
@@ -296,10 +389,19 @@ async def _call(
     if completion.rate_limits is not None:
         limiter.observe(completion.rate_limits)
     cost = _settle_budget(rt, budget_hold, model, completion.usage, reserved, False)
-    await _record(task, rt, request, attempt, turn, client.name, completion.usage, cost, True,
-                  started, "ok", completion.request_id)
     calls.append((completion.usage, cost))
-    return completion
+    last_turn = turn >= agent.max_turns
+    answer = _Turn(completion)
+    try:
+        if tools is not None and completion.tool_calls and not last_turn:
+            answer = _Turn(completion, await _run_tools(
+                task, rt, tools, completion.tool_calls, attempt=attempt, turn=turn))
+    finally:  # the call came back: it is recorded even if the agent is cancelled mid-tool
+        log = tool_log(completion.tool_calls, answer.results, not_run=(
+            f"not run: max_turns={agent.max_turns} reached" if last_turn else "not run: cancelled"))
+        await asyncio.shield(_record(task, rt, attempt, turn, client.name, completion.usage,
+                                     cost, True, started, "ok", completion.request_id, log))
+    return answer
 
 
 def _settle_budget(
@@ -328,7 +430,6 @@ def _settle_budget(
 async def _record(
     task: AgentTask,
     rt: Runtime,
-    request: CompletionRequest,
     attempt: int,
     turn: int,
     provider: str,
@@ -338,6 +439,7 @@ async def _record(
     started: float,
     status: str,
     request_id: str | None,
+    tool_calls: tuple[Mapping[str, Any], ...] = (),
 ) -> None:
     ended = time.time()
     rt.events.publish(ApiCall(
@@ -356,7 +458,7 @@ async def _record(
         cache_read_tokens=usage.cache_read_tokens, cache_write_tokens=usage.cache_write_tokens,
         reasoning_tokens=usage.reasoning_tokens, cost_usd=cost, cost_confirmed=confirmed,
         started_at=started, ended_at=ended, status=status, request_id=request_id,
-        tool_calls=(), estimate_tokens=None,
+        tool_calls=tool_calls, estimate_tokens=None,
     ))
 
 

@@ -274,6 +274,7 @@ class RunHandle:
         from aoe.cost.pricing import PriceBook
         from aoe.ratelimit import RateLimiterRegistry
         from aoe.runtime import Runtime
+        from aoe.tools import RunTools
 
         p, o = self.prepared, self.prepared.options
         clients = _Clients(p.config, simulate=p.simulate, clock=self.clock, seed=o.seed)
@@ -284,9 +285,11 @@ class RunHandle:
             from aoe.ledger.store import Ledger, default_db_path
 
             ledger = await asyncio.to_thread(Ledger.open, o.db_path or default_db_path())
+        tools = RunTools()
         runtime = Runtime(
             clients=clients, events=self.events, clock=self.clock, limiters=self.limiters,
             prices=PriceBook.from_config(p.config), budgets=self.budgets, ledger=ledger, seed=o.seed,
+            tools=tools,
         )
         engine = Engine(runtime, EngineOptions(
             max_parallel=o.max_parallel, max_workflows=o.max_workflows, simulate=p.simulate,
@@ -301,6 +304,7 @@ class RunHandle:
         try:
             return await engine.run(list(p.jobs))
         finally:
+            await tools.aclose()
             await clients.aclose()
             if ledger is not None:
                 await ledger.aclose()

@@ -10,18 +10,29 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from aoe.clock import Clock, SystemClock
 from aoe.monitor.events import EventBus
 from aoe.providers.base import LLMClient, RateLimitSnapshot, Usage
-from aoe.spec.models import ModelRef
+from aoe.spec.models import AgentSpec, ModelRef, WorkflowSpec
+
+if TYPE_CHECKING:
+    from aoe.tools.toolbox import Toolbox
 
 
 class ClientSource(Protocol):
     """Hands out the client that serves a model (the simulator under ``--simulate``)."""
 
     def client_for(self, model: ModelRef) -> LLMClient: ...
+
+    async def aclose(self) -> None: ...
+
+
+class ToolSource(Protocol):
+    """Hands each agent its tools (see ``aoe.tools.RunTools``); closed at the end of the run."""
+
+    async def for_agent(self, workflow: WorkflowSpec, agent: AgentSpec) -> Toolbox: ...
 
     async def aclose(self) -> None: ...
 
@@ -120,6 +131,7 @@ class Runtime:
     ledger: Any = None
     seed: int = 0
     rate_limit_timeout_s: float = 600.0
+    tools: ToolSource | None = None  # None: an agent with tools gets a toolbox of its own
 
     def rng(self, *parts: object) -> random.Random:
         """A random source that depends only on the seed and ``parts`` (e.g. agent, attempt)."""

@@ -1,4 +1,4 @@
-"""Everything ``aoe validate`` checks, composed: load, graph, template references.
+"""Everything ``aoe validate`` checks, composed: load, graph, template references, tools.
 
 A file is checked as far as its problems allow, so one run lists every problem the user
 has to fix rather than the first: a file that does not load reports the loader's
@@ -121,6 +121,10 @@ def _check(path: Path) -> CheckedWorkflow:
     found = list(problems)
     for agent in spec.agents.values():
         found.extend(_template_problems(spec, agent, graph))
+    if spec.tools:
+        from aoe.tools.checks import tool_problems
+
+        found.extend(tool_problems(spec))
     if found or graph is None:
         found.sort(key=lambda p: (p.file, p.line, p.col))
         raise SpecError(found)

@@ -8,6 +8,11 @@ are offered) and takes faults on demand, one per call, from a script::
     fake_provider.script(Fault.rate_limit(retry_after="1"), Fault.error(503))
     # the next two calls fail like that, later calls succeed
 
+Calls that offer tools can be scripted turn by turn, so a test drives a tool loop exactly::
+
+    fake_provider.script_tools([("lookup", {"name": "ACME"}), ("lookup", {"name": "X"})], [])
+    # the next tools call asks for two lookups at once, the one after gives its final answer
+
 Point an OpenAI client at ``fake.openai_base_url`` and an Anthropic one at ``fake.base_url``.
 """
 
@@ -22,7 +27,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -142,6 +147,7 @@ class FakeProvider:
         self.in_flight = 0
         self.peak_in_flight = 0
         self._faults: dict[str | None, deque[Fault]] = {}
+        self._tool_turns: deque[Sequence[tuple[str, Any]]] = deque()
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -183,6 +189,17 @@ class FakeProvider:
         """Queue faults for the next calls (to ``path`` only, if given); then normal answers."""
         with self._lock:
             self._faults.setdefault(path, deque()).extend(faults)
+
+    def script_tools(self, *turns: Sequence[tuple[str, Any]]) -> None:
+        """Queue answers for the next calls that offer tools: each turn is a list of
+        ``(tool name, arguments)`` asked for at once (arguments a dict, or a string sent as
+        is, e.g. broken JSON); an empty list is the final answer. Then the usual answers."""
+        with self._lock:
+            self._tool_turns.extend(turns)
+
+    def _next_tool_turn(self) -> Sequence[tuple[str, Any]] | None:
+        with self._lock:
+            return self._tool_turns.popleft() if self._tool_turns else None
 
     def calls(self, path: str | None = None) -> int:
         return sum(1 for r in self.requests if path is None or r.path == path)
@@ -235,10 +252,12 @@ class FakeProvider:
                 self.requests.append(request)
                 self.in_flight += 1
                 self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+                open_call = [True]
                 try:
-                    keep_open = await self._respond(request, writer)
+                    keep_open = await self._respond(request, writer, open_call)
                 finally:
-                    self.in_flight -= 1
+                    if open_call[0]:
+                        self.in_flight -= 1
                 if not keep_open:
                     break
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
@@ -256,7 +275,10 @@ class FakeProvider:
                     return queue.popleft()
         return Fault.ok()
 
-    async def _respond(self, request: Recorded, writer: asyncio.StreamWriter) -> bool:
+    async def _respond(
+        self, request: Recorded, writer: asyncio.StreamWriter, open_call: list[bool]
+    ) -> bool:
+        """Answer one call; it stops counting as in flight once its answer is being sent."""
         limited = (self.rpm_limit or self.concurrency_limit) and self._over_limit()
         fault = Fault.rate_limit(retry_after="1") if limited else self._next_fault(request.path)
         delay = self.latency_s + fault.delay_s
@@ -274,6 +296,8 @@ class FakeProvider:
         if fault.kind == "truncated":
             content = content[: len(content) // 2]
         head = _head(status, headers, len(content))
+        open_call[0] = False
+        self.in_flight -= 1
         if fault.kind == "drop":
             writer.write(head + content[: len(content) // 2])
             await writer.drain()
@@ -322,9 +346,10 @@ class FakeProvider:
         rng = random.Random(number)
         body = request.body if isinstance(request.body, dict) else {}
         prompt_tokens = math.ceil(len(json.dumps(body.get("messages", []))) / 4)
+        turn = self._next_tool_turn() if body.get("tools") else None
         if wire == "openai":
-            return _openai_answer(body, number, rng, prompt_tokens)
-        return _anthropic_answer(body, number, rng, prompt_tokens)
+            return _openai_answer(body, number, rng, prompt_tokens, turn)
+        return _anthropic_answer(body, number, rng, prompt_tokens, turn)
 
     def _success_headers(self, wire: str) -> dict[str, str]:
         number = len(self.requests)
@@ -353,18 +378,33 @@ class FakeProvider:
         }
 
 
+def _arguments_text(arguments: Any) -> str:
+    return arguments if isinstance(arguments, str) else json.dumps(arguments)
+
+
 def _openai_answer(
-    body: Mapping[str, Any], number: int, rng: random.Random, prompt_tokens: int
+    body: Mapping[str, Any], number: int, rng: random.Random, prompt_tokens: int,
+    turn: Sequence[tuple[str, Any]] | None = None,
 ) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None}
     messages = body.get("messages") or []
     tools = body.get("tools") or []
     response_format = body.get("response_format") or {}
     finish = "stop"
-    if response_format.get("type") == "json_schema":
+    if turn:
+        message["tool_calls"] = [
+            {
+                "id": f"call_{number}_{index}",
+                "type": "function",
+                "function": {"name": name, "arguments": _arguments_text(arguments)},
+            }
+            for index, (name, arguments) in enumerate(turn, 1)
+        ]
+        finish = "tool_calls"
+    elif response_format.get("type") == "json_schema":
         schema = response_format["json_schema"]["schema"]
         message["content"] = json.dumps(example_for_schema(schema, rng))
-    elif tools and (not messages or messages[-1].get("role") != "tool"):
+    elif tools and turn is None and (not messages or messages[-1].get("role") != "tool"):
         function = tools[0]["function"]
         arguments = example_for_schema(function.get("parameters") or {}, rng)
         message["tool_calls"] = [
@@ -395,7 +435,8 @@ def _openai_answer(
 
 
 def _anthropic_answer(
-    body: Mapping[str, Any], number: int, rng: random.Random, prompt_tokens: int
+    body: Mapping[str, Any], number: int, rng: random.Random, prompt_tokens: int,
+    turn: Sequence[tuple[str, Any]] | None = None,
 ) -> dict[str, Any]:
     tools = {t["name"]: t for t in body.get("tools") or []}
     choice = body.get("tool_choice") or {}
@@ -403,7 +444,16 @@ def _anthropic_answer(
     last = messages[-1].get("content") if messages else ""
     answered_tool = isinstance(last, list) and any(b.get("type") == "tool_result" for b in last)
     call: str | None = None
-    if choice.get("type") == "tool":
+    if turn:
+        content: list[dict[str, Any]] = [
+            {"type": "tool_use", "id": f"toolu_{number}_{index}", "name": name,
+             "input": arguments if isinstance(arguments, dict) else json.loads(arguments)}
+            for index, (name, arguments) in enumerate(turn, 1)
+        ]
+        return _anthropic_message(body, number, content, "tool_use", prompt_tokens)
+    if turn is not None:  # the scripted final answer: the output tool when forced, else text
+        call = list(tools)[-1] if choice.get("type") in ("any", "tool") else None
+    elif choice.get("type") == "tool":
         call = choice["name"]
     elif tools and not answered_tool:
         call = next(iter(tools))
@@ -411,13 +461,16 @@ def _anthropic_answer(
         call = list(tools)[-1]
     if call is not None:
         arguments = example_for_schema(tools[call].get("input_schema") or {}, rng)
-        content: list[dict[str, Any]] = [
-            {"type": "tool_use", "id": f"toolu_{number}", "name": call, "input": arguments}
-        ]
-        stop = "tool_use"
-    else:
-        content = [{"type": "text", "text": f"Hello from fake {body.get('model', 'model')}."}]
-        stop = "end_turn"
+        content = [{"type": "tool_use", "id": f"toolu_{number}", "name": call, "input": arguments}]
+        return _anthropic_message(body, number, content, "tool_use", prompt_tokens)
+    content = [{"type": "text", "text": f"Hello from fake {body.get('model', 'model')}."}]
+    return _anthropic_message(body, number, content, "end_turn", prompt_tokens)
+
+
+def _anthropic_message(
+    body: Mapping[str, Any], number: int, content: list[dict[str, Any]], stop: str,
+    prompt_tokens: int,
+) -> dict[str, Any]:
     return {
         "id": f"msg_fake{number}",
         "type": "message",

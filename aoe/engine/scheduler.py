@@ -281,7 +281,8 @@ class Engine:
         else:
             result = task.result()
         self._settle(wf, result)
-        if wf.stop_reason is None:
+        # Only a failure can settle a workflow's outcome early; completions never do.
+        if wf.stop_reason is None and result.state is not AgentState.COMPLETED:
             wf.stop_reason = policy.stop_reason(wf.job.spec, wf.states)
             if wf.stop_reason is not None and policy.cancels_running(wf.states):
                 for other in wf.running.values():

@@ -122,6 +122,21 @@ class ApiCall(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCalled(Event):
+    """An agent's tool call finished. Carries no arguments and no result, only its size."""
+
+    workflow: str
+    agent: str
+    attempt: int
+    turn: int
+    tool: str
+    ok: bool
+    duration_s: float
+    result_chars: int
+    truncated: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BudgetHit(Event):
     """A reservation did not fit a budget; the agent stops BUDGET_EXCEEDED."""
 

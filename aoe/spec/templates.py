@@ -121,8 +121,83 @@ def _compiled(source: str) -> Template:
     return environment().from_string(source)
 
 
+_EXPRESSION = re.compile(r"\{\{(.*?)\}\}", re.DOTALL)
+_PATH = re.compile(rf"[ \t]*({_NAME})((?:\.{_NAME}|{_SUBSCRIPT})*)[ \t]*")
+_STEP = re.compile(rf"\.({_NAME})|\[[ \t]*(?:'([^'\\\n]*)'|\"([^\"\\\n]*)\"|([0-9]+))[ \t]*\]")
+_MISSING = object()
+Segment = str | tuple[str, tuple[str | int, ...]]
+
+
+@lru_cache(maxsize=16384)
+def _plain_segments(source: str) -> tuple[Segment, ...] | None:
+    """Literal text and dotted-name lookups, or None when the template needs Jinja.
+
+    Compiling a Jinja template costs about a millisecond, and most prompts only print
+    values; those are rendered by direct lookups with Jinja's own semantics, and every
+    case that is not a plain data lookup (a filter, a statement, a missing key) goes to
+    Jinja, so the result and the errors are always Jinja's.
+    """
+    if "{%" in source or "{#" in source:
+        return None
+    segments: list[Segment] = []
+    position = 0
+    for match in _EXPRESSION.finditer(source):
+        path = _PATH.fullmatch(match.group(1))
+        if path is None or path.group(1) in _NOT_SIMPLE_ROOTS:
+            return None
+        steps: list[str | int] = []
+        for step in _STEP.finditer(path.group(2)):
+            name, single, double, index = step.groups()
+            key = name if name is not None else single if single is not None else double
+            steps.append(int(index) if key is None else key)
+        segments.append(source[position : match.start()])
+        segments.append((path.group(1), tuple(steps)))
+        position = match.end()
+    segments.append(source[position:])
+    if any(isinstance(s, str) and ("{{" in s or "}}" in s) for s in segments):
+        return None
+    return tuple(segments)
+
+
+def _lookup(context: Mapping[str, Any], root: str, steps: tuple[str | int, ...]) -> Any:
+    value = context.get(root, _MISSING)
+    for step in steps:
+        if value is _MISSING:
+            return _MISSING
+        if isinstance(step, int):
+            ok = isinstance(value, list | tuple) and 0 <= step < len(value)
+            value = value[step] if ok else _MISSING
+        elif isinstance(value, Mapping) and not step.startswith("_"):
+            value = value.get(step, _MISSING)
+        else:
+            return _MISSING
+    return value
+
+
+def _render_plain(segments: tuple[Segment, ...], context: Mapping[str, Any]) -> str | None:
+    parts: list[str] = []
+    for segment in segments:
+        if isinstance(segment, str):
+            parts.append(segment)
+            continue
+        value = _lookup(context, *segment)
+        if value is _MISSING or not isinstance(value, str | int | float | bool | Mapping | list | tuple):
+            return None
+        parts.append(str(_finalize(value)))
+    return "".join(parts)
+
+
 def render(source: str, context: Mapping[str, Any], *, where: str) -> str:
     """Render ``source`` with ``context``; any failure is a ``TemplateRenderError``."""
+    segments = _plain_segments(source)
+    if segments is not None:
+        text = _render_plain(segments, context)
+        if text is not None:
+            return text
+    return _render_jinja(source, context, where=where)
+
+
+def _render_jinja(source: str, context: Mapping[str, Any], *, where: str) -> str:
     from jinja2 import TemplateError, UndefinedError
     from jinja2.exceptions import SecurityError
 

@@ -26,6 +26,7 @@ from aoe.monitor.events import (
     AgentStarted,
     ApiCall,
     Event,
+    ToolCalled,
     WorkflowFinished,
     WorkflowStarted,
 )
@@ -55,6 +56,16 @@ class _Row:
     ended: float | None = None
     tokens: int = 0
     cost_usd: float = 0.0
+    tool_calls: int = 0
+    last_tool: str = ""
+    tool_failed: bool = False
+
+    @property
+    def tools(self) -> Text:
+        """``3 lookup_vendor``: how many tool calls, and the last one (red if it failed)."""
+        if not self.tool_calls:
+            return Text("-", style="dim")
+        return Text(f"{self.tool_calls} {self.last_tool}", style="red" if self.tool_failed else "")
 
 
 @dataclass
@@ -75,6 +86,7 @@ class LiveView:
         self.running: dict[tuple[str, str], _Row] = {}
         self.finished: deque[_Row] = deque(maxlen=recent)
         self.calls = 0
+        self.tool_calls = 0
         self.tokens = 0
         self.cost_usd = 0.0
         self.started = time.monotonic()
@@ -112,6 +124,12 @@ class LiveView:
                 if row is not None:
                     row.tokens += event.usage.total_tokens
                     row.cost_usd += event.cost_usd
+            case ToolCalled():
+                self.tool_calls += 1
+                row = self.running.get((event.workflow, event.agent))
+                if row is not None:
+                    row.tool_calls += 1
+                    row.last_tool, row.tool_failed = event.tool, not event.ok
             case AgentFinished():
                 row = self.running.pop((event.workflow, event.agent), None)
                 if row is None:
@@ -208,7 +226,7 @@ class LiveView:
 
     def _agents(self) -> RenderableType:
         table = Table(expand=False, box=None, pad_edge=False, header_style="bold")
-        for name in ("workflow", "agent", "state", "try", "elapsed", "tokens", "cost"):
+        for name in ("workflow", "agent", "state", "try", "elapsed", "tokens", "cost", "tools"):
             table.add_column(name, justify="right" if name in ("try", "elapsed", "tokens", "cost") else "left")
         now = time.monotonic()
         running = sorted(self.running.values(), key=lambda r: r.started)
@@ -218,7 +236,8 @@ class LiveView:
             self._add(table, row, now)
         hidden = len(running) - min(len(running), self.max_rows)
         if hidden:
-            table.add_row("", Text(f"... and {hidden} more running", style="dim"), "", "", "", "", "")
+            more = Text(f"... and {hidden} more running", style="dim")
+            table.add_row("", more, "", "", "", "", "", "")
         return table
 
     @staticmethod
@@ -226,13 +245,14 @@ class LiveView:
         elapsed = (row.ended or now) - row.started
         table.add_row(
             row.workflow, row.agent, Text(row.state, style=STATE_STYLE.get(row.state, "")),
-            str(row.attempt), f"{elapsed:.1f}s", str(row.tokens), money(row.cost_usd),
+            str(row.attempt), f"{elapsed:.1f}s", str(row.tokens), money(row.cost_usd), row.tools,
         )
 
     def _footer(self) -> RenderableType:
         elapsed = time.monotonic() - self.started
         return Text(
-            f"{len(self.running)} running | {self.calls} calls | {self.tokens} tokens | "
+            f"{len(self.running)} running | {self.calls} calls | {self.tool_calls} tool calls | "
+            f"{self.tokens} tokens | "
             f"{money(self.cost_usd)} | {elapsed:.1f}s",
             style="bold",
         )

@@ -16,7 +16,14 @@ from rich.table import Table
 from rich.text import Text
 
 from aoe.ledger.money import format_usd
-from aoe.ledger.records import FAILED_STATES, CostReport, CostRow, RunDetail, RunSummary
+from aoe.ledger.records import (
+    FAILED_STATES,
+    AgentDetail,
+    CostReport,
+    CostRow,
+    RunDetail,
+    RunSummary,
+)
 
 _STATE_STYLES = {
     "COMPLETED": "green",
@@ -27,6 +34,7 @@ _STATE_STYLES = {
     "SKIPPED": "dim",
 }
 _OUTPUT_CHARS = 400
+_TOOL_CHARS = 160  # arguments and results of a tool call, as `aoe show` prints them
 
 
 def _when(epoch: float | None) -> str:
@@ -169,8 +177,34 @@ def render_run_detail(console: Console, detail: RunDetail) -> None:
                     Text.assemble((f"{agent.agent_id}: ", "bold"), _output_text(agent.output))
                 )
         console.print(table)
+        tools = _tool_lines(wf.agents)
+        if tools:
+            console.print(Panel(Group(*tools), title="tool calls", title_align="left"))
         if outputs:
             console.print(Panel(Group(*outputs), title="outputs", title_align="left"))
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= _TOOL_CHARS else text[:_TOOL_CHARS] + " …"
+
+
+def _tool_lines(agents: tuple[AgentDetail, ...]) -> list[Text]:
+    """Per agent, each call's tool calls: ``#attempt.turn name(arguments) -> result``."""
+    lines: list[Text] = []
+    for agent in agents:
+        for call in agent.calls:
+            for entry in call.tool_calls:
+                if not isinstance(entry, dict):
+                    continue
+                ok = bool(entry.get("ok"))
+                lines.append(Text.assemble(
+                    (f"{agent.agent_id} ", "bold"),
+                    (f"#{call.attempt}.{call.turn} ", "dim"),
+                    f"{entry.get('name', '?')}({_short(str(entry.get('arguments', '')))}) -> ",
+                    (_short(str(entry.get("result", ""))), "" if ok else "red"),
+                ))
+    return lines
 
 
 def render_cost_report(console: Console, report: CostReport) -> None:

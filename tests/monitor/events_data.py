@@ -13,6 +13,7 @@ from aoe.monitor.events import (
     RateLimitHit,
     RunFinished,
     RunStarted,
+    ToolCalled,
     WorkflowFinished,
     WorkflowStarted,
 )
@@ -34,6 +35,8 @@ def every_event() -> list[Event]:
         ApiCall(run_id=r, at=T0 + 2, workflow="ap", agent="extract", attempt=1, provider="openai",
                 model="openai/gpt-4o-mini", usage=Usage(100, 20, 0, 0, 0), cost_usd=0.001,
                 latency_s=0.4, status="server_error"),
+        ToolCalled(run_id=r, at=T0 + 2, workflow="ap", agent="extract", attempt=1, turn=1,
+                   tool="lookup_vendor", ok=True, duration_s=0.02, result_chars=120),
         AgentRetrying(run_id=r, at=T0 + 2, workflow="ap", agent="extract", attempt=1,
                       error="HTTP 503", delay_s=1.0),
         AgentStarted(run_id=r, at=T0 + 3, workflow="ap", agent="extract", attempt=2,

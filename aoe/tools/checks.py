@@ -1,0 +1,70 @@
+"""What ``aoe validate`` checks of a workflow's tools beyond the schema.
+
+``python:`` targets must import and be callable (this imports the user's module, with the
+workflow's directory on ``sys.path``, as a run would); ``command:`` and ``mcp:`` programs
+must exist; ``mcp:`` needs the optional SDK. Each problem points at the tool's entry.
+That every tool an agent names is declared is the loader's check.
+"""
+
+from __future__ import annotations
+
+from aoe.errors import Problem
+from aoe.spec.models import ToolSpec, WorkflowSpec
+from aoe.tools.base import declared_in, resolve_executable
+
+
+def tool_problems(spec: WorkflowSpec) -> list[Problem]:
+    """Every problem of ``spec``'s tools, in declaration order."""
+    problems: list[Problem] = []
+    for tool in spec.tools.values():
+        for message, hint in _check(tool):
+            at = tool.location
+            problems.append(
+                Problem(at.file if at else str(spec.path), at.line if at else 1,
+                        at.col if at else 1, message, hint)
+            )
+    return problems
+
+
+def _check(tool: ToolSpec) -> list[tuple[str, str]]:
+    if tool.kind == "python":
+        return _python(tool)
+    if tool.kind == "command":
+        return _program(tool, [str(a) for a in tool.target["argv"]])
+    if tool.kind == "mcp":
+        from aoe.tools.mcp_tool import INSTALL_HINT, mcp_available
+
+        found = _program(tool, [str(a) for a in tool.target["command"]])
+        if not mcp_available():
+            found.append((f"tool '{tool.name}' is an MCP server, but the MCP SDK is not "
+                          "installed", INSTALL_HINT))
+        return found
+    return []
+
+
+def _python(tool: ToolSpec) -> list[tuple[str, str]]:
+    from aoe.tools.python_tool import load_function
+
+    target = str(tool.target["function"])
+    base_dir = declared_in(tool)
+    try:
+        load_function(target, base_dir)
+    except (Exception, SystemExit) as exc:  # user code can raise anything while importing
+        module = target.partition(":")[0]
+        return [(
+            f"tool '{tool.name}': python target {target} cannot be used: "
+            f"{type(exc).__name__}: {exc}",
+            f"{module.replace('.', '/')}.py must be importable from {base_dir} "
+            "(the workflow's directory) or an installed package, and name a function",
+        )]
+    return []
+
+
+def _program(tool: ToolSpec, argv: list[str]) -> list[tuple[str, str]]:
+    if resolve_executable(argv[0], declared_in(tool)) is not None:
+        return []
+    return [(
+        f"tool '{tool.name}': program {argv[0]!r} was not found",
+        "install it or put it on PATH; a path with a / is read from the workflow's "
+        "directory and must be executable",
+    )]

@@ -1,0 +1,65 @@
+"""``python: package.module:function``: a function of the user's, called with the arguments.
+
+The directory of the workflow file that declared the tool is put on ``sys.path`` before
+the import (and left there, so the function's own lazy imports work), so
+``python: erp_tools.vendors:lookup`` finds ``workflows/erp_tools/vendors.py``. Sync
+functions run in a worker thread; a return value that is not a string is sent as JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aoe.spec.models import ToolSpec
+from aoe.tools.base import ToolOutput, declared_in
+
+
+def load_function(target: str, base_dir: Path) -> Callable[..., Any]:
+    """Import ``module:function`` with ``base_dir`` on sys.path; raise what the import raises."""
+    module_name, _, attribute = target.partition(":")
+    directory = str(base_dir)
+    if directory not in sys.path:
+        sys.path.insert(0, directory)
+        importlib.invalidate_caches()
+    module = importlib.import_module(module_name)
+    function = getattr(module, attribute, None)
+    if function is None:
+        raise AttributeError(f"module {module_name!r} has no attribute {attribute!r}")
+    if not callable(function):
+        raise TypeError(f"{target} is a {type(function).__name__}, not a function")
+    return function  # type: ignore[no-any-return]
+
+
+class PythonTool:
+    """Runs one ``python:`` tool; the function is imported on first use."""
+
+    def __init__(self, spec: ToolSpec) -> None:
+        self.spec = spec
+        self._function: Callable[..., Any] | None = None
+
+    async def __call__(self, arguments: dict[str, Any]) -> ToolOutput:
+        function = self._function
+        if function is None:
+            function = self._function = load_function(
+                str(self.spec.target["function"]), declared_in(self.spec)
+            )
+        if inspect.iscoroutinefunction(function):
+            value = await function(**arguments)
+        else:
+            value = await asyncio.to_thread(function, **arguments)
+            if inspect.isawaitable(value):
+                value = await value
+        return ToolOutput(_text(value))
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False, default=str)

@@ -1,0 +1,62 @@
+"""Peak memory with 500 agents in flight at once against the loopback provider server.
+
+    python bench/bench_rss.py [AGENTS]
+
+The loopback server (tests/fakeprovider.py) runs in this process and holds every call
+for 2 s, so all agents are in flight together; `aoe run` runs as a child process with
+real HTTP over one pooled httpx client, the SQLite ledger and plain progress output.
+Its peak RSS comes from wait4(2) for that child alone. Target: under 100 MB.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.fakeprovider import FakeProvider  # noqa: E402
+
+
+def main(count: int = 500) -> None:
+    server = FakeProvider(latency_s=2.0)
+    server.start()
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            work = Path(tmp)
+            (work / "aoe.yaml").write_text(
+                "providers:\n"
+                f"  openai: {{type: openai, api_key_env: OPENAI_API_KEY,"
+                f" base_url: '{server.openai_base_url}',"
+                " limits: {requests_per_minute: 100000, tokens_per_minute: 100000000,"
+                " concurrent_requests: 10000}}\n"
+            )
+            agents = "".join(
+                f"  a{i:04d}:\n    prompt: 'Match invoice {i} against its purchase order.'\n"
+                for i in range(count)
+            )
+            (work / "wf.yaml").write_text(
+                "version: 1\nname: rss\ndefaults: {model: openai/gpt-4o-mini, max_tokens: 100}\n"
+                "agents:\n" + agents
+            )
+            env = {**os.environ, "OPENAI_API_KEY": "sk-bench", "AOE_DB": str(work / "l.db")}
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "aoe", "run", "wf.yaml", "--no-live", "--json"],
+                cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+            _, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
+    finally:
+        server.stop()
+    print(f"agents                {count}")
+    print(f"exit code             {proc.returncode}")
+    print(f"calls served          {server.calls()}")
+    print(f"peak calls in flight  {server.peak_in_flight}")
+    print(f"peak RSS of aoe run   {usage.ru_maxrss / 1024:.1f} MB (target < 100 MB)")
+
+
+if __name__ == "__main__":
+    main(*(int(a) for a in sys.argv[1:]))

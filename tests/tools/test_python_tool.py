@@ -1,0 +1,102 @@
+"""``python:`` tools: a user's function found beside the workflow, called with the arguments."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from aoe.tools import Toolbox
+from aoe.tools.python_tool import load_function
+from tests.tools.specs import call, module_name, tool_spec
+
+SOURCE = '''
+import asyncio
+import threading
+
+def lookup(name, country="US"):
+    return {"name": name, "country": country, "thread": threading.current_thread().name}
+
+async def lookup_async(name):
+    await asyncio.sleep(0)
+    return f"async {name}"
+
+def plain_text():
+    return "just text"
+
+NOT_A_FUNCTION = 42
+'''
+
+
+def _package(tmp_path: Path) -> str:
+    """A package ``<unique>/vendors.py`` beside the (pretend) workflow file; returns its name."""
+    name = module_name("erp")
+    package = tmp_path / name
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "vendors.py").write_text(SOURCE)
+    return name
+
+
+async def test_a_sync_function_gets_keyword_arguments_and_runs_in_a_thread(tmp_path: Path) -> None:
+    """package.module:function is found from the workflow's directory; a dict comes back as JSON."""
+    package = _package(tmp_path)
+    spec = tool_spec(tmp_path, "lookup", "python", {"function": f"{package}.vendors:lookup"})
+    box = await Toolbox.open([spec])
+    try:
+        result = await box.run(call("lookup", {"name": "ACME", "country": "DE"}))
+    finally:
+        await box.aclose()
+    assert not result.is_error, result.content
+    assert result.content.startswith('{"name": "ACME", "country": "DE", "thread": ')
+    assert threading.main_thread().name not in result.content
+
+
+async def test_an_async_function_is_awaited_and_text_is_passed_as_is(tmp_path: Path) -> None:
+    """Coroutine functions are awaited on the loop; a string result is not JSON-quoted."""
+    package = _package(tmp_path)
+    specs = [
+        tool_spec(tmp_path, "a", "python", {"function": f"{package}.vendors:lookup_async"}),
+        tool_spec(tmp_path, "t", "python", {"function": f"{package}.vendors:plain_text"}),
+    ]
+    box = await Toolbox.open(specs)
+    results = await box.run_all([call("a", {"name": "ACME"}, "1"), call("t", {}, "2")])
+    await box.aclose()
+    assert [r.content for r in results] == ["async ACME", "just text"]
+
+
+async def test_an_unexpected_argument_is_an_error_result(tmp_path: Path) -> None:
+    """Arguments the function does not take are reported to the model (no schema given)."""
+    package = _package(tmp_path)
+    spec = tool_spec(tmp_path, "lookup", "python", {"function": f"{package}.vendors:lookup"})
+    box = await Toolbox.open([spec])
+    result = await box.run(call("lookup", {"vendor": "ACME"}))
+    await box.aclose()
+    assert result.is_error
+    assert "TypeError" in result.content
+
+
+def test_load_function_says_what_is_wrong_with_a_target(tmp_path: Path) -> None:
+    """A missing module, a missing name and a non-callable each raise a clear error."""
+    package = _package(tmp_path)
+    with pytest.raises(ModuleNotFoundError):
+        load_function(f"{package}.nope:lookup", tmp_path)
+    with pytest.raises(AttributeError, match="has no attribute 'missing'"):
+        load_function(f"{package}.vendors:missing", tmp_path)
+    with pytest.raises(TypeError, match="not a function"):
+        load_function(f"{package}.vendors:NOT_A_FUNCTION", tmp_path)
+    assert callable(load_function(f"{package}.vendors:lookup", tmp_path))
+
+
+def test_the_shipped_erp_tools_answer_from_the_csv_data() -> None:
+    """The example tools find the vendor, the PO lines and the goods received."""
+    workflows = Path(__file__).resolve().parents[2] / "workflows"
+    lookup = load_function("erp_tools.vendors:lookup", workflows)
+    assert lookup(name="acme industrial supply, inc")["vendor_id"] == "V-10042"
+    assert lookup(name="Unknown Corp") == {"found": False, "searched_for": "Unknown Corp"}
+    order = load_function("erp_tools.purchasing:purchase_order", workflows)("PO-778812")
+    assert [line["unit_price"] for line in order["lines"]] == [18.5, 6.25, 41.0]
+    receipts = load_function("erp_tools.purchasing:goods_receipts", workflows)("PO-781004")
+    assert receipts["lines"] == [{"line": 1, "quantity_received": 5.0},
+                                 {"line": 2, "quantity_received": 4.0}]
