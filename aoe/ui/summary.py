@@ -11,14 +11,35 @@ from aoe.ui.live import STATE_STYLE
 from aoe.ui.plain import money
 
 AGENT_TABLE_LIMIT = 40
+WORKFLOW_TABLE_LIMIT = 20
 
 
 def render_summary(console: Console, result: RunResult) -> None:
-    """Print what happened: per workflow, then per agent when that fits on a screen."""
+    """Print what happened; without a terminal (CI logs) tables are never cut to 80 columns."""
+    if console.is_terminal:
+        _render(console, result)
+        return
+    width, console.width = console.width, 10_000
+    try:
+        _render(console, result)
+    finally:
+        console.width = width
+
+
+def _render(console: Console, result: RunResult) -> None:
+    """Per workflow (the unfinished ones first when there are many), then per agent."""
+    counts: dict[str, int] = {}
+    for w in result.workflows:
+        counts[w.state.value] = counts.get(w.state.value, 0) + 1
+    workflows = list(result.workflows)
+    if len(workflows) > WORKFLOW_TABLE_LIMIT:
+        console.print("workflows: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())))
+        workflows = sorted(workflows, key=lambda w: w.state.value == "COMPLETED")
+    shown = workflows[:WORKFLOW_TABLE_LIMIT]
     flows = Table(title=f"run {result.run_id}", title_justify="left", header_style="bold")
     for name in ("workflow", "state", "completed", "failed", "skipped", "tokens", "cost", "time"):
         flows.add_column(name, justify="left" if name in ("workflow", "state") else "right")
-    for w in result.workflows:
+    for w in shown:
         failed = sum(
             w.count(s)
             for s in (AgentState.FAILED, AgentState.RATE_LIMITED, AgentState.BUDGET_EXCEEDED)
@@ -34,6 +55,8 @@ def render_summary(console: Console, result: RunResult) -> None:
             money(w.cost_usd),
             f"{w.ended_at - w.started_at:.2f}s",
         )
+    if len(shown) < len(workflows):
+        flows.add_row(f"... and {len(workflows) - len(shown)} more", "", "", "", "", "", "", "")
     console.print(flows)
     agents = [(w, a) for w in result.workflows for a in w.agents.values()]
     if len(agents) <= AGENT_TABLE_LIMIT:
@@ -49,7 +72,7 @@ def render_summary(console: Console, result: RunResult) -> None:
                 f"{a.duration_s:.2f}s", Text(note[:100], style="dim"),
             )
         console.print(table)
-    for w in result.workflows:
+    for w in shown:
         if w.reason and w.state.value != "COMPLETED":
             console.print(Text(f"{w.key}: {w.state.value}: {w.reason}", style="bold"))
     mode = " (simulated: what a real run would cost)" if result.simulate else ""
