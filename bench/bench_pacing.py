@@ -1,6 +1,6 @@
 """Throughput under a binding rate limit, end to end against the loopback provider server.
 
-    python bench/bench_pacing.py [AGENTS] [RPM]      # defaults: 1800 agents, 600 rpm (~2 min)
+    python bench/bench_pacing.py [AGENTS] [RPM]      # defaults: 3600 agents, 600 rpm (~5 min)
 
 The loopback server (tests/fakeprovider.py) enforces RPM itself with its own sliding
 60 s window over arrival times and answers 429 to any call over it: each 429 is a limit
@@ -8,10 +8,13 @@ violation by aoe. `aoe run` (a child process, real HTTP, the ledger) is configur
 the same limit; it has far more agents than the limit lets through in a minute, each
 answered after 50 ms.
 
-Throughput is the steady rate after the first minute's allowance:
-(calls - RPM) / (minutes between the first and the last call), against RPM. A sliding
-window cannot do better than RPM per window; aoe's windows are 1 s longer than a minute
-(see ``aoe.ratelimit.WINDOW_MARGIN_S``), which caps it at 60/61 = 98.4 %.
+Throughput is the steady rate after the first minute's allowance, from the moments aoe
+let each call go (the ledger's call start times): (calls - RPM) / (minutes between the
+first and the last call), against RPM. A sliding window cannot do better than RPM per
+window; aoe's windows are 1 s longer than a minute (see ``aoe.ratelimit.WINDOW_MARGIN_S``),
+which caps it at 60/61 = 98.4 %. The same figure from the server's arrival times is
+printed too: it is lower by the seconds this 2-core machine needs to send a burst of
+calls, an end effect that shrinks as the run gets longer.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.fakeprovider import FakeProvider  # noqa: E402
 
 
-def main(count: int = 1800, rpm: int = 600) -> None:
+def main(count: int = 3600, rpm: int = 600) -> None:
     server = FakeProvider(latency_s=0.05)
     server.enforce(requests_per_minute=rpm)
     arrivals: list[float] = []
@@ -62,16 +65,24 @@ def main(count: int = 1800, rpm: int = 600) -> None:
                 cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )
             wall = time.monotonic() - started
+            import sqlite3
+
+            with sqlite3.connect(work / "l.db") as db:
+                grants = [r[0] for r in db.execute("select started_at from calls order by 1")]
     finally:
         server.stop()
-    span_min = (arrivals[-1] - arrivals[0]) / 60
-    steady = (len(arrivals) - rpm) / span_min if span_min else float("nan")
+    def steady(times: list[float]) -> float:
+        span_min = (times[-1] - times[0]) / 60
+        return (len(times) - rpm) / span_min if span_min else float("nan")
+
     print(f"agents, limit              {count} agents, {rpm} requests per minute")
     print(f"exit code, wall time       {code}, {wall:.1f} s")
     print(f"calls seen by the server   {len(arrivals)}")
     print(f"429s (limit violations)    {server.limit_429s}")
-    print(f"steady throughput          {steady:.1f} per minute = {steady / rpm:.1%} of the limit "
+    granted, arrived = steady(grants), steady(arrivals)
+    print(f"steady throughput          {granted:.1f} per minute = {granted / rpm:.1%} of the limit "
           "(target >= 95 %)")
+    print(f"  by server arrival times  {arrived:.1f} per minute = {arrived / rpm:.1%}")
 
 
 if __name__ == "__main__":

@@ -2,10 +2,16 @@
 
     python bench/bench_rss.py [AGENTS]
 
-The loopback server (tests/fakeprovider.py) runs in this process and holds every call
-for 2 s, so all agents are in flight together; `aoe run` runs as a child process with
-real HTTP over one pooled httpx client, the SQLite ledger and plain progress output.
-Its peak RSS comes from wait4(2) for that child alone. Target: under 100 MB.
+The loopback server (tests/fakeprovider.py, OpenAI wire format) runs in this process
+and holds every call for 2 s, so all agents are in flight together; `aoe run` runs as a
+child process with real HTTP over one pooled httpx client, the SQLite ledger and plain
+progress output. Its peak RSS comes from wait4(2) for that child alone. Target: under
+100 MB.
+
+Two runs: a local model served by the loopback server (`local/llama-3.1-8b-instruct`,
+as vLLM or llama.cpp would serve it; its tokens are estimated from bytes), and an OpenAI
+model (`openai/gpt-4o-mini`), whose exact token counts need the 200,000-token o200k
+vocabulary in memory: a fixed cost of its own, whatever the number of agents.
 """
 
 from __future__ import annotations
@@ -22,24 +28,31 @@ from tests.fakeprovider import FakeProvider  # noqa: E402
 
 
 def main(count: int = 500) -> None:
+    for model in ("local/llama-3.1-8b-instruct", "openai/gpt-4o-mini"):
+        measure(count, model)
+
+
+def measure(count: int, model: str) -> None:
     server = FakeProvider(latency_s=2.0)
     server.start()
     try:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
+            limits = ("limits: {requests_per_minute: 100000, tokens_per_minute: 100000000,"
+                      " concurrent_requests: 10000}")
+            provider = model.split("/")[0]
             (work / "aoe.yaml").write_text(
                 "providers:\n"
-                f"  openai: {{type: openai, api_key_env: OPENAI_API_KEY,"
-                f" base_url: '{server.openai_base_url}',"
-                " limits: {requests_per_minute: 100000, tokens_per_minute: 100000000,"
-                " concurrent_requests: 10000}}\n"
+                f"  {provider}: {{type: openai, api_key_env: OPENAI_API_KEY,"
+                f" base_url: '{server.openai_base_url}', {limits}}}\n"
+                f"pricing: {{{model}: {{input_per_mtok: 0, output_per_mtok: 0}}}}\n"
             )
             agents = "".join(
                 f"  a{i:04d}:\n    prompt: 'Match invoice {i} against its purchase order.'\n"
                 for i in range(count)
             )
             (work / "wf.yaml").write_text(
-                "version: 1\nname: rss\ndefaults: {model: openai/gpt-4o-mini, max_tokens: 100}\n"
+                f"version: 1\nname: rss\ndefaults: {{model: {model}, max_tokens: 100}}\n"
                 "agents:\n" + agents
             )
             env = {**os.environ, "OPENAI_API_KEY": "sk-bench", "AOE_DB": str(work / "l.db")}
@@ -51,6 +64,7 @@ def main(count: int = 500) -> None:
             proc.returncode = os.waitstatus_to_exitcode(status)
     finally:
         server.stop()
+    print(f"model                 {model}")
     print(f"agents                {count}")
     print(f"exit code             {proc.returncode}")
     print(f"calls served          {server.calls()}")

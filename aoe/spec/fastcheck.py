@@ -86,7 +86,7 @@ def compile_schema(root: Mapping[str, Any]) -> Check:
         if _OBJECT_KEYWORDS.intersection(schema):
             checks.append(_object(schema, build, ref))
         for key in schema:
-            if key in _ANNOTATIONS or key in _OBJECT_KEYWORDS:
+            if key in _ANNOTATIONS or key in _OBJECT_KEYWORDS or key in _BRANCHES:
                 continue
             maker = _KEYWORDS.get(key)
             if maker is None:
@@ -233,10 +233,26 @@ def _one_of(schema: Mapping[str, Any], build: Builder, ref: Ref) -> Check:
     return lambda v: sum(1 for option in options if option(v)) == 1
 
 
+def _if(schema: Mapping[str, Any], build: Builder, ref: Ref) -> Check:
+    """``if``/``then``/``else``, for conditions this checker decides exactly.
+
+    A "not sure" from the condition would pick the wrong branch, so only ``type`` and
+    ``required`` (exact here) may appear in ``if``.
+    """
+    condition = schema["if"]
+    if not isinstance(condition, dict) or set(condition) - {"type", "required"}:
+        raise UnsupportedSchema("if with keywords other than type and required")
+    test = build(condition)
+    then = build(schema.get("then", True))
+    other = build(schema.get("else", True))
+    return lambda v: then(v) if test(v) else other(v)
+
+
 def _ref(schema: Mapping[str, Any], build: Builder, ref: Ref) -> Check:
     return ref(schema["$ref"])
 
 
+_BRANCHES = frozenset({"then", "else"})  # read by _if
 _OBJECT_KEYWORDS = frozenset(
     {"properties", "additionalProperties", "required", "propertyNames", "minProperties"}
 )
@@ -254,5 +270,6 @@ _KEYWORDS: Mapping[str, Callable[[Mapping[str, Any], Builder, Ref], Check]] = {
     "enum": _enum,
     "const": _const,
     "oneOf": _one_of,
+    "if": _if,
     "$ref": _ref,
 }

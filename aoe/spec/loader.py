@@ -1,8 +1,9 @@
 """Workflow files to typed, immutable ``WorkflowSpec`` objects, with every problem found.
 
 Steps: parse (positions kept), check the version, validate against the workflow schema,
-resolve ``uses:``, merge ``defaults`` < used agent file < agent entry (``retry`` and
-``simulate`` key by key), check ``output_schema`` and tool parameters are JSON Schemas,
+take ``tools:`` entries that say ``uses:`` from their tools file, resolve agents' ``uses:``,
+merge ``defaults`` < used agent file < agent entry (``retry`` and ``simulate`` key by
+key), check ``output_schema`` and tool parameters are JSON Schemas,
 check template syntax and the inputs / env / with names templates read, then build
 the frozen dataclasses of ``aoe.spec.models``. A file with problems raises one
 ``SpecError`` listing all of them, in file order; checks that need the agent graph
@@ -35,6 +36,7 @@ from aoe.spec.models import (
 )
 from aoe.spec.schema import check_json_schema, describe, dotted, suggest, type_matches, validate
 from aoe.spec.templates import KINDS, TemplateRefs, TemplateSyntax, references
+from aoe.spec.toolfiles import ToolsFileResolver
 from aoe.spec.yamlload import PathKey, YamlDocument, paused_gc, read_yaml
 
 __all__ = ["load_workflow"]
@@ -65,6 +67,7 @@ class _WorkflowLoader:
         self.file = doc.file
         self.problems: set[Problem] = set(doc.problems)
         self.uses = UsesResolver()
+        self.tool_files = ToolsFileResolver()
         self._frozen: dict[int, Any] = {}
         self._retry: dict[tuple[Any, ...], RetrySpec] = {}
         self._simulates: dict[tuple[Any, ...], SimulateSpec] = {}
@@ -114,6 +117,9 @@ class _WorkflowLoader:
         inputs = self._inputs(data.get("inputs"))
         env = tuple(e for e in data.get("env") or () if isinstance(e, str))
         tools = self._tools(data.get("tools"))
+        raw_tools = data.get("tools")
+        # An agent naming a declared tool whose entry is broken is not a second problem.
+        declared = frozenset(raw_tools) if isinstance(raw_tools, dict) else frozenset()
         defaults = data.get("defaults")
         defaults_layer = (
             Layer(defaults, self.doc, ("defaults",)) if isinstance(defaults, dict) else None
@@ -128,7 +134,7 @@ class _WorkflowLoader:
                     defaults=defaults_layer,
                     inputs=inputs,
                     env=env,
-                    tools=tools,
+                    tools=declared,
                 )
                 if spec is not None:
                     agents[agent_id] = spec
@@ -187,40 +193,61 @@ class _WorkflowLoader:
         return inputs
 
     def _tools(self, raw: Any) -> dict[str, ToolSpec]:
+        """The ``tools:`` entries; ``{uses: FILE}`` takes the definition from a tools file,
+        whose own document then gives the tool's location (and so its directory)."""
         tools: dict[str, ToolSpec] = {}
         if not isinstance(raw, dict):
             return tools
-        for name, spec in raw.items():
-            if not isinstance(spec, dict):
+        for name, entry in raw.items():
+            if not isinstance(entry, dict):
                 continue
-            kinds: list[ToolKind] = [k for k in _TOOL_KINDS if k in spec]
-            if len(kinds) != 1:
-                continue  # the schema's oneOf already reported it
-            kind = kinds[0]
-            parameters = spec.get("parameters", {"type": "object"})
-            if isinstance(parameters, dict):
-                self.problems.update(
-                    check_json_schema(
-                        parameters, self.file, self.doc.positions, ("tools", name, "parameters")
-                    )
+            doc: YamlDocument = self.doc
+            spec: Mapping[str, Any] = entry
+            if "uses" in entry:
+                uses = entry["uses"]
+                if not isinstance(uses, str) or len(entry) != 1:
+                    continue  # the schema already reported it
+                found = self.tool_files.resolve(
+                    uses, str(name), self.doc, self.path, ("tools", name)
                 )
-            value = spec[kind]
-            target = (
-                value
-                if isinstance(value, dict)
-                else ({"argv": value} if kind == "command" else {"function": value})
-            )
-            line, col = self.doc.positions.key(("tools", name))
-            tools[name] = ToolSpec(
-                name=name,
-                description=str(spec.get("description", "")),
-                parameters=freeze(parameters),
-                kind=kind,
-                target=freeze(target),
-                timeout_s=float(spec.get("timeout_s", 30.0)),
-                location=Location(self.file, line, col),
-            )
+                if found is None:
+                    continue
+                doc, spec = found
+            tool = self._tool(str(name), spec, doc)
+            if tool is not None:
+                tools[name] = tool
+        self.problems.update(self.tool_files.problems)
         return tools
+
+    def _tool(self, name: str, spec: Mapping[str, Any], doc: YamlDocument) -> ToolSpec | None:
+        """One definition at ``tools.<name>`` of ``doc`` (the workflow or a tools file)."""
+        kinds: list[ToolKind] = [k for k in _TOOL_KINDS if k in spec]
+        if len(kinds) != 1:
+            return None  # the schema's oneOf already reported it
+        kind = kinds[0]
+        parameters = spec.get("parameters", {"type": "object"})
+        if isinstance(parameters, dict):
+            self.problems.update(
+                check_json_schema(
+                    parameters, doc.file, doc.positions, ("tools", name, "parameters")
+                )
+            )
+        value = spec[kind]
+        target = (
+            value
+            if isinstance(value, dict)
+            else ({"argv": value} if kind == "command" else {"function": value})
+        )
+        line, col = doc.positions.key(("tools", name))
+        return ToolSpec(
+            name=name,
+            description=str(spec.get("description", "")),
+            parameters=freeze(parameters),
+            kind=kind,
+            target=freeze(target),
+            timeout_s=float(spec.get("timeout_s", 30.0)),
+            location=Location(doc.file, line, col),
+        )
 
     # -- agents ------------------------------------------------------------------------
 
@@ -232,7 +259,7 @@ class _WorkflowLoader:
         defaults: Layer | None,
         inputs: Mapping[str, InputSpec],
         env: tuple[str, ...],
-        tools: Mapping[str, ToolSpec],
+        tools: Collection[str],
     ) -> AgentSpec | None:
         at: PathKey = ("agents", agent_id)
         layers: list[Layer] = [defaults] if defaults is not None else []

@@ -34,7 +34,7 @@ __all__ = [
     "validate",
 ]
 
-SCHEMA_NAMES = ("workflow", "agent", "config")
+SCHEMA_NAMES = ("workflow", "agent", "config", "tools")
 
 _ID_PATTERN = r"^[A-Za-z_][A-Za-z0-9_-]*$"
 _PATTERN_TEXT: Mapping[str, tuple[str, str]] = {
@@ -71,10 +71,37 @@ _NAME_KINDS: Mapping[str, str] = {
 
 @cache
 def load_schema(name: str) -> Mapping[str, Any]:
-    """The packaged schema ``name`` (workflow, agent or config), parsed once."""
+    """The packaged schema ``name`` (workflow, agent, config or tools), parsed once.
+
+    A ``$ref`` into a sibling schema (``workflow.schema.json#/$defs/tool``, which editors
+    resolve themselves) is bundled here: the sibling's ``$defs`` are copied in and the
+    reference made local, so jsonschema and the fast checker see one self-contained schema.
+    """
     text = resources.files("aoe").joinpath("schemas", f"{name}.schema.json").read_text("utf-8")
     schema: dict[str, Any] = json.loads(text)
+    siblings: set[str] = set()
+    _localize(schema, siblings)
+    defs: dict[str, Any] = schema.setdefault("$defs", {})
+    for sibling in sorted(siblings):
+        for key, definition in load_schema(sibling).get("$defs", {}).items():
+            if defs.setdefault(key, definition) != definition:
+                raise ValueError(f"{name}.schema.json and {sibling}.schema.json define {key}")
     return schema
+
+
+def _localize(node: Any, siblings: set[str]) -> None:
+    """Rewrite ``<name>.schema.json#/$defs/x`` references to ``#/$defs/x``, noting each name."""
+    if isinstance(node, list):
+        for item in node:
+            _localize(item, siblings)
+    elif isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ".schema.json#/" in ref:
+            file, _, pointer = ref.partition("#")
+            siblings.add(file.removesuffix(".schema.json"))
+            node["$ref"] = f"#{pointer}"
+        for value in node.values():
+            _localize(value, siblings)
 
 
 @cache

@@ -14,6 +14,7 @@ from aoe.monitor.events import (
     Event,
     RateLimitHit,
     RunStarted,
+    ToolCalled,
     WorkflowFinished,
     WorkflowStarted,
 )
@@ -56,6 +57,14 @@ class PlainProgress:
                 detail = f" in {event.duration_s:.2f}s, {tokens} tokens, {money(event.cost_usd)}"
                 error = f": {event.error}" if event.error else ""
                 self._line(event, f"{event.workflow}/{event.agent}: {event.state}{detail}{error}")
+            case ToolCalled():
+                outcome = "ok" if event.ok else "error"
+                cut = ", truncated" if event.truncated else ""
+                self._line(
+                    event,
+                    f"{event.workflow}/{event.agent}: tool {event.tool} {outcome} in "
+                    f"{event.duration_s:.2f}s ({event.result_chars} chars{cut})",
+                )
             case AgentSkipped():
                 self._line(event, f"{event.workflow}/{event.agent}: SKIPPED ({event.reason})")
             case BudgetHit():

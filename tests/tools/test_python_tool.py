@@ -91,7 +91,7 @@ def test_load_function_says_what_is_wrong_with_a_target(tmp_path: Path) -> None:
 
 def test_the_shipped_erp_tools_answer_from_the_csv_data() -> None:
     """The example tools find the vendor, the PO lines and the goods received."""
-    workflows = Path(__file__).resolve().parents[2] / "workflows"
+    workflows = Path(__file__).resolve().parents[2] / "workflows" / "tools"
     lookup = load_function("erp_tools.vendors:lookup", workflows)
     assert lookup(name="acme industrial supply, inc")["vendor_id"] == "V-10042"
     assert lookup(name="Unknown Corp") == {"found": False, "searched_for": "Unknown Corp"}

@@ -1,0 +1,71 @@
+"""The plain, line-based progress that CI logs show (``--no-live``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+
+from aoe.monitor.events import AgentStarted, Event, ToolCalled
+from aoe.ui.plain import PlainProgress
+
+AT = 1_790_000_000.0
+STAMP = dt.datetime.fromtimestamp(AT).strftime("%H:%M:%S")
+
+
+def _lines(*events: Event) -> list[str]:
+    out = io.StringIO()
+    progress = PlainProgress(out)
+    for event in events:
+        progress.handle(event)
+    return out.getvalue().splitlines()
+
+
+def _tool(**changes: object) -> ToolCalled:
+    fields: dict[str, object] = {
+        "run_id": "r1",
+        "at": AT,
+        "workflow": "invoice",
+        "agent": "check_vendor",
+        "attempt": 1,
+        "turn": 1,
+        "tool": "lookup_vendor",
+        "ok": True,
+        "duration_s": 0.0123,
+        "result_chars": 123,
+    }
+    fields.update(changes)
+    return ToolCalled(**fields)  # type: ignore[arg-type]
+
+
+def test_each_tool_call_gets_one_line_with_outcome_time_and_size() -> None:
+    """A CI log shows every tool call an agent made, whether it worked, how long, how big."""
+    assert _lines(_tool()) == [
+        f"{STAMP} invoice/check_vendor: tool lookup_vendor ok in 0.01s (123 chars)"
+    ]
+
+
+def test_a_failed_tool_call_says_error() -> None:
+    """A tool that raised or timed out is marked as an error, not ok."""
+    lines = _lines(_tool(ok=False, tool="lookup_goods_receipts", duration_s=10.0, result_chars=31))
+    assert lines == [
+        f"{STAMP} invoice/check_vendor: tool lookup_goods_receipts error in 10.00s (31 chars)"
+    ]
+
+
+def test_a_truncated_result_says_so() -> None:
+    """A result cut to the size limit is flagged, so a short answer is not misread."""
+    (line,) = _lines(_tool(result_chars=16_000, truncated=True))
+    assert line.endswith("tool lookup_vendor ok in 0.01s (16000 chars, truncated)")
+
+
+def test_tool_lines_come_in_event_order_with_the_agent_lines() -> None:
+    """Tool calls appear between the agent's other lines, in the order they happened."""
+    started = AgentStarted(
+        run_id="r1", at=AT, workflow="invoice", agent="check_vendor", attempt=1, model="sim/fast"
+    )
+    lines = _lines(started, _tool(tool="a"), _tool(tool="b", ok=False))
+    assert [line.split(": ", 1)[1] for line in lines] == [
+        "RUNNING (sim/fast)",
+        "tool a ok in 0.01s (123 chars)",
+        "tool b error in 0.01s (123 chars)",
+    ]
