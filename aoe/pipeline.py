@@ -136,16 +136,15 @@ async def _run_attempt(task: AgentTask, rt: Runtime, attempt: int) -> _Attempt:
         run_id=task.run_id, workflow=task.workflow_key, agent=agent.id, attempt=attempt,
         model=str(agent.model), module=agent.module,
     ))
-    ledger = rt.ledger
-    if ledger is not None:
-        from aoe.ledger.records import AttemptStart
-
-        await ledger.start_attempt(AttemptStart(
-            task.run_id, task.workflow_key, agent.id, attempt, agent.module,
-            str(agent.model), started,
-        ))
     calls: list[tuple[Usage, Decimal]] = []
     try:
+        if rt.ledger is not None:
+            from aoe.ledger.records import AttemptStart
+
+            await rt.ledger.start_attempt(AttemptStart(
+                task.run_id, task.workflow_key, agent.id, attempt, agent.module,
+                str(agent.model), started,
+            ))
         request = build_request(task, attempt)
         if agent.tools:
             completion = await _tool_loop(task, rt, request, attempt, calls)

@@ -334,9 +334,16 @@ class Engine:
                 final = AgentState.CANCELLED if wf.cancelled else AgentState.SKIPPED
                 wf.states[agent_id] = final
                 wf.results[agent_id] = AgentResult(agent_id, final, error=reason)
-                self.rt.events.publish(AgentSkipped(
-                    run_id=self.run_id, workflow=wf.job.key, agent=agent_id, reason=reason,
-                ))
+                if final is AgentState.CANCELLED:
+                    self.rt.events.publish(AgentFinished(
+                        run_id=self.run_id, workflow=wf.job.key, agent=agent_id,
+                        state=final.value, attempts=0, duration_s=0.0, error=reason,
+                        module=wf.job.spec.agents[agent_id].module,
+                    ))
+                else:
+                    self.rt.events.publish(AgentSkipped(
+                        run_id=self.run_id, workflow=wf.job.key, agent=agent_id, reason=reason,
+                    ))
         state, reason = policy.outcome(wf.job.spec, wf.states, cancelled=wf.cancelled)
         spec = wf.job.spec
         result = WorkflowResult(

@@ -165,3 +165,29 @@ def test_both_wire_formats_in_one_workflow_with_structured_output(
     assert fake_provider.requests[0].body["response_format"]["type"] == "json_schema"
     assert all(a["usage"]["input_tokens"] > 0 for a in agents_doc.values())
     assert doc["cost_usd"] > 0
+
+
+@pytest.mark.usefixtures("keys")
+def test_a_429_with_retry_after_pauses_the_key_for_every_agent(
+    fake_provider: FakeProvider, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """After a 429 with retry-after, no agent of that key calls again before the pause ends."""
+    (tmp_path / "aoe.yaml").write_text(
+        "providers:\n"
+        f"  openai: {{type: openai, api_key_env: OPENAI_API_KEY, base_url: '{fake_provider.openai_base_url}',"
+        " limits: {concurrent_requests: 1}}\n"
+    )
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(
+        "version: 1\nname: pause\ndefaults:\n  model: openai/gpt-4o-mini\n"
+        "  retry: {max_retries: 2, strategy: immediate}\n"
+        "agents:\n  a: {prompt: one}\n  b: {prompt: two}\n  c: {prompt: three}\n"
+    )
+    fake_provider.script(Fault.rate_limit(retry_after="1"))
+    code, _, _ = _run(tmp_path, wf, capsys)
+    assert code == 0
+    db = sqlite3.connect(tmp_path / "aoe-test.db")
+    calls = db.execute("select status, started_at, ended_at from calls order by started_at").fetchall()
+    assert [c[0] for c in calls] == ["RateLimitedError", "ok", "ok", "ok"]
+    limited_at = calls[0][2]
+    assert all(started >= limited_at + 0.95 for _, started, _ in calls[1:])

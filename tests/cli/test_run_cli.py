@@ -1,0 +1,133 @@
+"""`aoe run` as users call it: the JSON document, many instances, several files, signals."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from aoe.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULT_SCHEMA = json.loads((ROOT / "schemas" / "result.schema.json").read_text())
+
+
+def _json_run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any]]:
+    code = main(["run", *args, "--json", "--no-live"])
+    doc = json.loads(capsys.readouterr().out)
+    jsonschema.validate(doc, RESULT_SCHEMA)
+    return code, doc
+
+
+def test_example_runs_simulated_and_the_document_matches_its_schema(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The README's first command: exit 0, every agent completed, outputs and cost present."""
+    code, doc = _json_run(capsys, str(ROOT / "workflows" / "invoice-processing.yaml"), "--simulate")
+    assert code == 0
+    workflow = doc["workflows"][0]
+    assert workflow["state"] == "COMPLETED"
+    assert {a["state"] for a in workflow["agents"].values()} == {"COMPLETED"}
+    assert isinstance(workflow["agents"]["extract"]["output"], dict)
+    assert doc["cost_usd"] > 0
+    assert main(["runs", "--json"]) == 0
+    assert doc["run_id"] in capsys.readouterr().out
+
+
+def _flaky(tmp: Path, name: str, fail: bool) -> Path:
+    path = tmp / f"{name}.yaml"
+    simulate = "{fail_times: 1, fail_with: bad_request}" if fail else "{latency_s: 0}"
+    path.write_text(
+        f"version: 1\nname: {name}\ninputs:\n  invoice: {{type: string}}\n"
+        "  amount: {type: number, default: 0}\n"
+        "agents:\n  check:\n    model: sim/fast\n    prompt: 'Check {{ inputs.invoice }}'\n"
+        f"    simulate: {simulate}\n"
+    )
+    return path
+
+
+def test_each_row_is_an_instance_with_its_own_outcome(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--each FILE.jsonl and .csv run one instance per row; the row is its inputs."""
+    wf = _flaky(tmp_path, "ap", fail=False)
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"invoice": f"INV-{i}", "amount": i}) + "\n" for i in range(5)))
+    code, doc = _json_run(capsys, str(wf), "--each", str(rows), "--max-workflows", "2")
+    assert code == 0
+    assert [w["key"] for w in doc["workflows"]] == [f"ap#{i}" for i in range(1, 6)]
+    assert [w["inputs"] for w in doc["workflows"]][2] == {"invoice": "INV-2", "amount": 2}
+    table = tmp_path / "rows.csv"
+    table.write_text("invoice,amount\nINV-A,10.5\nINV-B,7\n")
+    code, doc = _json_run(capsys, str(wf), "--each", str(table))
+    assert code == 0
+    assert [w["inputs"]["amount"] for w in doc["workflows"]] == [10.5, 7]
+
+
+def test_a_bad_row_is_exit_2_naming_the_row(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A row whose value has the wrong type stops the run before anything is spent."""
+    wf = _flaky(tmp_path, "ap", fail=False)
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"invoice": "INV-1"}\n{"invoice": "INV-2", "amount": "lots"}\n')
+    assert main(["run", str(wf), "--each", str(rows), "--no-live"]) == 2
+    err = capsys.readouterr().err
+    assert "row 2" in err
+    assert "amount" in err
+
+
+def test_several_files_exit_with_the_worst_outcome(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One workflow completes, one fails: each has its own outcome and the exit code is 1."""
+    good, bad = _flaky(tmp_path, "good", fail=False), _flaky(tmp_path, "bad", fail=True)
+    code, doc = _json_run(capsys, str(good), str(bad), "--input", "invoice=INV-9")
+    assert code == 1
+    assert {w["key"]: w["state"] for w in doc["workflows"]} == {"good": "COMPLETED", "bad": "FAILED"}
+    assert doc["workflow_counts"] == {"COMPLETED": 1, "FAILED": 1}
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_stops_the_run_within_2_seconds_with_exit_130(
+    sig: signal.Signals, tmp_path: Path
+) -> None:
+    """Ctrl-C or SIGTERM: in-flight calls are cancelled and recorded, the summary printed, 130."""
+    wf = tmp_path / "slow.yaml"
+    wf.write_text(
+        "version: 1\nname: slow\nagents:\n"
+        "  a: {model: sim/slow, prompt: one, simulate: {latency_s: 30}}\n"
+        "  b: {model: sim/slow, prompt: two, simulate: {latency_s: 30}}\n"
+        "  c: {model: sim/slow, prompt: three, needs: [a]}\n"
+    )
+    db = tmp_path / "ledger.db"
+    env = {**os.environ, "AOE_DB": str(db), "CI": "true"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "aoe", "run", str(wf), "--simulate"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert proc.stderr is not None
+    started = 0
+    while started < 2:
+        line = proc.stderr.readline()
+        assert line, "aoe ended before its agents started"
+        started += "RUNNING" in line
+    sent = time.monotonic()
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=10)
+    assert time.monotonic() - sent < 2.0
+    assert proc.returncode == 130
+    assert "CANCELLED" in out
+    assert "Traceback" not in err
+    with sqlite3.connect(db) as conn:
+        states = dict(conn.execute("select agent_id, state from attempts"))
+        run_state = conn.execute("select state from runs").fetchone()[0]
+    assert states == {"a": "CANCELLED", "b": "CANCELLED"}
+    assert run_state == "CANCELLED"
