@@ -24,7 +24,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from aoe.engine.results import AgentResult, AgentState, AttemptResult
 from aoe.errors import (
@@ -46,9 +46,12 @@ from aoe.monitor.events import (
     ToolCalled,
 )
 from aoe.providers.base import Completion, CompletionRequest, Message, ToolCall, Usage
-from aoe.runtime import Runtime
+from aoe.runtime import Limiter, Runtime
 from aoe.spec.models import AgentSpec, WorkflowSpec, thaw
 from aoe.tools import Toolbox, ToolResult, result_message, tool_log
+
+if TYPE_CHECKING:
+    from aoe.ledger.records import AttemptState
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +109,12 @@ async def run_agent(task: AgentTask, rt: Runtime) -> AgentResult:
         attempts.append(outcome.result)
         if outcome.error is None:
             return AgentResult(
-                task.agent.id, AgentState.COMPLETED, tuple(attempts), outcome.output,
-                started_at=started, ended_at=time.time(),
+                task.agent.id,
+                AgentState.COMPLETED,
+                tuple(attempts),
+                outcome.output,
+                started_at=started,
+                ended_at=time.time(),
             )
         error = outcome.error
         decision = decide(
@@ -118,13 +125,23 @@ async def run_agent(task: AgentTask, rt: Runtime) -> AgentResult:
         )
         if not decision.retry:
             return AgentResult(
-                task.agent.id, final_state(error), tuple(attempts),
-                error=str(error), started_at=started, ended_at=time.time(),
+                task.agent.id,
+                final_state(error),
+                tuple(attempts),
+                error=str(error),
+                started_at=started,
+                ended_at=time.time(),
             )
-        rt.events.publish(AgentRetrying(
-            run_id=task.run_id, workflow=task.workflow_key, agent=task.agent.id,
-            attempt=attempt, error=str(error), delay_s=decision.delay_s,
-        ))
+        rt.events.publish(
+            AgentRetrying(
+                run_id=task.run_id,
+                workflow=task.workflow_key,
+                agent=task.agent.id,
+                attempt=attempt,
+                error=str(error),
+                delay_s=decision.delay_s,
+            )
+        )
         await rt.clock.sleep(decision.delay_s)
         attempt += 1
 
@@ -132,19 +149,32 @@ async def run_agent(task: AgentTask, rt: Runtime) -> AgentResult:
 async def _run_attempt(task: AgentTask, rt: Runtime, attempt: int) -> _Attempt:
     agent = task.agent
     started = time.time()
-    rt.events.publish(AgentStarted(
-        run_id=task.run_id, workflow=task.workflow_key, agent=agent.id, attempt=attempt,
-        model=str(agent.model), module=agent.module,
-    ))
+    rt.events.publish(
+        AgentStarted(
+            run_id=task.run_id,
+            workflow=task.workflow_key,
+            agent=agent.id,
+            attempt=attempt,
+            model=str(agent.model),
+            module=agent.module,
+        )
+    )
     calls: list[tuple[Usage, Decimal]] = []
     try:
         if rt.ledger is not None:
             from aoe.ledger.records import AttemptStart
 
-            await rt.ledger.start_attempt(AttemptStart(
-                task.run_id, task.workflow_key, agent.id, attempt, agent.module,
-                str(agent.model), started,
-            ))
+            await rt.ledger.start_attempt(
+                AttemptStart(
+                    task.run_id,
+                    task.workflow_key,
+                    agent.id,
+                    attempt,
+                    agent.module,
+                    str(agent.model),
+                    started,
+                )
+            )
         request = build_request(task, attempt)
         if agent.tools:
             completion = await _tool_loop(task, rt, request, attempt, calls)
@@ -177,7 +207,12 @@ def _attempt_result(
         usage = usage + u
         cost += c
     return AttemptResult(
-        attempt, state, started, time.time(), usage, float(cost),
+        attempt,
+        state,
+        started,
+        time.time(),
+        usage,
+        float(cost),
         error=str(error) if error else None,
         error_type=type(error).__name__ if error else None,
     )
@@ -196,10 +231,18 @@ async def _finish(
         return
     from aoe.ledger.records import AttemptEnd
 
-    await rt.ledger.finish_attempt(AttemptEnd(
-        task.run_id, task.workflow_key, task.agent.id, attempt, state.value, time.time(),
-        str(error) if error else None, output,
-    ))
+    await rt.ledger.finish_attempt(
+        AttemptEnd(
+            task.run_id,
+            task.workflow_key,
+            task.agent.id,
+            attempt,
+            cast("AttemptState", state.value),
+            time.time(),
+            str(error) if error else None,
+            output,
+        )
+    )
 
 
 def render_context(task: AgentTask) -> dict[str, Any]:
@@ -282,19 +325,47 @@ async def _toolbox(task: AgentTask, rt: Runtime) -> AsyncIterator[Toolbox]:
 
 
 async def _run_tools(
-    task: AgentTask, rt: Runtime, tools: Toolbox, calls: Sequence[ToolCall], *, attempt: int,
+    task: AgentTask,
+    rt: Runtime,
+    tools: Toolbox,
+    calls: Sequence[ToolCall],
+    *,
+    attempt: int,
     turn: int,
 ) -> tuple[ToolResult, ...]:
     """Run one turn's tool calls concurrently and publish a ``ToolCalled`` for each."""
     results = await tools.run_all(calls)
     for call, result in zip(calls, results, strict=True):
-        rt.events.publish(ToolCalled(
-            run_id=task.run_id, workflow=task.workflow_key, agent=task.agent.id,
-            attempt=attempt, turn=turn, tool=call.name, ok=not result.is_error,
-            duration_s=result.duration_s, result_chars=len(result.content),
-            truncated=result.truncated,
-        ))
+        rt.events.publish(
+            ToolCalled(
+                run_id=task.run_id,
+                workflow=task.workflow_key,
+                agent=task.agent.id,
+                attempt=attempt,
+                turn=turn,
+                tool=call.name,
+                ok=not result.is_error,
+                duration_s=result.duration_s,
+                result_chars=len(result.content),
+                truncated=result.truncated,
+            )
+        )
     return results
+
+
+@dataclass(slots=True)
+class _Ticket:
+    """What one call holds while it is out: its budget hold and its rate-limit permit."""
+
+    provider: str
+    limiter: Limiter
+    hold: Any
+    permit: Any
+    reserved_usd: Decimal
+    reserved_tokens: int
+    attempt: int
+    turn: int
+    started: float = 0.0
 
 
 async def _call(
@@ -313,42 +384,8 @@ async def _call(
     are settled, the tool calls it asked for are run (except on the agent's last allowed
     turn) before the call is recorded, so its ledger row holds them and their results.
     """
-    from aoe.cost.tokens import estimate_request
-
-    agent = task.agent
-    model = agent.model
-    client = rt.clients.client_for(model)
-    estimate = estimate_request(model, request)
-    reserved = rt.prices.max_cost_usd(model, estimate.input_tokens, request.max_tokens) or Decimal(0)
-    budget_hold = None
-    if rt.budgets is not None:
-        try:
-            budget_hold = await rt.budgets.reserve(task.budget_scopes, reserved)
-        except BudgetExceededError as err:
-            rt.events.publish(BudgetHit(
-                run_id=task.run_id, workflow=task.workflow_key, agent=agent.id,
-                scope=str(getattr(err, "scope", "") or err.where or ""), message=err.message,
-            ))
-            raise
-    limiter = rt.limiters.for_model(client.name, model.name)
-    wait_started = rt.clock.now()
-    try:
-        permit = await limiter.acquire(
-            estimate.input_tokens + request.max_tokens,
-            timeout_s=rt.rate_limit_timeout_s,
-            priority=agent.priority,
-        )
-    except BaseException:
-        if budget_hold is not None:
-            rt.budgets.release(budget_hold)
-        raise
-    waited = rt.clock.now() - wait_started
-    if waited > 0.001:
-        rt.events.publish(RateLimitHit(
-            run_id=task.run_id, workflow=task.workflow_key, agent=agent.id,
-            limiter=limiter.name, waited_s=waited,
-        ))
-    started = time.time()
+    client = rt.clients.client_for(task.agent.model)
+    ticket = await _take_ticket(task, rt, request, client.name, attempt, turn)
     try:
         async with asyncio.timeout(request.timeout_s):
             if tools is None:
@@ -356,71 +393,179 @@ async def _call(
             else:
                 completion = await client.complete_with_tools(request)
     except (ProviderError, TimeoutError, asyncio.CancelledError) as raw:
-        error = raw
-        if isinstance(raw, TimeoutError):
-            error = ProviderTimeout(
-                f"no answer within timeout_s={request.timeout_s}",
-                provider=client.name, where=task.where, outcome_unknown=True,
-                hint="raise timeout_s for this agent, or check the provider's status",
-            )
-        usage = error.usage if isinstance(error, ProviderError) else None
-        unknown = isinstance(raw, asyncio.CancelledError) or (
-            isinstance(error, ProviderError) and error.outcome_unknown
-        )
-        limiter.settle(permit, usage.total_tokens if usage else (
-            estimate.input_tokens + request.max_tokens if unknown else 0))
-        if isinstance(error, RateLimitedError):
-            limiter.note_429()
-            if error.retry_after_s:
-                limiter.pause(error.retry_after_s)
-        cost = _settle_budget(rt, budget_hold, model, usage, reserved, unknown)
-        record = _record(task, rt, attempt, turn, client.name, usage or Usage(),
-                         cost, not unknown, started, type(error).__name__, None)
-        if isinstance(raw, asyncio.CancelledError):
-            await asyncio.shield(record)
+        error = await _call_failed(task, rt, ticket, request, raw, calls)
+        if error is raw:
             raise
-        await record
-        calls.append((usage or Usage(), cost))
-        if isinstance(raw, TimeoutError):
-            raise error from raw
-        raise
-    limiter.settle(permit, completion.usage.total_tokens)
+        raise error from raw
+    ticket.limiter.settle(ticket.permit, completion.usage.total_tokens)
     if completion.rate_limits is not None:
-        limiter.observe(completion.rate_limits)
-    cost = _settle_budget(rt, budget_hold, model, completion.usage, reserved, False)
+        ticket.limiter.observe(completion.rate_limits)
+    cost = _settle_budget(rt, task, ticket, completion.usage, unknown=False)
     calls.append((completion.usage, cost))
-    last_turn = turn >= agent.max_turns
+    last_turn = turn >= task.agent.max_turns
     answer = _Turn(completion)
     try:
         if tools is not None and completion.tool_calls and not last_turn:
-            answer = _Turn(completion, await _run_tools(
-                task, rt, tools, completion.tool_calls, attempt=attempt, turn=turn))
+            answer = _Turn(
+                completion,
+                await _run_tools(
+                    task, rt, tools, completion.tool_calls, attempt=attempt, turn=turn
+                ),
+            )
     finally:  # the call came back: it is recorded even if the agent is cancelled mid-tool
-        log = tool_log(completion.tool_calls, answer.results, not_run=(
-            f"not run: max_turns={agent.max_turns} reached" if last_turn else "not run: cancelled"))
-        await asyncio.shield(_record(task, rt, attempt, turn, client.name, completion.usage,
-                                     cost, True, started, "ok", completion.request_id, log))
+        not_run = (
+            f"not run: max_turns={task.agent.max_turns} reached"
+            if last_turn
+            else "not run: cancelled"
+        )
+        log = tool_log(completion.tool_calls, answer.results, not_run=not_run)
+        await asyncio.shield(
+            _record(
+                task,
+                rt,
+                ticket,
+                completion.usage,
+                cost,
+                confirmed=True,
+                status="ok",
+                request_id=completion.request_id,
+                tool_calls=log,
+            )
+        )
     return answer
 
 
-def _settle_budget(
+async def _take_ticket(
+    task: AgentTask,
     rt: Runtime,
-    hold: Any,
-    model: Any,
-    usage: Usage | None,
-    reserved: Decimal,
-    unknown: bool,
+    request: CompletionRequest,
+    provider: str,
+    attempt: int,
+    turn: int,
+) -> _Ticket:
+    """Reserve the call's worst-case cost, then take its rate-limit permit (or neither)."""
+    from aoe.cost.tokens import estimate_request
+
+    model = task.agent.model
+    estimate = estimate_request(model, request)
+    reserved = rt.prices.max_cost_usd(model, estimate.input_tokens, request.max_tokens)
+    reserved = reserved or Decimal(0)
+    hold = None
+    if rt.budgets is not None:
+        try:
+            hold = await rt.budgets.reserve(task.budget_scopes, reserved)
+        except BudgetExceededError as err:
+            rt.events.publish(
+                BudgetHit(
+                    run_id=task.run_id,
+                    workflow=task.workflow_key,
+                    agent=task.agent.id,
+                    scope=err.where or "",
+                    message=err.message,
+                )
+            )
+            raise
+    limiter = rt.limiters.for_model(provider, model.name)
+    wait_started = rt.clock.now()
+    try:
+        permit = await limiter.acquire(
+            estimate.total_tokens,
+            timeout_s=rt.rate_limit_timeout_s,
+            priority=task.agent.priority,
+        )
+    except BaseException:
+        if hold is not None:
+            rt.budgets.release(hold)
+        raise
+    waited = rt.clock.now() - wait_started
+    if waited > 0.001:
+        rt.events.publish(
+            RateLimitHit(
+                run_id=task.run_id,
+                workflow=task.workflow_key,
+                agent=task.agent.id,
+                limiter=limiter.name,
+                waited_s=waited,
+            )
+        )
+    return _Ticket(
+        provider,
+        limiter,
+        hold,
+        permit,
+        reserved,
+        estimate.total_tokens,
+        attempt,
+        turn,
+        started=time.time(),
+    )
+
+
+async def _call_failed(
+    task: AgentTask,
+    rt: Runtime,
+    ticket: _Ticket,
+    request: CompletionRequest,
+    raw: BaseException,
+    calls: list[tuple[Usage, Decimal]],
+) -> BaseException:
+    """Settle and record a call that did not answer; return the error to raise.
+
+    A call whose outcome is unknown (timed out, cut off, cancelled in flight) may have
+    been billed: its tokens stay taken and its reservation becomes unconfirmed spend.
+    """
+    error = raw
+    if isinstance(raw, TimeoutError):
+        error = ProviderTimeout(
+            f"no answer within timeout_s={request.timeout_s}",
+            provider=ticket.provider,
+            where=task.where,
+            outcome_unknown=True,
+            hint="raise timeout_s for this agent, or check the provider's status",
+        )
+    usage = error.usage if isinstance(error, ProviderError) else None
+    unknown = isinstance(raw, asyncio.CancelledError) or (
+        isinstance(error, ProviderError) and error.outcome_unknown
+    )
+    spent_tokens = ticket.reserved_tokens if unknown else 0
+    ticket.limiter.settle(ticket.permit, usage.total_tokens if usage else spent_tokens)
+    if isinstance(error, RateLimitedError):
+        ticket.limiter.note_429()
+        if error.retry_after_s:
+            ticket.limiter.pause(error.retry_after_s)
+    cost = _settle_budget(rt, task, ticket, usage, unknown=unknown)
+    record = _record(
+        task,
+        rt,
+        ticket,
+        usage or Usage(),
+        cost,
+        confirmed=not unknown,
+        status=type(error).__name__,
+        request_id=None,
+    )
+    if isinstance(raw, asyncio.CancelledError):
+        await asyncio.shield(record)
+        return raw
+    await record
+    calls.append((usage or Usage(), cost))
+    return error
+
+
+def _settle_budget(
+    rt: Runtime, task: AgentTask, ticket: _Ticket, usage: Usage | None, *, unknown: bool
 ) -> Decimal:
     """Turn a reservation into spend: the true cost, or all of it when the outcome is unknown."""
+    hold = ticket.hold
     if usage is not None:
-        cost = rt.prices.cost_usd(model, usage) or Decimal(0)
+        cost = rt.prices.cost_usd(task.agent.model, usage) or Decimal(0)
         if hold is not None:
             rt.budgets.settle(hold, cost, confirmed=True)
         return cost
     if unknown:
         if hold is not None:
-            rt.budgets.settle(hold, reserved, confirmed=False)
-        return reserved
+            rt.budgets.settle(hold, ticket.reserved_usd, confirmed=False)
+        return ticket.reserved_usd
     if hold is not None:
         rt.budgets.release(hold)
     return Decimal(0)
@@ -429,36 +574,61 @@ def _settle_budget(
 async def _record(
     task: AgentTask,
     rt: Runtime,
-    attempt: int,
-    turn: int,
-    provider: str,
+    ticket: _Ticket,
     usage: Usage,
     cost: Decimal,
+    *,
     confirmed: bool,
-    started: float,
     status: str,
     request_id: str | None,
     tool_calls: tuple[Mapping[str, Any], ...] = (),
 ) -> None:
+    """Publish the call and write it to the ledger (before the agent can be reported done)."""
     ended = time.time()
-    rt.events.publish(ApiCall(
-        run_id=task.run_id, workflow=task.workflow_key, agent=task.agent.id, attempt=attempt,
-        provider=provider, model=str(task.agent.model), usage=usage, cost_usd=float(cost),
-        latency_s=ended - started, status=status, cost_confirmed=confirmed, turn=turn,
-    ))
+    rt.events.publish(
+        ApiCall(
+            run_id=task.run_id,
+            workflow=task.workflow_key,
+            agent=task.agent.id,
+            attempt=ticket.attempt,
+            provider=ticket.provider,
+            model=str(task.agent.model),
+            usage=usage,
+            cost_usd=float(cost),
+            latency_s=ended - ticket.started,
+            status=status,
+            cost_confirmed=confirmed,
+            turn=ticket.turn,
+        )
+    )
     if rt.ledger is None:
         return
     from aoe.ledger.records import CallRecord
 
-    await rt.ledger.record_call(CallRecord(
-        run_id=task.run_id, workflow_key=task.workflow_key, agent_id=task.agent.id,
-        attempt=attempt, turn=turn, provider=provider, model=str(task.agent.model),
-        input_tokens=usage.input_tokens, output_tokens=usage.output_tokens,
-        cache_read_tokens=usage.cache_read_tokens, cache_write_tokens=usage.cache_write_tokens,
-        reasoning_tokens=usage.reasoning_tokens, cost_usd=cost, cost_confirmed=confirmed,
-        started_at=started, ended_at=ended, status=status, request_id=request_id,
-        tool_calls=tool_calls, estimate_tokens=None,
-    ))
+    await rt.ledger.record_call(
+        CallRecord(
+            run_id=task.run_id,
+            workflow_key=task.workflow_key,
+            agent_id=task.agent.id,
+            attempt=ticket.attempt,
+            turn=ticket.turn,
+            provider=ticket.provider,
+            model=str(task.agent.model),
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            cost_usd=cost,
+            cost_confirmed=confirmed,
+            started_at=ticket.started,
+            ended_at=ended,
+            status=status,
+            request_id=request_id,
+            tool_calls=tool_calls,
+            estimate_tokens=ticket.reserved_tokens,
+        )
+    )
 
 
 @lru_cache(maxsize=1024)
@@ -475,10 +645,11 @@ def parse_output(agent: AgentSpec, text: str, *, where: str) -> Any:
     body = _strip_fences(text)
     try:
         value = json.loads(body)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise OutputValidationError(
             f"answer is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})",
-            where=where, hint="the model ignored the output schema; it will be retried",
+            where=where,
+            hint="the model ignored the output schema; it will be retried",
             text=text,
         ) from None
     validator = _validator_for(json.dumps(thaw(agent.output_schema), sort_keys=True))
@@ -487,7 +658,8 @@ def parse_output(agent: AgentSpec, text: str, *, where: str) -> Any:
         path = "/".join(str(p) for p in error.absolute_path) or "(root)"
         raise OutputValidationError(
             f"answer does not match output_schema at {path}: {error.message}",
-            where=where, hint="the model's answer broke the schema; it will be retried",
+            where=where,
+            hint="the model's answer broke the schema; it will be retried",
             text=text,
         )
     return value

@@ -20,7 +20,7 @@ from typing import Any
 from aoe.clock import Clock, SystemClock
 from aoe.engine.results import RunResult
 from aoe.engine.scheduler import Engine, EngineOptions, WorkflowJob
-from aoe.errors import AoeError, ConfigError, SpecError, UsageError
+from aoe.errors import AoeError, ConfigError, Problem, SpecError, UsageError
 from aoe.monitor.events import EventBus, EventSink
 from aoe.providers.base import LLMClient
 from aoe.spec.models import Config, ModelRef, WorkflowSpec
@@ -80,7 +80,7 @@ def _check_files(files: Sequence[Path]) -> list[WorkflowSpec]:
     from aoe.validate import check_workflow
 
     specs: list[WorkflowSpec] = []
-    problems = []
+    problems: list[Problem] = []
     for path in files:
         try:
             specs.append(check_workflow(path).spec)
@@ -96,8 +96,10 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise UsageError(f"cannot read --each file {path}: {exc.strerror}",
-                         hint="pass a .jsonl or .csv file that exists") from None
+        raise UsageError(
+            f"cannot read --each file {path}: {exc.strerror}",
+            hint="pass a .jsonl or .csv file that exists",
+        ) from None
     rows: list[dict[str, Any]] = []
     if path.suffix.lower() == ".csv":
         rows = [dict(r) for r in csv.DictReader(text.splitlines())]
@@ -108,15 +110,23 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
             try:
                 row = json.loads(line)
             except ValueError as exc:
-                raise UsageError(f"line {number} is not JSON: {exc}", where=f"{path}:{number}",
-                                 hint="each line must be one JSON object of inputs") from None
+                raise UsageError(
+                    f"line {number} is not JSON: {exc}",
+                    where=f"{path}:{number}",
+                    hint="each line must be one JSON object of inputs",
+                ) from None
             if not isinstance(row, dict):
-                raise UsageError("a row must be a JSON object of inputs", where=f"{path}:{number}",
-                                 hint='write e.g. {"invoice_text": "..."}')
+                raise UsageError(
+                    "a row must be a JSON object of inputs",
+                    where=f"{path}:{number}",
+                    hint='write e.g. {"invoice_text": "..."}',
+                )
             rows.append(row)
     else:
-        raise UsageError(f"--each needs a .jsonl or .csv file, not {path.name}",
-                         hint="one row per workflow instance, its keys being the inputs")
+        raise UsageError(
+            f"--each needs a .jsonl or .csv file, not {path.name}",
+            hint="one row per workflow instance, its keys being the inputs",
+        )
     if not rows:
         raise UsageError(f"--each file {path} has no rows", hint="add one row per instance")
     return rows
@@ -138,8 +148,10 @@ def _jobs(specs: Sequence[WorkflowSpec], options: RunOptions) -> list[WorkflowJo
         declared = {name for s in specs for name in s.inputs}
         unknown = sorted(set(given) - declared)
         if unknown:
-            raise UsageError(f"input {unknown[0]!r} is declared by none of the workflows",
-                             hint="check the name against each workflow's `inputs:`")
+            raise UsageError(
+                f"input {unknown[0]!r} is declared by none of the workflows",
+                hint="check the name against each workflow's `inputs:`",
+            )
     rows = _read_rows(options.each) if options.each else None
     jobs: list[WorkflowJob] = []
     taken: set[str] = set()
@@ -154,13 +166,20 @@ def _jobs(specs: Sequence[WorkflowSpec], options: RunOptions) -> list[WorkflowJo
             try:
                 inputs = resolve_inputs(spec, {**own, **row})
             except AoeError as err:
-                raise UsageError(f"row {number} of {options.each}: {err.message}",
-                                 where=f"{options.each}:{number}", hint=err.hint) from None
-            jobs.append(WorkflowJob(_unique_key(f"{spec.name}#{number}", taken), spec, needs, inputs))
+                raise UsageError(
+                    f"row {number} of {options.each}: {err.message}",
+                    where=f"{options.each}:{number}",
+                    hint=err.hint,
+                ) from None
+            jobs.append(
+                WorkflowJob(_unique_key(f"{spec.name}#{number}", taken), spec, needs, inputs)
+            )
     return jobs
 
 
-def _price_warnings(config: Config, jobs: Sequence[WorkflowJob], budget_usd: float | None) -> list[str]:
+def _price_warnings(
+    config: Config, jobs: Sequence[WorkflowJob], budget_usd: float | None
+) -> list[str]:
     """Unknown prices: a warning, or an error when a budget has to be enforced for them."""
     from aoe.cost.pricing import PriceBook
 
@@ -173,11 +192,16 @@ def _price_warnings(config: Config, jobs: Sequence[WorkflowJob], budget_usd: flo
             if model in seen or book.is_known(agent.model):
                 continue
             seen.add(model)
-            if budget_usd is not None or job.spec.budget_usd is not None or agent.cost_limit_usd is not None:
+            if (
+                budget_usd is not None
+                or job.spec.budget_usd is not None
+                or agent.cost_limit_usd is not None
+            ):
                 raise ConfigError(
                     f"no price is known for model {model}, so its budget cannot be enforced",
                     where=f"{agent.location}",
-                    hint=f"add `pricing: {{{model}: {{input_per_mtok: ..., output_per_mtok: ...}}}}` to aoe.yaml",
+                    hint=f"add `pricing: {{{model}: {{input_per_mtok: ..., "
+                    "output_per_mtok: ...}}` to aoe.yaml",
                 )
             warnings.append(f"no price is known for {model}: its calls are recorded at $0")
     return warnings
@@ -190,15 +214,23 @@ def prepare(options: RunOptions) -> PreparedRun:
     if options.resume:
         return _prepare_resume(options)
     if not options.files:
-        raise UsageError("no workflow file given", hint="aoe run workflows/invoice-processing.yaml --simulate")
+        raise UsageError(
+            "no workflow file given", hint="aoe run workflows/invoice-processing.yaml --simulate"
+        )
     specs = _check_files(options.files)
     config = load_config(options.config_path, search_dir=options.files[0].resolve().parent)
     jobs = _jobs(specs, options)
     warnings = _price_warnings(config, jobs, options.budget_usd)
     if not options.simulate:
         _check_keys(config, jobs)
-    return PreparedRun(options, tuple(jobs), config, options.simulate,
-                       budget_usd=options.budget_usd, warnings=tuple(warnings))
+    return PreparedRun(
+        options,
+        tuple(jobs),
+        config,
+        options.simulate,
+        budget_usd=options.budget_usd,
+        warnings=tuple(warnings),
+    )
 
 
 def _check_keys(config: Config, jobs: Sequence[WorkflowJob]) -> None:
@@ -208,8 +240,10 @@ def _check_keys(config: Config, jobs: Sequence[WorkflowJob]) -> None:
     for name in providers:
         if name not in config.providers:
             known = ", ".join(sorted(config.providers))
-            raise ConfigError(f"no provider named {name!r} is configured (configured: {known})",
-                              hint="add it under `providers:` in aoe.yaml, or run with --simulate")
+            raise ConfigError(
+                f"no provider named {name!r} is configured (configured: {known})",
+                hint="add it under `providers:` in aoe.yaml, or run with --simulate",
+            )
     ClientPool(config.providers).check_keys(providers)
 
 
@@ -228,8 +262,10 @@ def _prepare_resume(options: RunOptions) -> PreparedRun:
     for key, wf in state.workflows.items():
         spec = by_path.get(str(Path(wf.path)))
         if spec is None:
-            raise UsageError(f"workflow file {wf.path} of run {state.run_id} is gone",
-                             hint="restore the file, or start a new run")
+            raise UsageError(
+                f"workflow file {wf.path} of run {state.run_id} is gone",
+                hint="restore the file, or start a new run",
+            )
         from aoe.spec.inputs import resolve_inputs
 
         inputs = resolve_inputs(spec, dict(wf.inputs))
@@ -240,22 +276,36 @@ def _prepare_resume(options: RunOptions) -> PreparedRun:
         for agent_id, amount in wf.agent_spent_usd.items():
             spent[f"{key}/{agent_id}"] = amount
     spent["run"] = state.spent_usd
-    config = load_config(options.config_path, search_dir=files[0].resolve().parent if files else None)
+    config = load_config(
+        options.config_path, search_dir=files[0].resolve().parent if files else None
+    )
     simulate = state.simulate or options.simulate
-    budget = options.budget_usd if options.budget_usd is not None else (
-        float(state.budget_usd) if state.budget_usd is not None else None)
+    budget = (
+        options.budget_usd
+        if options.budget_usd is not None
+        else (float(state.budget_usd) if state.budget_usd is not None else None)
+    )
     warnings = _price_warnings(config, jobs, budget)
     if not simulate:
         _check_keys(config, jobs)
-    return PreparedRun(options, tuple(jobs), config, simulate, run_id=state.run_id,
-                       budget_usd=budget, spent=spent, warnings=tuple(warnings))
+    return PreparedRun(
+        options,
+        tuple(jobs),
+        config,
+        simulate,
+        run_id=state.run_id,
+        budget_usd=budget,
+        spent=spent,
+        warnings=tuple(warnings),
+    )
 
 
 class RunHandle:
     """A prepared run being executed; ``cancel`` stops it (Ctrl-C, SIGTERM)."""
 
-    def __init__(self, prepared: PreparedRun, sinks: Sequence[EventSink] = (),
-                 *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, prepared: PreparedRun, sinks: Sequence[EventSink] = (), *, clock: Clock | None = None
+    ) -> None:
         self.prepared = prepared
         self.events = EventBus(sinks)
         self.clock = clock or SystemClock()
@@ -270,8 +320,8 @@ class RunHandle:
             self._engine.cancel()
 
     async def execute(self, on_start: Callable[[Engine], None] | None = None) -> RunResult:
-        from aoe.engine.budgets import RunBudgets
         from aoe.cost.pricing import PriceBook
+        from aoe.engine.budgets import RunBudgets
         from aoe.ratelimit import RateLimiterRegistry
         from aoe.runtime import Runtime
         from aoe.tools import RunTools
@@ -287,15 +337,28 @@ class RunHandle:
             ledger = await asyncio.to_thread(Ledger.open, o.db_path or default_db_path())
         tools = RunTools()
         runtime = Runtime(
-            clients=clients, events=self.events, clock=self.clock, limiters=self.limiters,
-            prices=PriceBook.from_config(p.config), budgets=self.budgets, ledger=ledger, seed=o.seed,
+            clients=clients,
+            events=self.events,
+            clock=self.clock,
+            limiters=self.limiters,
+            prices=PriceBook.from_config(p.config),
+            budgets=self.budgets,
+            ledger=ledger,
+            seed=o.seed,
             tools=tools,
         )
-        engine = Engine(runtime, EngineOptions(
-            max_parallel=o.max_parallel, max_workflows=o.max_workflows, simulate=p.simulate,
-            budget_usd=p.budget_usd, run_id=p.run_id, resume=p.run_id is not None,
-            command=o.command,
-        ))
+        engine = Engine(
+            runtime,
+            EngineOptions(
+                max_parallel=o.max_parallel,
+                max_workflows=o.max_workflows,
+                simulate=p.simulate,
+                budget_usd=p.budget_usd,
+                run_id=p.run_id,
+                resume=p.run_id is not None,
+                command=o.command,
+            ),
+        )
         self._engine = engine
         if on_start is not None:
             on_start(engine)

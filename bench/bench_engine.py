@@ -24,11 +24,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from aoe.engine.scheduler import Engine, EngineOptions, WorkflowJob  # noqa: E402
-from aoe.graph import WorkflowGraph  # noqa: E402
-from aoe.providers.sim import SimulatorClient  # noqa: E402
-from aoe.runtime import Runtime  # noqa: E402
-from aoe.spec.models import (  # noqa: E402
+from aoe.engine.scheduler import Engine, EngineOptions, WorkflowJob
+from aoe.graph import WorkflowGraph
+from aoe.providers.sim import SimulatorClient
+from aoe.runtime import Runtime
+from aoe.spec.models import (
     AgentSpec,
     Location,
     ModelRef,

@@ -28,20 +28,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.fakeprovider import FakeProvider  # noqa: E402
+from tests.fakeprovider import FakeProvider
 
 
 def main(count: int = 3600, rpm: int = 600) -> None:
     server = FakeProvider(latency_s=0.05)
     server.enforce(requests_per_minute=rpm)
     arrivals: list[float] = []
-    original = server._over_limit  # noqa: SLF001 - record arrival times beside the check
+    original = server._over_limit
 
     def counted() -> bool:
         arrivals.append(time.monotonic())
         return original()
 
-    server._over_limit = counted  # type: ignore[method-assign]  # noqa: SLF001
+    server._over_limit = counted  # type: ignore[method-assign]
     server.start()
     try:
         with tempfile.TemporaryDirectory() as tmp:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.fakeprovider import FakeProvider  # noqa: E402
+from tests.fakeprovider import FakeProvider
 
 
 def main(count: int = 500) -> None:
@@ -40,7 +40,7 @@ def measure(count: int, model: str) -> None:
             work = Path(tmp)
             limits = ("limits: {requests_per_minute: 100000, tokens_per_minute: 100000000,"
                       " concurrent_requests: 10000}")
-            provider = model.split("/")[0]
+            provider = model.split("/", maxsplit=1)[0]
             (work / "aoe.yaml").write_text(
                 "providers:\n"
                 f"  {provider}: {{type: openai, api_key_env: OPENAI_API_KEY,"

@@ -159,7 +159,9 @@ class FakeProvider:
         self.limit_429s = 0
         self._accepted: deque[float] = deque()
 
-    def enforce(self, *, requests_per_minute: int | None = None, concurrent: int | None = None) -> None:
+    def enforce(
+        self, *, requests_per_minute: int | None = None, concurrent: int | None = None
+    ) -> None:
         """Answer 429 to any call over these limits, as a provider would, and count them."""
         self.rpm_limit = requests_per_minute
         self.concurrency_limit = concurrent
@@ -383,7 +385,10 @@ def _arguments_text(arguments: Any) -> str:
 
 
 def _openai_answer(
-    body: Mapping[str, Any], number: int, rng: random.Random, prompt_tokens: int,
+    body: Mapping[str, Any],
+    number: int,
+    rng: random.Random,
+    prompt_tokens: int,
     turn: Sequence[tuple[str, Any]] | None = None,
 ) -> dict[str, Any]:
     message: dict[str, Any] = {"role": "assistant", "content": None, "refusal": None}
@@ -435,7 +440,10 @@ def _openai_answer(
 
 
 def _anthropic_answer(
-    body: Mapping[str, Any], number: int, rng: random.Random, prompt_tokens: int,
+    body: Mapping[str, Any],
+    number: int,
+    rng: random.Random,
+    prompt_tokens: int,
     turn: Sequence[tuple[str, Any]] | None = None,
 ) -> dict[str, Any]:
     tools = {t["name"]: t for t in body.get("tools") or []}
@@ -446,8 +454,12 @@ def _anthropic_answer(
     call: str | None = None
     if turn:
         content: list[dict[str, Any]] = [
-            {"type": "tool_use", "id": f"toolu_{number}_{index}", "name": name,
-             "input": arguments if isinstance(arguments, dict) else json.loads(arguments)}
+            {
+                "type": "tool_use",
+                "id": f"toolu_{number}_{index}",
+                "name": name,
+                "input": arguments if isinstance(arguments, dict) else json.loads(arguments),
+            }
             for index, (name, arguments) in enumerate(turn, 1)
         ]
         return _anthropic_message(body, number, content, "tool_use", prompt_tokens)
@@ -468,7 +480,10 @@ def _anthropic_answer(
 
 
 def _anthropic_message(
-    body: Mapping[str, Any], number: int, content: list[dict[str, Any]], stop: str,
+    body: Mapping[str, Any],
+    number: int,
+    content: list[dict[str, Any]],
+    stop: str,
     prompt_tokens: int,
 ) -> dict[str, Any]:
     return {

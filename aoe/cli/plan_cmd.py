@@ -87,8 +87,10 @@ def _render(
         if output_format in (PlanFormat.mermaid, PlanFormat.dot):
             from aoe.errors import UsageError
 
-            raise UsageError("--estimate goes with --format table or json",
-                             hint="drop --estimate, or use --format json")
+            raise UsageError(
+                "--estimate goes with --format table or json",
+                hint="drop --estimate, or use --format json",
+            )
         from aoe.cost.estimate import estimate_to_dict, estimate_workflow
         from aoe.cost.pricing import PriceBook
         from aoe.spec.config import load_config

@@ -20,8 +20,10 @@ from aoe.errors import UsageError
 
 def _positive(name: str, value: float | None) -> None:
     if value is not None and value <= 0:
-        raise UsageError(f"{name} must be greater than 0, got {value:g}",
-                         hint=f"pass a positive number to {name}, or leave it out for no limit")
+        raise UsageError(
+            f"{name} must be greater than 0, got {value:g}",
+            hint=f"pass a positive number to {name}, or leave it out for no limit",
+        )
 
 
 def _live_wanted(no_live: bool) -> bool:
@@ -31,48 +33,118 @@ def _live_wanted(no_live: bool) -> bool:
 
 
 def run(
-    files: Annotated[list[Path] | None, typer.Argument(metavar="FILE...", help="Workflow files.")] = None,
-    simulate: Annotated[bool, typer.Option(
-        "--simulate", help="Use the built-in simulator: no key, no network, real prices.")] = False,
-    input_pairs: Annotated[list[str] | None, typer.Option(
-        "--input", "-i", metavar="KEY=VALUE", help="Set an input; KEY=@path reads a file.")] = None,
-    inputs_files: Annotated[list[Path] | None, typer.Option(
-        "--inputs", metavar="FILE", help="Inputs from a JSON or YAML file.")] = None,
-    each: Annotated[Path | None, typer.Option(
-        "--each", metavar="FILE", help="Run one instance per row of a .jsonl or .csv file.")] = None,
-    budget: Annotated[float | None, typer.Option(
-        "--budget", metavar="USD", help="Hard cap on the whole run's spend.")] = None,
-    max_parallel: Annotated[int | None, typer.Option(
-        "--max-parallel", metavar="N", help="Agents running at once, over all workflows.")] = None,
-    max_workflows: Annotated[int | None, typer.Option(
-        "--max-workflows", metavar="N", help="Workflows running at once.")] = None,
-    as_json: Annotated[bool, typer.Option(
-        "--json", help="Print one JSON result document (schemas/result.schema.json).")] = False,
-    no_live: Annotated[bool, typer.Option(
-        "--no-live", help="Plain line-based progress (the default without a TTY or with CI set).")] = False,
-    resume: Annotated[str | None, typer.Option(
-        "--resume", metavar="RUN_ID", help="Continue a run; completed agents are not called again.")] = None,
-    config: Annotated[Path | None, typer.Option(
-        "--config", metavar="FILE", help="Provider config (default: aoe.yaml beside the workflow).")] = None,
-    db: Annotated[Path | None, typer.Option(
-        "--db", metavar="FILE", help="Ledger file (default: $AOE_DB or .aoe/aoe.db).")] = None,
-    seed: Annotated[int, typer.Option("--seed", help="Seed for the simulator and retry jitter.")] = 0,
-    junit: Annotated[Path | None, typer.Option(
-        "--junit", metavar="PATH", help="Write a JUnit XML report (a testcase per agent).",
-    )] = None,
-    events: Annotated[Path | None, typer.Option(
-        "--events", metavar="PATH",
-        help="Append every event as JSON Lines (schemas/events.schema.json).",
-    )] = None,
-    metrics_port: Annotated[int | None, typer.Option(
-        "--metrics-port", metavar="N", help="Serve Prometheus /metrics on this port while running.",
-    )] = None,
-    metrics_addr: Annotated[str, typer.Option(
-        "--metrics-addr", metavar="ADDR", help="Address for --metrics-port.",
-    )] = "127.0.0.1",
-    pushgateway: Annotated[str | None, typer.Option(
-        "--pushgateway", metavar="URL", help="Push the final metrics to a Prometheus Pushgateway.",
-    )] = None,
+    files: Annotated[
+        list[Path] | None, typer.Argument(metavar="FILE...", help="Workflow files.")
+    ] = None,
+    simulate: Annotated[
+        bool,
+        typer.Option(
+            "--simulate", help="Use the built-in simulator: no key, no network, real prices."
+        ),
+    ] = False,
+    input_pairs: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--input", "-i", metavar="KEY=VALUE", help="Set an input; KEY=@path reads a file."
+        ),
+    ] = None,
+    inputs_files: Annotated[
+        list[Path] | None,
+        typer.Option("--inputs", metavar="FILE", help="Inputs from a JSON or YAML file."),
+    ] = None,
+    each: Annotated[
+        Path | None,
+        typer.Option(
+            "--each", metavar="FILE", help="Run one instance per row of a .jsonl or .csv file."
+        ),
+    ] = None,
+    budget: Annotated[
+        float | None,
+        typer.Option("--budget", metavar="USD", help="Hard cap on the whole run's spend."),
+    ] = None,
+    max_parallel: Annotated[
+        int | None,
+        typer.Option(
+            "--max-parallel", metavar="N", help="Agents running at once, over all workflows."
+        ),
+    ] = None,
+    max_workflows: Annotated[
+        int | None, typer.Option("--max-workflows", metavar="N", help="Workflows running at once.")
+    ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print one JSON result document (schemas/result.schema.json)."),
+    ] = False,
+    no_live: Annotated[
+        bool,
+        typer.Option(
+            "--no-live",
+            help="Plain line-based progress (the default without a TTY or with CI set).",
+        ),
+    ] = False,
+    resume: Annotated[
+        str | None,
+        typer.Option(
+            "--resume",
+            metavar="RUN_ID",
+            help="Continue a run; completed agents are not called again.",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            metavar="FILE",
+            help="Provider config (default: aoe.yaml beside the workflow).",
+        ),
+    ] = None,
+    db: Annotated[
+        Path | None,
+        typer.Option("--db", metavar="FILE", help="Ledger file (default: $AOE_DB or .aoe/aoe.db)."),
+    ] = None,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed for the simulator and retry jitter.")
+    ] = 0,
+    junit: Annotated[
+        Path | None,
+        typer.Option(
+            "--junit",
+            metavar="PATH",
+            help="Write a JUnit XML report (a testcase per agent).",
+        ),
+    ] = None,
+    events: Annotated[
+        Path | None,
+        typer.Option(
+            "--events",
+            metavar="PATH",
+            help="Append every event as JSON Lines (schemas/events.schema.json).",
+        ),
+    ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            metavar="N",
+            help="Serve Prometheus /metrics on this port while running.",
+        ),
+    ] = None,
+    metrics_addr: Annotated[
+        str,
+        typer.Option(
+            "--metrics-addr",
+            metavar="ADDR",
+            help="Address for --metrics-port.",
+        ),
+    ] = "127.0.0.1",
+    pushgateway: Annotated[
+        str | None,
+        typer.Option(
+            "--pushgateway",
+            metavar="URL",
+            help="Push the final metrics to a Prometheus Pushgateway.",
+        ),
+    ] = None,
 ) -> None:
     """Run workflows: every agent as soon as its needs are done, under limits and budgets."""
     import asyncio
@@ -83,13 +155,22 @@ def run(
     _positive("--max-parallel", max_parallel)
     _positive("--max-workflows", max_workflows)
     if not files and not resume:
-        raise UsageError("no workflow file given",
-                         hint="aoe run workflows/invoice-processing.yaml --simulate")
+        raise UsageError(
+            "no workflow file given", hint="aoe run workflows/invoice-processing.yaml --simulate"
+        )
     options = RunOptions(
-        files=tuple(files or ()), input_pairs=tuple(input_pairs or ()),
-        input_files=tuple(inputs_files or ()), each=each, simulate=simulate, budget_usd=budget,
-        max_parallel=max_parallel, max_workflows=max_workflows, config_path=config,
-        db_path=db, resume=resume, seed=seed,
+        files=tuple(files or ()),
+        input_pairs=tuple(input_pairs or ()),
+        input_files=tuple(inputs_files or ()),
+        each=each,
+        simulate=simulate,
+        budget_usd=budget,
+        max_parallel=max_parallel,
+        max_workflows=max_workflows,
+        config_path=config,
+        db_path=db,
+        resume=resume,
+        seed=seed,
         command=shlex.join(["aoe", *sys.argv[1:]]),
     )
     prepared = prepare(options)

@@ -90,7 +90,9 @@ def _stand_in(agent: AgentSpec, rng: random.Random) -> Any:
     return " ".join(["lorem"] * _expected_output(agent))
 
 
-def _request(workflow: WorkflowSpec, agent: AgentSpec, context: Mapping[str, Any]) -> CompletionRequest:
+def _request(
+    workflow: WorkflowSpec, agent: AgentSpec, context: Mapping[str, Any]
+) -> CompletionRequest:
     from aoe.spec.templates import render
 
     where = f"{workflow.name}/{agent.id}"
@@ -98,21 +100,32 @@ def _request(workflow: WorkflowSpec, agent: AgentSpec, context: Mapping[str, Any
     system = render(agent.system, context, where=f"{where} system") if agent.system else None
     tools = tuple(
         ToolDefinition(t.name, t.description, t.parameters)
-        for name in agent.tools if (t := workflow.tools.get(name)) is not None
+        for name in agent.tools
+        if (t := workflow.tools.get(name)) is not None
     )
     return CompletionRequest(
-        model=agent.model.name, messages=(Message("user", prompt),), max_tokens=agent.max_tokens,
-        system=system, output_schema=agent.output_schema, tools=tools,
+        model=agent.model.name,
+        messages=(Message("user", prompt),),
+        max_tokens=agent.max_tokens,
+        system=system,
+        output_schema=agent.output_schema,
+        tools=tools,
     )
 
 
-def _cost(prices: PriceBook, agent: AgentSpec, inputs: int, outputs: int, calls: int) -> Decimal | None:
+def _cost(
+    prices: PriceBook, agent: AgentSpec, inputs: int, outputs: int, calls: int
+) -> Decimal | None:
     one = prices.cost_usd(agent.model, Usage(input_tokens=inputs, output_tokens=outputs))
     return None if one is None else one * calls
 
 
 def _sum(values: list[Decimal | None]) -> Decimal | None:
-    return None if any(v is None for v in values) else sum((v for v in values if v is not None), Decimal(0))
+    return (
+        None
+        if any(v is None for v in values)
+        else sum((v for v in values if v is not None), Decimal(0))
+    )
 
 
 def estimate_workflow(
@@ -133,23 +146,47 @@ def estimate_workflow(
         turns_max = agent.max_turns if agent.tools else 1
         turns_expected = EXPECTED_TOOL_TURNS if agent.tools else 1
         expected_out = _expected_output(agent)
-        tokens_in = Range(counted.input_tokens, counted.input_tokens * turns_expected,
-                          counted.input_tokens * turns_max * attempts)
-        tokens_out = Range(0, expected_out * turns_expected, agent.max_tokens * turns_max * attempts)
-        estimates.append(AgentEstimate(
-            agent.id, str(agent.model), tokens_in, tokens_out,
-            CostRange(
-                _cost(prices, agent, counted.input_tokens, 0, 1),
-                _cost(prices, agent, counted.input_tokens, expected_out, turns_expected),
-                _cost(prices, agent, counted.input_tokens, agent.max_tokens, turns_max * attempts),
-            ),
-            counted.exact,
-        ))
+        tokens_in = Range(
+            counted.input_tokens,
+            counted.input_tokens * turns_expected,
+            counted.input_tokens * turns_max * attempts,
+        )
+        tokens_out = Range(
+            0, expected_out * turns_expected, agent.max_tokens * turns_max * attempts
+        )
+        estimates.append(
+            AgentEstimate(
+                agent.id,
+                str(agent.model),
+                tokens_in,
+                tokens_out,
+                CostRange(
+                    _cost(prices, agent, counted.input_tokens, 0, 1),
+                    _cost(prices, agent, counted.input_tokens, expected_out, turns_expected),
+                    _cost(
+                        prices, agent, counted.input_tokens, agent.max_tokens, turns_max * attempts
+                    ),
+                ),
+                counted.exact,
+            )
+        )
     return WorkflowEstimate(
         tuple(estimates),
-        Range(*(sum(getattr(e.input_tokens, f) for e in estimates) for f in ("min", "expected", "max"))),
-        Range(*(sum(getattr(e.output_tokens, f) for e in estimates) for f in ("min", "expected", "max"))),
-        CostRange(*(_sum([getattr(e.cost_usd, f) for e in estimates]) for f in ("min", "expected", "max"))),
+        Range(
+            *(
+                sum(getattr(e.input_tokens, f) for e in estimates)
+                for f in ("min", "expected", "max")
+            )
+        ),
+        Range(
+            *(
+                sum(getattr(e.output_tokens, f) for e in estimates)
+                for f in ("min", "expected", "max")
+            )
+        ),
+        CostRange(
+            *(_sum([getattr(e.cost_usd, f) for e in estimates]) for f in ("min", "expected", "max"))
+        ),
         tuple(sorted({e.model for e in estimates if e.cost_usd.max is None})),
     )
 
@@ -158,21 +195,30 @@ def estimate_to_dict(estimate: WorkflowEstimate) -> dict[str, Any]:
     """JSON-ready figures (costs as decimal strings, null when unknown)."""
 
     def money(c: CostRange) -> dict[str, str | None]:
-        return {k: None if v is None else str(v) for k, v in
-                (("min", c.min), ("expected", c.expected), ("max", c.max))}
+        return {
+            k: None if v is None else str(v)
+            for k, v in (("min", c.min), ("expected", c.expected), ("max", c.max))
+        }
 
     def tokens(r: Range) -> dict[str, int]:
         return {"min": r.min, "expected": r.expected, "max": r.max}
 
     return {
         "agents": {
-            e.agent_id: {"model": e.model, "exact": e.exact, "input_tokens": tokens(e.input_tokens),
-                         "output_tokens": tokens(e.output_tokens), "cost_usd": money(e.cost_usd)}
+            e.agent_id: {
+                "model": e.model,
+                "exact": e.exact,
+                "input_tokens": tokens(e.input_tokens),
+                "output_tokens": tokens(e.output_tokens),
+                "cost_usd": money(e.cost_usd),
+            }
             for e in estimate.agents
         },
-        "total": {"input_tokens": tokens(estimate.input_tokens),
-                  "output_tokens": tokens(estimate.output_tokens),
-                  "cost_usd": money(estimate.cost_usd)},
+        "total": {
+            "input_tokens": tokens(estimate.input_tokens),
+            "output_tokens": tokens(estimate.output_tokens),
+            "cost_usd": money(estimate.cost_usd),
+        },
         "unpriced_models": list(estimate.unpriced),
     }
 

@@ -33,7 +33,8 @@ class RunBudgets:
     """Names the scopes of a run and holds the reservations against them."""
 
     def __init__(
-        self, run_limit_usd: float | Decimal | None = None,
+        self,
+        run_limit_usd: float | Decimal | None = None,
         spent: Mapping[str, Decimal] | None = None,
     ) -> None:
         self.budgets = Budgets()

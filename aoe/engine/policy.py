@@ -30,9 +30,7 @@ def _critical_failure(spec: WorkflowSpec, states: Mapping[str, AgentState]) -> s
 def _failure_rate(states: Mapping[str, AgentState]) -> float:
     if not states:
         return 0.0
-    not_completed = sum(
-        1 for s in states.values() if s.final and s is not AgentState.COMPLETED
-    )
+    not_completed = sum(1 for s in states.values() if s.final and s is not AgentState.COMPLETED)
     return not_completed / len(states)
 
 
@@ -54,7 +52,10 @@ def stop_reason(spec: WorkflowSpec, states: Mapping[str, AgentState]) -> str | N
         )
     rate = _failure_rate(states)
     if rate > spec.max_failure_rate:
-        return f"{rate:.0%} of agents did not complete, more than max_failure_rate {spec.max_failure_rate:.0%}"
+        return (
+            f"{rate:.0%} of agents did not complete, "
+            f"more than max_failure_rate {spec.max_failure_rate:.0%}"
+        )
     return None
 
 

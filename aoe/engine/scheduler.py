@@ -11,6 +11,7 @@ dispatcher fills free slots; nothing polls.
 from __future__ import annotations
 
 import asyncio
+import functools
 import heapq
 import itertools
 import os
@@ -28,7 +29,6 @@ from aoe.engine.results import (
     AgentState,
     RunResult,
     WorkflowResult,
-    WorkflowState,
 )
 from aoe.monitor.events import (
     AgentFinished,
@@ -59,7 +59,9 @@ class WorkflowJob:
     next_attempts: Mapping[str, int] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, key: str, spec: WorkflowSpec, inputs: Mapping[str, Any] | None = None) -> WorkflowJob:
+    def of(
+        cls, key: str, spec: WorkflowSpec, inputs: Mapping[str, Any] | None = None
+    ) -> WorkflowJob:
         return cls(key, spec, {a.id: a.needs for a in spec.agents.values()}, inputs or {})
 
 
@@ -139,15 +141,24 @@ class Engine:
         if ledger is not None:
             from aoe.ledger.records import RunStart
 
-            await ledger.start_run(RunStart(
-                self.run_id, started, self.options.command,
-                tuple(dict.fromkeys(str(j.spec.path) for j in jobs)), self.options.simulate,
-                self.options.budget_usd,
-            ))
-        self.rt.events.publish(RunStarted(
-            run_id=self.run_id, workflows=tuple(j.key for j in jobs),
-            simulate=self.options.simulate, budget_usd=self.options.budget_usd,
-        ))
+            await ledger.start_run(
+                RunStart(
+                    self.run_id,
+                    started,
+                    self.options.command,
+                    tuple(dict.fromkeys(str(j.spec.path) for j in jobs)),
+                    self.options.simulate,
+                    self.options.budget_usd,
+                )
+            )
+        self.rt.events.publish(
+            RunStarted(
+                run_id=self.run_id,
+                workflows=tuple(j.key for j in jobs),
+                simulate=self.options.simulate,
+                budget_usd=self.options.budget_usd,
+            )
+        )
         self._queue.extend(_WorkflowRun(job, i) for i, job in enumerate(jobs))
         order = [j.key for j in jobs]
         self._admit()
@@ -157,15 +168,24 @@ class Engine:
         while self._bookkeeping:
             await asyncio.gather(*list(self._bookkeeping))
         result = RunResult(
-            self.run_id, tuple(self._results[k] for k in order if k in self._results),
-            started, time.time(), simulate=self.options.simulate, interrupted=self._interrupted,
+            self.run_id,
+            tuple(self._results[k] for k in order if k in self._results),
+            started,
+            time.time(),
+            simulate=self.options.simulate,
+            interrupted=self._interrupted,
         )
         if ledger is not None:
             await ledger.finish_run(self.run_id, result.state.value, result.ended_at)
-        self.rt.events.publish(RunFinished(
-            run_id=self.run_id, state=result.state.value, exit_code=result.exit_code,
-            cost_usd=result.cost_usd, duration_s=result.ended_at - started,
-        ))
+        self.rt.events.publish(
+            RunFinished(
+                run_id=self.run_id,
+                state=result.state.value,
+                exit_code=result.exit_code,
+                cost_usd=result.cost_usd,
+                duration_s=result.ended_at - started,
+            )
+        )
         return result
 
     def cancel(self) -> None:
@@ -197,17 +217,29 @@ class Engine:
         spec = wf.job.spec
         if self.rt.budgets is not None:
             wf.budget_scopes = self.rt.budgets.scopes_for_workflow(wf.job.key, spec)
-        self.rt.events.publish(WorkflowStarted(
-            run_id=self.run_id, workflow=wf.job.key, name=spec.name,
-            agents_total=len(spec.agents), budget_usd=spec.budget_usd,
-        ))
+        self.rt.events.publish(
+            WorkflowStarted(
+                run_id=self.run_id,
+                workflow=wf.job.key,
+                name=spec.name,
+                agents_total=len(spec.agents),
+                budget_usd=spec.budget_usd,
+            )
+        )
         if self.rt.ledger is not None:
             from aoe.ledger.records import WorkflowStart
 
-            await self.rt.ledger.start_workflow(WorkflowStart(
-                self.run_id, wf.job.key, spec.name, str(spec.path), dict(wf.job.inputs),
-                spec.budget_usd, needs=wf.job.needs,
-            ))
+            await self.rt.ledger.start_workflow(
+                WorkflowStart(
+                    self.run_id,
+                    wf.job.key,
+                    spec.name,
+                    str(spec.path),
+                    dict(wf.job.inputs),
+                    spec.budget_usd,
+                    needs=wf.job.needs,
+                )
+            )
         wf.opened = True
         wf.started_at = time.time()
         resumed = [a for a in wf.job.completed if a in wf.states]
@@ -215,10 +247,18 @@ class Engine:
             wf.states[agent_id] = AgentState.COMPLETED
         now = time.time()
         for agent_id in resumed:
-            self._settle(wf, AgentResult(
-                agent_id, AgentState.COMPLETED, output=wf.job.completed[agent_id],
-                started_at=now, ended_at=now, resumed=True,
-            ), publish=False)
+            self._settle(
+                wf,
+                AgentResult(
+                    agent_id,
+                    AgentState.COMPLETED,
+                    output=wf.job.completed[agent_id],
+                    started_at=now,
+                    ended_at=now,
+                    resumed=True,
+                ),
+                publish=False,
+            )
         for agent_id, deps in wf.job.needs.items():
             if not deps and wf.states[agent_id] is AgentState.PENDING:
                 wf.push_ready(agent_id)
@@ -248,15 +288,20 @@ class Engine:
         spec = wf.job.spec
         wf.states[agent_id] = AgentState.RUNNING
         task = AgentTask(
-            run_id=self.run_id, workflow_key=wf.job.key, workflow=spec,
-            agent=spec.agents[agent_id], inputs=wf.job.inputs, upstream=wf.upstream,
-            env=wf.env, budget_scopes=wf.budget_scopes + self._agent_scope(wf, agent_id),
+            run_id=self.run_id,
+            workflow_key=wf.job.key,
+            workflow=spec,
+            agent=spec.agents[agent_id],
+            inputs=wf.job.inputs,
+            upstream=wf.upstream,
+            env=wf.env,
+            budget_scopes=wf.budget_scopes + self._agent_scope(wf, agent_id),
             first_attempt=wf.job.next_attempts.get(agent_id, 1),
         )
         runner = asyncio.create_task(run_agent(task, self.rt), name=f"{wf.job.key}/{agent_id}")
         wf.running[agent_id] = runner
         self._running_total += 1
-        runner.add_done_callback(lambda t, wf=wf, agent_id=agent_id: self._on_done(wf, agent_id, t))
+        runner.add_done_callback(functools.partial(self._on_done, wf, agent_id))
 
     def _agent_scope(self, wf: _WorkflowRun, agent_id: str) -> tuple[Any, ...]:
         if self.rt.budgets is None:
@@ -271,13 +316,18 @@ class Engine:
         self._running_total -= 1
         if task.cancelled():
             now = time.time()
-            result = AgentResult(agent_id, AgentState.CANCELLED, error="cancelled",
-                                 started_at=now, ended_at=now)
+            result = AgentResult(
+                agent_id, AgentState.CANCELLED, error="cancelled", started_at=now, ended_at=now
+            )
         elif (exc := task.exception()) is not None:
             now = time.time()
-            result = AgentResult(agent_id, AgentState.FAILED,
-                                 error=f"internal error: {type(exc).__name__}: {exc}",
-                                 started_at=now, ended_at=now)
+            result = AgentResult(
+                agent_id,
+                AgentState.FAILED,
+                error=f"internal error: {type(exc).__name__}: {exc}",
+                started_at=now,
+                ended_at=now,
+            )
         else:
             result = task.result()
         self._settle(wf, result)
@@ -296,12 +346,20 @@ class Engine:
         wf.results[agent_id] = result
         agent = wf.job.spec.agents[agent_id]
         if publish:
-            self.rt.events.publish(AgentFinished(
-                run_id=self.run_id, workflow=wf.job.key, agent=agent_id,
-                state=result.state.value, attempts=len(result.attempts),
-                duration_s=result.duration_s, usage=result.usage, cost_usd=result.cost_usd,
-                error=result.error, module=agent.module,
-            ))
+            self.rt.events.publish(
+                AgentFinished(
+                    run_id=self.run_id,
+                    workflow=wf.job.key,
+                    agent=agent_id,
+                    state=result.state.value,
+                    attempts=len(result.attempts),
+                    duration_s=result.duration_s,
+                    usage=result.usage,
+                    cost_usd=result.cost_usd,
+                    error=result.error,
+                    module=agent.module,
+                )
+            )
         if result.state is AgentState.COMPLETED:
             wf.views[agent_id] = MappingProxyType({"output": result.output})
             for dep in wf.dependents[agent_id]:
@@ -320,9 +378,14 @@ class Engine:
             reason = f"needs '{failed}', which ended {wf.states[failed].value}"
             wf.states[agent_id] = AgentState.SKIPPED
             wf.results[agent_id] = AgentResult(agent_id, AgentState.SKIPPED, error=reason)
-            self.rt.events.publish(AgentSkipped(
-                run_id=self.run_id, workflow=wf.job.key, agent=agent_id, reason=reason,
-            ))
+            self.rt.events.publish(
+                AgentSkipped(
+                    run_id=self.run_id,
+                    workflow=wf.job.key,
+                    agent=agent_id,
+                    reason=reason,
+                )
+            )
             stack.extend(wf.dependents[agent_id])
 
     def _maybe_finish(self, wf: _WorkflowRun) -> None:
@@ -335,36 +398,64 @@ class Engine:
                 wf.states[agent_id] = final
                 wf.results[agent_id] = AgentResult(agent_id, final, error=reason)
                 if final is AgentState.CANCELLED:
-                    self.rt.events.publish(AgentFinished(
-                        run_id=self.run_id, workflow=wf.job.key, agent=agent_id,
-                        state=final.value, attempts=0, duration_s=0.0, error=reason,
-                        module=wf.job.spec.agents[agent_id].module,
-                    ))
+                    self.rt.events.publish(
+                        AgentFinished(
+                            run_id=self.run_id,
+                            workflow=wf.job.key,
+                            agent=agent_id,
+                            state=final.value,
+                            attempts=0,
+                            duration_s=0.0,
+                            error=reason,
+                            module=wf.job.spec.agents[agent_id].module,
+                        )
+                    )
                 else:
-                    self.rt.events.publish(AgentSkipped(
-                        run_id=self.run_id, workflow=wf.job.key, agent=agent_id, reason=reason,
-                    ))
-        state, reason = policy.outcome(wf.job.spec, wf.states, cancelled=wf.cancelled)
+                    self.rt.events.publish(
+                        AgentSkipped(
+                            run_id=self.run_id,
+                            workflow=wf.job.key,
+                            agent=agent_id,
+                            reason=reason,
+                        )
+                    )
+        outcome, why = policy.outcome(wf.job.spec, wf.states, cancelled=wf.cancelled)
         spec = wf.job.spec
         result = WorkflowResult(
-            wf.job.key, spec.name, str(spec.path), state,
+            wf.job.key,
+            spec.name,
+            str(spec.path),
+            outcome,
             MappingProxyType({a: wf.results[a] for a in spec.agents}),
-            wf.started_at, time.time(), inputs=wf.job.inputs, reason=reason,
+            wf.started_at,
+            time.time(),
+            inputs=wf.job.inputs,
+            reason=why,
         )
         self._results[wf.job.key] = result
         self._active.remove(wf)
         counts: dict[str, int] = {}
         for s in wf.states.values():
             counts[s.value] = counts.get(s.value, 0) + 1
-        self.rt.events.publish(WorkflowFinished(
-            run_id=self.run_id, workflow=wf.job.key, state=state.value,
-            duration_s=result.ended_at - result.started_at, cost_usd=result.cost_usd,
-            counts=tuple(sorted(counts.items())),
-        ))
+        self.rt.events.publish(
+            WorkflowFinished(
+                run_id=self.run_id,
+                workflow=wf.job.key,
+                state=outcome.value,
+                duration_s=result.ended_at - result.started_at,
+                cost_usd=result.cost_usd,
+                counts=tuple(sorted(counts.items())),
+            )
+        )
         if self.rt.ledger is not None:
-            self._spawn(self.rt.ledger.finish_workflow(
-                self.run_id, wf.job.key, state.value, result.ended_at,
-            ))
+            self._spawn(
+                self.rt.ledger.finish_workflow(
+                    self.run_id,
+                    wf.job.key,
+                    outcome.value,
+                    result.ended_at,
+                )
+            )
         self._admit()
         if not self._active and not self._queue:
             self._done.set()

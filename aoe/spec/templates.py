@@ -181,7 +181,9 @@ def _render_plain(segments: tuple[Segment, ...], context: Mapping[str, Any]) -> 
             parts.append(segment)
             continue
         value = _lookup(context, *segment)
-        if value is _MISSING or not isinstance(value, str | int | float | bool | Mapping | list | tuple):
+        if value is _MISSING or not isinstance(
+            value, str | int | float | bool | Mapping | list | tuple
+        ):
             return None
         parts.append(str(_finalize(value)))
     return "".join(parts)

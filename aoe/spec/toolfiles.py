@@ -89,7 +89,8 @@ class ToolsFileResolver:
             doc = read_yaml(target, display=display)
         except SpecError as exc:
             self.problems.update(exc.problems)
-            return f"{display} is not a valid tools file ({exc.problems[0].message})"
+            count = len(exc.problems)
+            return f"{display} is not a valid tools file (see its problems, {count} in all)"
         except AoeError as exc:
             return f"cannot use {display}: {exc.message}"
         self.problems.update(doc.problems)
@@ -105,9 +106,8 @@ class ToolsFileResolver:
             problems = [p for p in problems if "needs at least one" not in p.message]
         self.problems.update(problems)
         if problems or nested:
-            first = f": {problems[0]}" if problems else " (a tools file cannot use another)"
-            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            return f"{display} is not a valid tools file{first}{more}"
+            count = sum(1 for p in self.problems if p.file == doc.file)
+            return f"{display} is not a valid tools file (see its problems, {count} in all)"
         return ToolsFile(target, doc, data["tools"])
 
     def _without_nested_uses(self, doc: YamlDocument) -> tuple[dict[str, Any], bool]:
@@ -141,8 +141,10 @@ class ToolsFileResolver:
         self.problems.add(Problem(doc.file, line, col, f"{dotted(path)}: {message}", _NESTED_HINT))
 
 
-def _hint(target: Path) -> str:
+def _hint(target: Path) -> str | None:
     """A "did you mean" among the YAML files next to a missing file, else the usage."""
+    if target.is_file():
+        return None  # the file's own problems say what to fix
     if target.parent.is_dir() and not target.exists():
         nearby = [p.name for p in target.parent.iterdir() if p.suffix in (".yaml", ".yml")]
         close = suggest(target.name, nearby) if nearby else None

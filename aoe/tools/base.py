@@ -64,7 +64,8 @@ def decode_truncated(data: bytes, limit: int) -> ToolOutput:
 
 
 def declared_in(tool: ToolSpec) -> Path:
-    """The directory of the workflow file that declared ``tool``: imports and paths start there."""
+    """The directory of the file that declared ``tool`` (the workflow, or the shared tools
+    file it came from): imports and paths start there."""
     if tool.location is None:
         return Path.cwd()
     return Path(tool.location.file).resolve().parent

@@ -20,8 +20,13 @@ def tool_problems(spec: WorkflowSpec) -> list[Problem]:
         for message, hint in _check(tool):
             at = tool.location
             problems.append(
-                Problem(at.file if at else str(spec.path), at.line if at else 1,
-                        at.col if at else 1, message, hint)
+                Problem(
+                    at.file if at else str(spec.path),
+                    at.line if at else 1,
+                    at.col if at else 1,
+                    message,
+                    hint,
+                )
             )
     return problems
 
@@ -36,8 +41,12 @@ def _check(tool: ToolSpec) -> list[tuple[str, str]]:
 
         found = _program(tool, [str(a) for a in tool.target["command"]])
         if not mcp_available():
-            found.append((f"tool '{tool.name}' is an MCP server, but the MCP SDK is not "
-                          "installed", INSTALL_HINT))
+            found.append(
+                (
+                    f"tool '{tool.name}' is an MCP server, but the MCP SDK is not installed",
+                    INSTALL_HINT,
+                )
+            )
         return found
     return []
 
@@ -51,20 +60,24 @@ def _python(tool: ToolSpec) -> list[tuple[str, str]]:
         load_function(target, base_dir)
     except (Exception, SystemExit) as exc:  # user code can raise anything while importing
         module = target.partition(":")[0]
-        return [(
-            f"tool '{tool.name}': python target {target} cannot be used: "
-            f"{type(exc).__name__}: {exc}",
-            f"{module.replace('.', '/')}.py must be importable from {base_dir} "
-            "(the workflow's directory) or an installed package, and name a function",
-        )]
+        return [
+            (
+                f"tool '{tool.name}': python target {target} cannot be used: "
+                f"{type(exc).__name__}: {exc}",
+                f"{module.replace('.', '/')}.py must be importable from {base_dir} "
+                "(the workflow's directory) or an installed package, and name a function",
+            )
+        ]
     return []
 
 
 def _program(tool: ToolSpec, argv: list[str]) -> list[tuple[str, str]]:
     if resolve_executable(argv[0], declared_in(tool)) is not None:
         return []
-    return [(
-        f"tool '{tool.name}': program {argv[0]!r} was not found",
-        "install it or put it on PATH; a path with a / is read from the workflow's "
-        "directory and must be executable",
-    )]
+    return [
+        (
+            f"tool '{tool.name}': program {argv[0]!r} was not found",
+            "install it or put it on PATH; a path with a / is read from the workflow's "
+            "directory and must be executable",
+        )
+    ]

@@ -50,7 +50,8 @@ class McpServer:
         if not mcp_available():
             raise ToolError(
                 f"tool '{self.spec.name}' is served over MCP, but the MCP SDK is not installed",
-                where=str(self.spec.location or ""), hint=INSTALL_HINT,
+                where=str(self.spec.location or ""),
+                hint=INSTALL_HINT,
             )
         self._task = asyncio.create_task(self._serve(), name=f"mcp:{self.spec.name}")
         try:

@@ -1,8 +1,9 @@
 """``python: package.module:function``: a function of the user's, called with the arguments.
 
-The directory of the workflow file that declared the tool is put on ``sys.path`` before
-the import (and left there, so the function's own lazy imports work), so
-``python: erp_tools.vendors:lookup`` finds ``workflows/erp_tools/vendors.py``. Sync
+The directory of the file that declared the tool (a workflow or a shared tools file) is
+put on ``sys.path`` before the import (and left there, so the function's own lazy imports
+work), so ``python: erp_tools.vendors:lookup`` in ``workflows/tools/erp.yaml`` finds
+``workflows/tools/erp_tools/vendors.py``. Sync
 functions run in a worker thread; a return value that is not a string is sent as JSON.
 """
 

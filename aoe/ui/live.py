@@ -181,8 +181,11 @@ class LiveView:
                 rows.append(("concurrent", f"{s.in_flight} / {s.concurrency_limit}"))
             for tier, use in rows:
                 table.add_row(
-                    s.name if first else "", tier, use,
-                    f"{s.wait_s_total:.1f}s" if first else "", str(s.rate_limited) if first else "",
+                    s.name if first else "",
+                    tier,
+                    use,
+                    f"{s.wait_s_total:.1f}s" if first else "",
+                    str(s.rate_limited) if first else "",
                 )
                 first = False
         return table
@@ -215,10 +218,17 @@ class LiveView:
         shown = items if len(items) <= 8 else [i for i in items if i[1].state == "RUNNING"][:8]
         for key, flow in shown:
             style = STATE_STYLE.get(flow.state, "cyan")
-            bar = ProgressBar(total=max(flow.total, 1), completed=flow.done, width=30,
-                              complete_style="red" if flow.failed else "green")
-            grid.add_row(Text(key, style="bold"), bar,
-                         Text(f"{flow.done}/{flow.total} {flow.state.lower()}", style=style))
+            bar = ProgressBar(
+                total=max(flow.total, 1),
+                completed=flow.done,
+                width=30,
+                complete_style="red" if flow.failed else "green",
+            )
+            grid.add_row(
+                Text(key, style="bold"),
+                bar,
+                Text(f"{flow.done}/{flow.total} {flow.state.lower()}", style=style),
+            )
         if len(items) > len(shown):
             done = sum(1 for _, f in items if f.state != "RUNNING")
             grid.add_row(Text(f"... {len(items)} workflows, {done} finished", style="dim"), "", "")
@@ -227,7 +237,9 @@ class LiveView:
     def _agents(self) -> RenderableType:
         table = Table(expand=False, box=None, pad_edge=False, header_style="bold")
         for name in ("workflow", "agent", "state", "try", "elapsed", "tokens", "cost", "tools"):
-            table.add_column(name, justify="right" if name in ("try", "elapsed", "tokens", "cost") else "left")
+            table.add_column(
+                name, justify="right" if name in ("try", "elapsed", "tokens", "cost") else "left"
+            )
         now = time.monotonic()
         running = sorted(self.running.values(), key=lambda r: r.started)
         for row in running[: self.max_rows]:
@@ -244,8 +256,14 @@ class LiveView:
     def _add(table: Table, row: _Row, now: float) -> None:
         elapsed = (row.ended or now) - row.started
         table.add_row(
-            row.workflow, row.agent, Text(row.state, style=STATE_STYLE.get(row.state, "")),
-            str(row.attempt), f"{elapsed:.1f}s", str(row.tokens), money(row.cost_usd), row.tools,
+            row.workflow,
+            row.agent,
+            Text(row.state, style=STATE_STYLE.get(row.state, "")),
+            str(row.attempt),
+            f"{elapsed:.1f}s",
+            str(row.tokens),
+            money(row.cost_usd),
+            row.tools,
         )
 
     def _footer(self) -> RenderableType:
@@ -264,5 +282,11 @@ class LiveView:
             await asyncio.sleep(interval_s)
 
     def live(self) -> Live:
-        return Live(self, console=self.console, auto_refresh=False, transient=False,
-                    redirect_stdout=False, redirect_stderr=False)
+        return Live(
+            self,
+            console=self.console,
+            auto_refresh=False,
+            transient=False,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )

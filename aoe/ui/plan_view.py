@@ -129,10 +129,18 @@ def print_estimate(figures: Mapping[str, Any], console: Console | None = None) -
     from rich.table import Table
 
     console = console or Console()
-    table = Table(title="estimate (before anything is spent)", title_justify="left",
-                  header_style="bold")
-    for name in ("agent", "model", "input tokens", "output tokens", "cost min",
-                 "cost expected", "cost max"):
+    table = Table(
+        title="estimate (before anything is spent)", title_justify="left", header_style="bold"
+    )
+    for name in (
+        "agent",
+        "model",
+        "input tokens",
+        "output tokens",
+        "cost min",
+        "cost expected",
+        "cost max",
+    ):
         table.add_column(name, justify="left" if name in ("agent", "model") else "right")
 
     def tokens(r: Mapping[str, int]) -> str:
@@ -140,14 +148,27 @@ def print_estimate(figures: Mapping[str, Any], console: Console | None = None) -
 
     for agent_id, e in figures["agents"].items():
         mark = "" if e["exact"] else " ~"
-        table.add_row(agent_id, e["model"], tokens(e["input_tokens"]) + mark,
-                      tokens(e["output_tokens"]), _usd(e["cost_usd"]["min"]),
-                      _usd(e["cost_usd"]["expected"]), _usd(e["cost_usd"]["max"]))
+        table.add_row(
+            agent_id,
+            e["model"],
+            tokens(e["input_tokens"]) + mark,
+            tokens(e["output_tokens"]),
+            _usd(e["cost_usd"]["min"]),
+            _usd(e["cost_usd"]["expected"]),
+            _usd(e["cost_usd"]["max"]),
+        )
     total = figures["total"]
     table.add_section()
-    table.add_row("total", "", tokens(total["input_tokens"]), tokens(total["output_tokens"]),
-                  _usd(total["cost_usd"]["min"]), _usd(total["cost_usd"]["expected"]),
-                  _usd(total["cost_usd"]["max"]), style="bold")
+    table.add_row(
+        "total",
+        "",
+        tokens(total["input_tokens"]),
+        tokens(total["output_tokens"]),
+        _usd(total["cost_usd"]["min"]),
+        _usd(total["cost_usd"]["expected"]),
+        _usd(total["cost_usd"]["max"]),
+        style="bold",
+    )
     if console.is_terminal:
         console.print(table)
     else:
@@ -156,7 +177,9 @@ def print_estimate(figures: Mapping[str, Any], console: Console | None = None) -
             console.print(table)
         finally:
             console.width = width
-    console.print("~ estimated count (no local tokenizer for that model); "
-                  "max = every retry and tool turn used, all of max_tokens")
+    console.print(
+        "~ estimated count (no local tokenizer for that model); "
+        "max = every retry and tool turn used, all of max_tokens"
+    )
     for model in figures["unpriced_models"]:
         console.print(f"warning: no price is known for {model}: its cost shows as ?")

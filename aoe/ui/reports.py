@@ -198,12 +198,14 @@ def _tool_lines(agents: tuple[AgentDetail, ...]) -> list[Text]:
                 if not isinstance(entry, dict):
                     continue
                 ok = bool(entry.get("ok"))
-                lines.append(Text.assemble(
-                    (f"{agent.agent_id} ", "bold"),
-                    (f"#{call.attempt}.{call.turn} ", "dim"),
-                    f"{entry.get('name', '?')}({_short(str(entry.get('arguments', '')))}) -> ",
-                    (_short(str(entry.get("result", ""))), "" if ok else "red"),
-                ))
+                lines.append(
+                    Text.assemble(
+                        (f"{agent.agent_id} ", "bold"),
+                        (f"#{call.attempt}.{call.turn} ", "dim"),
+                        f"{entry.get('name', '?')}({_short(str(entry.get('arguments', '')))}) -> ",
+                        (_short(str(entry.get("result", ""))), "" if ok else "red"),
+                    )
+                )
     return lines
 
 

@@ -33,7 +33,9 @@ def _render(console: Console, result: RunResult) -> None:
         counts[w.state.value] = counts.get(w.state.value, 0) + 1
     workflows = list(result.workflows)
     if len(workflows) > WORKFLOW_TABLE_LIMIT:
-        console.print("workflows: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items())))
+        console.print(
+            "workflows: " + ", ".join(f"{n} {s.lower()}" for s, n in sorted(counts.items()))
+        )
         workflows = sorted(workflows, key=lambda w: w.state.value == "COMPLETED")
     shown = workflows[:WORKFLOW_TABLE_LIMIT]
     flows = Table(title=f"run {result.run_id}", title_justify="left", header_style="bold")
@@ -62,14 +64,20 @@ def _render(console: Console, result: RunResult) -> None:
     if len(agents) <= AGENT_TABLE_LIMIT:
         table = Table(header_style="bold")
         for name in ("agent", "state", "attempts", "tokens", "cost", "time", "note"):
-            table.add_column(name, justify="right" if name in ("attempts", "tokens", "cost", "time") else "left")
+            table.add_column(
+                name, justify="right" if name in ("attempts", "tokens", "cost", "time") else "left"
+            )
         for w, a in agents:
             label = a.agent_id if len(result.workflows) == 1 else f"{w.key}/{a.agent_id}"
             note = "resumed" if a.resumed else (a.error or "")
             table.add_row(
-                label, Text(a.state.value, style=STATE_STYLE.get(a.state.value, "")),
-                str(len(a.attempts)), str(a.usage.total_tokens), money(a.cost_usd),
-                f"{a.duration_s:.2f}s", Text(note[:100], style="dim"),
+                label,
+                Text(a.state.value, style=STATE_STYLE.get(a.state.value, "")),
+                str(len(a.attempts)),
+                str(a.usage.total_tokens),
+                money(a.cost_usd),
+                f"{a.duration_s:.2f}s",
+                Text(note[:100], style="dim"),
             )
         console.print(table)
     for w in shown:

@@ -61,7 +61,9 @@ def test_each_row_is_an_instance_with_its_own_outcome(
     """--each FILE.jsonl and .csv run one instance per row; the row is its inputs."""
     wf = _flaky(tmp_path, "ap", fail=False)
     rows = tmp_path / "rows.jsonl"
-    rows.write_text("".join(json.dumps({"invoice": f"INV-{i}", "amount": i}) + "\n" for i in range(5)))
+    rows.write_text(
+        "".join(json.dumps({"invoice": f"INV-{i}", "amount": i}) + "\n" for i in range(5))
+    )
     code, doc = _json_run(capsys, str(wf), "--each", str(rows), "--max-workflows", "2")
     assert code == 0
     assert [w["key"] for w in doc["workflows"]] == [f"ap#{i}" for i in range(1, 6)]
@@ -73,7 +75,9 @@ def test_each_row_is_an_instance_with_its_own_outcome(
     assert [w["inputs"]["amount"] for w in doc["workflows"]] == [10.5, 7]
 
 
-def test_a_bad_row_is_exit_2_naming_the_row(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_bad_row_is_exit_2_naming_the_row(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A row whose value has the wrong type stops the run before anything is spent."""
     wf = _flaky(tmp_path, "ap", fail=False)
     rows = tmp_path / "rows.jsonl"
@@ -91,7 +95,10 @@ def test_several_files_exit_with_the_worst_outcome(
     good, bad = _flaky(tmp_path, "good", fail=False), _flaky(tmp_path, "bad", fail=True)
     code, doc = _json_run(capsys, str(good), str(bad), "--input", "invoice=INV-9")
     assert code == 1
-    assert {w["key"]: w["state"] for w in doc["workflows"]} == {"good": "COMPLETED", "bad": "FAILED"}
+    assert {w["key"]: w["state"] for w in doc["workflows"]} == {
+        "good": "COMPLETED",
+        "bad": "FAILED",
+    }
     assert doc["workflow_counts"] == {"COMPLETED": 1, "FAILED": 1}
 
 
@@ -111,7 +118,10 @@ def test_a_signal_stops_the_run_within_2_seconds_with_exit_130(
     env = {**os.environ, "AOE_DB": str(db), "CI": "true"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "aoe", "run", str(wf), "--simulate"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stderr is not None
     started = 0

@@ -26,12 +26,15 @@ def test_estimate_renders_prompts_with_the_inputs_and_prices_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The count is the rendered prompt's; max uses every retry and all of max_tokens."""
-    wf = _write(tmp_path, (
-        "defaults: {model: openai/gpt-4o-mini, max_tokens: 100,"
-        " retry: {max_retries: 2}}\n"
-        "agents:\n  a:\n    prompt: 'Summarise {{ inputs.text }}'\n"
-        "    simulate: {output_tokens: 40}\n"
-    ))
+    wf = _write(
+        tmp_path,
+        (
+            "defaults: {model: openai/gpt-4o-mini, max_tokens: 100,"
+            " retry: {max_retries: 2}}\n"
+            "agents:\n  a:\n    prompt: 'Summarise {{ inputs.text }}'\n"
+            "    simulate: {output_tokens: 40}\n"
+        ),
+    )
     text = "a long supplier invoice " * 20
     assert main(["plan", str(wf), "--estimate", "--format", "json", "--input", f"text={text}"]) == 0
     doc = json.loads(capsys.readouterr().out)
@@ -51,29 +54,41 @@ def test_upstream_outputs_are_stood_in_for_and_totals_add_up(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Downstream prompts render with an example of the upstream output; totals are sums."""
-    wf = _write(tmp_path, (
-        "defaults: {model: openai/gpt-4o-mini}\n"
-        "agents:\n  a:\n    prompt: '{{ inputs.text }}'\n"
-        "    output_schema: {type: object, required: [vendor], properties: {vendor: {type: string}}}\n"
-        "  b:\n    needs: [a]\n    prompt: 'Vendor {{ agents.a.output.vendor }}'\n"
-    ))
+    wf = _write(
+        tmp_path,
+        (
+            "defaults: {model: openai/gpt-4o-mini}\n"
+            "agents:\n  a:\n    prompt: '{{ inputs.text }}'\n"
+            "    output_schema: {type: object, required: [vendor],"
+            " properties: {vendor: {type: string}}}\n"
+            "  b:\n    needs: [a]\n    prompt: 'Vendor {{ agents.a.output.vendor }}'\n"
+        ),
+    )
     assert main(["plan", str(wf), "--estimate", "--format", "json", "--input", "text=x"]) == 0
     est = json.loads(capsys.readouterr().out)["estimate"]
     for key in ("min", "expected", "max"):
         assert est["total"]["input_tokens"][key] == sum(
-            e["input_tokens"][key] for e in est["agents"].values())
+            e["input_tokens"][key] for e in est["agents"].values()
+        )
         assert Decimal(est["total"]["cost_usd"][key]) == sum(
-            Decimal(e["cost_usd"][key]) for e in est["agents"].values())
+            Decimal(e["cost_usd"][key]) for e in est["agents"].values()
+        )
 
 
-def test_a_missing_input_is_exit_2_naming_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_missing_input_is_exit_2_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Estimating needs the inputs: a missing one is bad input that names it."""
-    wf = _write(tmp_path, "agents:\n  a:\n    model: openai/gpt-4o-mini\n    prompt: '{{ inputs.text }}'\n")
+    wf = _write(
+        tmp_path, "agents:\n  a:\n    model: openai/gpt-4o-mini\n    prompt: '{{ inputs.text }}'\n"
+    )
     assert main(["plan", str(wf), "--estimate"]) == 2
     assert "text" in capsys.readouterr().err
 
 
-def test_unpriced_models_show_unknown_cost(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unpriced_models_show_unknown_cost(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A model with no known price has null costs and is listed, not guessed at."""
     wf = _write(tmp_path, "agents:\n  a:\n    model: openai/no-such-model\n    prompt: hi\n")
     assert main(["plan", str(wf), "--estimate", "--format", "json", "--input", "text=x"]) == 0

@@ -15,7 +15,6 @@ import pytest
 
 from aoe.cost.tokens import (
     ESTIMATE_BYTES_MARGIN,
-    ESTIMATE_MARGIN,
     REPLY_PRIMING_TOKENS,
     TOKENS_PER_MESSAGE,
     TOKENS_PER_TOOL,

@@ -61,7 +61,9 @@ class ScriptedClient:
             if isinstance(step, Exception):
                 raise step
             text = step(request) if callable(step) else step
-            return Completion(text=text, usage=Usage(10, 5), model=request.model, finish_reason="stop")
+            return Completion(
+                text=text, usage=Usage(10, 5), model=request.model, finish_reason="stop"
+            )
         finally:
             self.in_flight -= 1
             call.ended = time.monotonic()
@@ -124,4 +126,6 @@ def agent(
 def workflow(*agents: AgentSpec, name: str = "wf", **extra: Any) -> WorkflowSpec:
     from pathlib import Path
 
-    return WorkflowSpec(name=name, path=Path("test.yaml"), agents={a.id: a for a in agents}, **extra)
+    return WorkflowSpec(
+        name=name, path=Path("test.yaml"), agents={a.id: a for a in agents}, **extra
+    )

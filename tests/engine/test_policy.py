@@ -27,7 +27,9 @@ def test_without_partial_completion_one_failure_stops_and_fails() -> None:
 
 def test_partial_completion_within_the_failure_rate_goes_on() -> None:
     """With partial completion, a failure under max_failure_rate does not stop the rest."""
-    spec = workflow(*(agent(x) for x in "abcd"), allow_partial_completion=True, max_failure_rate=0.25)
+    spec = workflow(
+        *(agent(x) for x in "abcd"), allow_partial_completion=True, max_failure_rate=0.25
+    )
     assert stop_reason(spec, {"a": F, "b": P, "c": P, "d": P}) is None
     state, _ = outcome(spec, {"a": F, "b": C, "c": C, "d": C})
     assert state is WorkflowState.PARTIALLY_COMPLETED
@@ -36,15 +38,23 @@ def test_partial_completion_within_the_failure_rate_goes_on() -> None:
 
 def test_skipped_agents_count_against_the_failure_rate() -> None:
     """A failure that skips dependents can push the rate over the limit."""
-    spec = workflow(*(agent(x) for x in "abcd"), allow_partial_completion=True, max_failure_rate=0.25)
+    spec = workflow(
+        *(agent(x) for x in "abcd"), allow_partial_completion=True, max_failure_rate=0.25
+    )
     assert stop_reason(spec, {"a": F, "b": S, "c": P, "d": P}) is not None
     assert outcome(spec, {"a": F, "b": S, "c": C, "d": C})[0] is WorkflowState.FAILED
 
 
 def test_a_critical_agent_failing_fails_the_workflow() -> None:
     """critical_priority: an important agent failing fails the workflow outright."""
-    spec = workflow(agent("vip", priority=8), agent("b"), agent("c"),
-                    allow_partial_completion=True, max_failure_rate=0.9, critical_priority=8)
+    spec = workflow(
+        agent("vip", priority=8),
+        agent("b"),
+        agent("c"),
+        allow_partial_completion=True,
+        max_failure_rate=0.9,
+        critical_priority=8,
+    )
     assert "critical_priority" in (stop_reason(spec, {"vip": F, "b": P, "c": P}) or "")
     assert outcome(spec, {"vip": F, "b": C, "c": C})[0] is WorkflowState.FAILED
 

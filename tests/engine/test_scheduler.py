@@ -27,7 +27,9 @@ async def run(spec, client, *, options=None, inputs=None, **kw):  # type: ignore
 
 async def test_agent_starts_when_its_needs_are_done_without_level_barrier() -> None:
     """D (needs B) starts as soon as B is done, not after slow C on the same level."""
-    spec = workflow(agent("A"), agent("B", "A"), agent("C", "A"), agent("D", "B"), agent("E", "C", "D"))
+    spec = workflow(
+        agent("A"), agent("B", "A"), agent("C", "A"), agent("D", "B"), agent("E", "C", "D")
+    )
     client = ScriptedClient(latency_s={"A": 0.02, "B": 0.02, "C": 0.4, "D": 0.02, "E": 0.02})
     result = await run(spec, client)
     assert result.exit_code == 0
@@ -39,7 +41,9 @@ async def test_agent_starts_when_its_needs_are_done_without_level_barrier() -> N
 async def test_higher_priority_goes_first_when_a_limit_makes_agents_wait() -> None:
     """With one slot, ready agents run by priority, then in file order."""
     spec = workflow(
-        agent("low", priority=1), agent("high", priority=9), agent("mid", priority=5),
+        agent("low", priority=1),
+        agent("high", priority=9),
+        agent("mid", priority=5),
         agent("mid2", priority=5),
     )
     client = ScriptedClient()
@@ -102,8 +106,13 @@ async def test_first_permanent_failure_fails_the_workflow_and_cancels_running_ag
 async def test_partial_completion_skips_dependents_and_ends_partially_completed() -> None:
     """With allow_partial_completion a failure skips its dependents; the rest completes."""
     spec = workflow(
-        agent("a"), agent("b", "a"), agent("c"), agent("d"), agent("e"),
-        allow_partial_completion=True, max_failure_rate=0.5,
+        agent("a"),
+        agent("b", "a"),
+        agent("c"),
+        agent("d"),
+        agent("e"),
+        allow_partial_completion=True,
+        max_failure_rate=0.5,
     )
     client = ScriptedClient(script={"a": [ServerError("boom", provider="script", status=500)]})
     result = await run(spec, client)
@@ -118,7 +127,10 @@ async def test_partial_completion_skips_dependents_and_ends_partially_completed(
 async def test_failure_rate_above_the_limit_fails_the_workflow() -> None:
     """Skipped agents count as not completed against max_failure_rate."""
     spec = workflow(
-        agent("a"), agent("b", "a"), agent("c"), allow_partial_completion=True,
+        agent("a"),
+        agent("b", "a"),
+        agent("c"),
+        allow_partial_completion=True,
         max_failure_rate=0.5,
     )
     client = ScriptedClient(script={"a": [ServerError("boom", provider="script", status=500)]})
@@ -130,8 +142,13 @@ async def test_failure_rate_above_the_limit_fails_the_workflow() -> None:
 async def test_critical_agent_failure_fails_even_with_partial_completion() -> None:
     """An agent at or above critical_priority failing fails the workflow."""
     spec = workflow(
-        agent("vip", priority=9), agent("x"), agent("y"), agent("z"),
-        allow_partial_completion=True, max_failure_rate=0.9, critical_priority=8,
+        agent("vip", priority=9),
+        agent("x"),
+        agent("y"),
+        agent("z"),
+        allow_partial_completion=True,
+        max_failure_rate=0.9,
+        critical_priority=8,
     )
     client = ScriptedClient(script={"vip": [ServerError("boom", provider="script", status=500)]})
     result = await run(spec, client)
@@ -141,8 +158,14 @@ async def test_critical_agent_failure_fails_even_with_partial_completion() -> No
 
 async def test_retriable_failures_are_retried_with_backoff_on_the_injected_clock() -> None:
     """Two 503s then success: three attempts, exponential delays 1 s and 2 s, no real sleep."""
-    retry = RetrySpec(max_retries=3, strategy="exponential", base_delay_s=1, max_delay_s=30,
-                      exponential_base=2, jitter=False)
+    retry = RetrySpec(
+        max_retries=3,
+        strategy="exponential",
+        base_delay_s=1,
+        max_delay_s=30,
+        exponential_base=2,
+        jitter=False,
+    )
     spec = workflow(agent("a", retry=retry))
     boom = ServerError("unavailable", provider="script", status=503)
     client = ScriptedClient(script={"a": [boom, boom, "fine"]})
@@ -151,7 +174,11 @@ async def test_retriable_failures_are_retried_with_backoff_on_the_injected_clock
     a = result.workflows[0].agents["a"]
     assert a.state is AgentState.COMPLETED
     assert [x.attempt for x in a.attempts] == [1, 2, 3]
-    assert [x.state for x in a.attempts] == [AgentState.FAILED, AgentState.FAILED, AgentState.COMPLETED]
+    assert [x.state for x in a.attempts] == [
+        AgentState.FAILED,
+        AgentState.FAILED,
+        AgentState.COMPLETED,
+    ]
     assert clock.slept == [1.0, 2.0]
     assert a.output == "fine"
 
@@ -159,7 +186,9 @@ async def test_retriable_failures_are_retried_with_backoff_on_the_injected_clock
 async def test_non_retriable_error_is_not_retried() -> None:
     """A 401 fails at once, whatever max_retries says."""
     spec = workflow(agent("a", retry=RetrySpec(max_retries=5, jitter=False)))
-    client = ScriptedClient(script={"a": [AuthenticationError("no", provider="script", status=401)]})
+    client = ScriptedClient(
+        script={"a": [AuthenticationError("no", provider="script", status=401)]}
+    )
     result = await run(spec, client, clock=FakeClock(autojump=True))
     assert len(result.workflows[0].agents["a"].attempts) == 1
 
@@ -232,8 +261,13 @@ async def test_a_resumed_chain_runs_only_what_is_left() -> None:
     spec = workflow(agent("a"), agent("b", "a"), agent("c", "b", prompt="{{ agents.b.output }}"))
     seen: list[str] = []
     client = ScriptedClient(script={"c": [lambda r: seen.append(r.messages[0].content) or "ok"]})
-    job = WorkflowJob(spec.name, spec, {"a": (), "b": ("a",), "c": ("b",)}, {},
-                      completed={"b": "from b", "a": "from a"})
+    job = WorkflowJob(
+        spec.name,
+        spec,
+        {"a": (), "b": ("a",), "c": ("b",)},
+        {},
+        completed={"b": "from b", "a": "from a"},
+    )
     result = await Engine(runtime(client)).run([job])
     assert result.exit_code == 0
     assert client.order() == ["c"]

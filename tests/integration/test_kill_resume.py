@@ -18,12 +18,22 @@ AGENTS = 24
 
 
 def _workflow(tmp: Path) -> Path:
-    lines = ["version: 1", "name: close", "defaults:", "  model: openai/gpt-4o-mini",
-             "  max_tokens: 100", "agents:"]
+    lines = [
+        "version: 1",
+        "name: close",
+        "defaults:",
+        "  model: openai/gpt-4o-mini",
+        "  max_tokens: 100",
+        "agents:",
+    ]
     for i in range(AGENTS):
         needs = f"[a{i - 1:02d}]" if i % 3 else "[]"
-        lines += [f"  a{i:02d}:", f"    needs: {needs}", f"    prompt: 'step {i}'",
-                  "    simulate: {latency_s: 0.12, output_tokens: 20}"]
+        lines += [
+            f"  a{i:02d}:",
+            f"    needs: {needs}",
+            f"    prompt: 'step {i}'",
+            "    simulate: {latency_s: 0.12, output_tokens: 20}",
+        ]
     path = tmp / "close.yaml"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -31,8 +41,13 @@ def _workflow(tmp: Path) -> Path:
 
 def _aoe(*args: str, db: Path) -> subprocess.Popen[str]:
     env = {**os.environ, "AOE_DB": str(db), "CI": "true"}
-    return subprocess.Popen([sys.executable, "-m", "aoe", *args], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-m", "aoe", *args],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def _completed(db: Path) -> set[str]:

@@ -19,17 +19,22 @@ INPUT_PER_MTOK = Decimal("0.15")
 OUTPUT_PER_MTOK = Decimal("0.60")
 
 
-def _workflow(tmp: Path, server: FakeProvider, count: int, *, limits: str = "", budget: str = "") -> Path:
+def _workflow(
+    tmp: Path, server: FakeProvider, count: int, *, limits: str = "", budget: str = ""
+) -> Path:
     (tmp / "aoe.yaml").write_text(
         "providers:\n"
-        f"  openai: {{type: openai, api_key_env: OPENAI_API_KEY, base_url: '{server.openai_base_url}'"
-        + (f", limits: {{{limits}}}" if limits else "") + "}\n"
+        "  openai: {type: openai, api_key_env: OPENAI_API_KEY,"
+        f" base_url: '{server.openai_base_url}'"
+        + (f", limits: {{{limits}}}" if limits else "")
+        + "}\n"
     )
     agents = "".join(f"  a{i:03d}:\n    prompt: 'Check invoice {i}'\n" for i in range(count))
     path = tmp / "wf.yaml"
     path.write_text(
-        "version: 1\nname: many\n" + budget +
-        "defaults:\n  model: openai/gpt-4o-mini\n  max_tokens: 200\n  timeout_s: 30\n"
+        "version: 1\nname: many\n"
+        + budget
+        + "defaults:\n  model: openai/gpt-4o-mini\n  max_tokens: 200\n  timeout_s: 30\n"
         "  retry: {max_retries: 2, strategy: constant, base_delay_s: 0.05, jitter: false}\n"
         "agents:\n" + agents
     )
@@ -42,22 +47,27 @@ def _server_cost(server: FakeProvider) -> Decimal:
     for body in server.responses:
         usage = json.loads(body).get("usage")
         if usage:
-            total += (usage["prompt_tokens"] * INPUT_PER_MTOK
-                      + usage["completion_tokens"] * OUTPUT_PER_MTOK) / 1_000_000
+            total += (
+                usage["prompt_tokens"] * INPUT_PER_MTOK
+                + usage["completion_tokens"] * OUTPUT_PER_MTOK
+            ) / 1_000_000
     return total
 
 
 @pytest.mark.slow
 def test_hundreds_of_agents_under_a_small_limit_cause_no_429(
-    fake_provider: FakeProvider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    fake_provider: FakeProvider,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """300 agents, 250 requests a minute and 10 at once: aoe paces them, the server never says 429."""
+    """300 agents, 250 a minute and 10 at once: aoe paces them, the server never says 429."""
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-pacing")
     fake_provider.latency_s = 0.02
     fake_provider.enforce(requests_per_minute=250, concurrent=10)
-    wf = _workflow(tmp_path, fake_provider, 300,
-                   limits="requests_per_minute: 250, concurrent_requests: 10")
+    wf = _workflow(
+        tmp_path, fake_provider, 300, limits="requests_per_minute: 250, concurrent_requests: 10"
+    )
     code = main(["run", str(wf), "--json", "--no-live"])
     doc = json.loads(capsys.readouterr().out)
     assert code == 0
@@ -68,7 +78,9 @@ def test_hundreds_of_agents_under_a_small_limit_cause_no_429(
 
 
 def test_spend_never_passes_the_budget_with_hundreds_in_parallel(
-    fake_provider: FakeProvider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    fake_provider: FakeProvider,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """300 agents at once on a $0.003 budget: the spend stays under it, the run exits 3."""
@@ -91,7 +103,9 @@ def test_spend_never_passes_the_budget_with_hundreds_in_parallel(
 
 
 def test_cost_report_totals_match_the_servers_own_count(
-    fake_provider: FakeProvider, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    fake_provider: FakeProvider,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """Every cent is accounted for: the report's total is what the server's usage costs."""

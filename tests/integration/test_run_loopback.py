@@ -20,20 +20,25 @@ SECRET = "sk-test-SECRET-123"
 def _write(tmp: Path, server: FakeProvider, agents: str, *, extra: str = "") -> Path:
     (tmp / "aoe.yaml").write_text(
         "providers:\n"
-        f"  openai: {{type: openai, api_key_env: OPENAI_API_KEY, base_url: '{server.openai_base_url}'}}\n"
-        f"  anthropic: {{type: anthropic, api_key_env: ANTHROPIC_API_KEY, base_url: '{server.base_url}'}}\n"
+        "  openai: {type: openai, api_key_env: OPENAI_API_KEY,"
+        f" base_url: '{server.openai_base_url}'}}\n"
+        "  anthropic: {type: anthropic, api_key_env: ANTHROPIC_API_KEY,"
+        f" base_url: '{server.base_url}'}}\n"
     )
     path = tmp / "wf.yaml"
     path.write_text(
-        "version: 1\nname: loop\n" + extra +
-        "defaults:\n  model: openai/gpt-4o-mini\n  max_tokens: 50\n  timeout_s: 5\n"
+        "version: 1\nname: loop\n"
+        + extra
+        + "defaults:\n  model: openai/gpt-4o-mini\n  max_tokens: 50\n  timeout_s: 5\n"
         "  retry: {max_retries: 3, strategy: constant, base_delay_s: 0.01, jitter: false}\n"
         "agents:\n" + agents
     )
     return path
 
 
-def _run(tmp: Path, path: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any], str]:
+def _run(
+    tmp: Path, path: Path, capsys: pytest.CaptureFixture[str], *args: str
+) -> tuple[int, dict[str, Any], str]:
     events = tmp / "events.jsonl"
     code = main(["run", str(path), "--json", "--no-live", "--events", str(events), *args])
     out = capsys.readouterr()
@@ -66,7 +71,10 @@ def keys(monkeypatch: pytest.MonkeyPatch) -> None:
     ],
 )
 def test_retriable_faults_are_retried_until_the_agent_completes(
-    fault: Fault, path: str, fake_provider: FakeProvider, tmp_path: Path,
+    fault: Fault,
+    path: str,
+    fake_provider: FakeProvider,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A 429/5xx/529/dropped/garbled answer costs one more attempt, then the run completes."""
@@ -87,7 +95,9 @@ def test_retriable_faults_are_retried_until_the_agent_completes(
 
 @pytest.mark.usefixtures("keys")
 def test_a_hang_longer_than_the_timeout_is_retried_and_its_cost_kept_unconfirmed(
-    fake_provider: FakeProvider, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    fake_provider: FakeProvider,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A call that times out may have been billed: it is retried and its reservation kept."""
     wf = _write(tmp_path, fake_provider, "  a:\n    prompt: hi\n    timeout_s: 0.3\n")
@@ -112,11 +122,16 @@ def test_a_hang_longer_than_the_timeout_is_retried_and_its_cost_kept_unconfirmed
     ],
 )
 def test_permanent_faults_fail_at_once_and_never_leak_the_key(
-    fault: Fault, error_type: str, fake_provider: FakeProvider, tmp_path: Path,
+    fault: Fault,
+    error_type: str,
+    fake_provider: FakeProvider,
+    tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """401, 400 and insufficient_quota are one call, FAILED, exit 1; the key is nowhere."""
-    wf = _write(tmp_path, fake_provider, "  a:\n    prompt: hi\n  b:\n    needs: [a]\n    prompt: hi\n")
+    wf = _write(
+        tmp_path, fake_provider, "  a:\n    prompt: hi\n  b:\n    needs: [a]\n    prompt: hi\n"
+    )
     fake_provider.script(fault)
     code, doc, output = _run(tmp_path, wf, capsys)
     assert code == 1
@@ -131,7 +146,9 @@ def test_permanent_faults_fail_at_once_and_never_leak_the_key(
 
 
 def test_a_missing_key_is_exit_2_naming_the_variable(
-    fake_provider: FakeProvider, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    fake_provider: FakeProvider,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """No key: nothing is called, exit 2, the message names the variable and --simulate."""
     wf = _write(tmp_path, fake_provider, "  a:\n    prompt: hi\n")
@@ -145,12 +162,15 @@ def test_a_missing_key_is_exit_2_naming_the_variable(
 
 @pytest.mark.usefixtures("keys")
 def test_both_wire_formats_in_one_workflow_with_structured_output(
-    fake_provider: FakeProvider, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    fake_provider: FakeProvider,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """OpenAI and Anthropic agents hand structured output downstream; tokens are recorded."""
     agents = (
         "  extract:\n    prompt: Extract the vendor.\n"
-        "    output_schema: {type: object, required: [vendor], properties: {vendor: {type: string}}}\n"
+        "    output_schema: {type: object, required: [vendor],"
+        " properties: {vendor: {type: string}}}\n"
         "  check:\n    model: anthropic/claude-haiku-4-5\n    needs: [extract]\n"
         "    prompt: 'Is {{ agents.extract.output.vendor }} approved?'\n"
     )
@@ -169,12 +189,15 @@ def test_both_wire_formats_in_one_workflow_with_structured_output(
 
 @pytest.mark.usefixtures("keys")
 def test_a_429_with_retry_after_pauses_the_key_for_every_agent(
-    fake_provider: FakeProvider, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    fake_provider: FakeProvider,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """After a 429 with retry-after, no agent of that key calls again before the pause ends."""
     (tmp_path / "aoe.yaml").write_text(
         "providers:\n"
-        f"  openai: {{type: openai, api_key_env: OPENAI_API_KEY, base_url: '{fake_provider.openai_base_url}',"
+        "  openai: {type: openai, api_key_env: OPENAI_API_KEY,"
+        f" base_url: '{fake_provider.openai_base_url}',"
         " limits: {concurrent_requests: 1}}\n"
     )
     wf = tmp_path / "wf.yaml"
@@ -187,7 +210,9 @@ def test_a_429_with_retry_after_pauses_the_key_for_every_agent(
     code, _, _ = _run(tmp_path, wf, capsys)
     assert code == 0
     db = sqlite3.connect(tmp_path / "aoe-test.db")
-    calls = db.execute("select status, started_at, ended_at from calls order by started_at").fetchall()
+    calls = db.execute(
+        "select status, started_at, ended_at from calls order by started_at"
+    ).fetchall()
     assert [c[0] for c in calls] == ["RateLimitedError", "ok", "ok", "ok"]
     limited_at = calls[0][2]
     assert all(started >= limited_at + 0.95 for _, started, _ in calls[1:])

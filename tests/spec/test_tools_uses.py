@@ -85,7 +85,7 @@ def test_a_tool_from_a_shared_file_has_its_definition_and_its_location(tmp_path:
 
 
 async def test_python_targets_import_from_the_tools_files_directory(tmp_path: Path) -> None:
-    """erp_tools next to the tools file is found, wherever the workflow file is."""
+    """A package next to the tools file is imported, wherever the workflow file is."""
     _write(
         tmp_path / "shared" / "tmp_erp_b" / "vendors.py",
         "def lookup(name):\n    return {'found': name == 'ACME'}\n",
@@ -202,3 +202,14 @@ def test_workflows_with_uses_entries_take_the_fast_schema_path() -> None:
     assert fast(doc)
     doc["tools"] = {"t": {"uses": "f.yaml", "python": "m:f"}}
     assert not fast(doc)
+
+
+def test_a_yaml_error_in_the_tools_file_points_into_that_file(tmp_path: Path) -> None:
+    """A syntax error in the shared file is shown at the file's own line, never a traceback."""
+    path = _setup(tmp_path, "python: m:f")
+    tools_file = tmp_path / "shared" / "erp.yaml"
+    tools_file.write_text("version: 1\ntools:\n  lookup: {description: d, python: 'm:f'\n")
+    problems = _problems(path)
+    assert any(Path(p.file) == tools_file and "YAML syntax error" in p.message for p in problems)
+    (reference,) = _at(problems, path, 8)
+    assert "is not a valid tools file" in reference.message
