@@ -1,3 +1,98 @@
-"""aoe, the Agent Orchestration Engine: run YAML workflows of LLM agents."""
+"""aoe, the Agent Orchestration Engine: run YAML workflows of LLM agents.
+
+The library API, for running workflows from Python instead of the ``aoe`` command::
+
+    from aoe import RunOptions, RunHandle, prepare
+    prepared = prepare(RunOptions(files=(Path("workflows/invoice-processing.yaml"),),
+                                  simulate=True))
+    result = asyncio.run(RunHandle(prepared).execute())
+
+Names are imported on first use, so ``import aoe`` (and ``aoe --help``) stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "AgentResult",
+    "AgentSpec",
+    "AgentState",
+    "AoeError",
+    "CheckedWorkflow",
+    "Engine",
+    "EngineOptions",
+    "LLMClient",
+    "RunHandle",
+    "RunOptions",
+    "RunResult",
+    "Runtime",
+    "WorkflowGraph",
+    "WorkflowJob",
+    "WorkflowResult",
+    "WorkflowSpec",
+    "WorkflowState",
+    "check_workflow",
+    "load_config",
+    "load_workflow",
+    "prepare",
+]
+
+_WHERE = {
+    "AgentResult": "aoe.engine.results",
+    "AgentSpec": "aoe.spec.models",
+    "AgentState": "aoe.engine.results",
+    "AoeError": "aoe.errors",
+    "CheckedWorkflow": "aoe.validate",
+    "Engine": "aoe.engine.scheduler",
+    "EngineOptions": "aoe.engine.scheduler",
+    "LLMClient": "aoe.providers.base",
+    "RunHandle": "aoe.runner",
+    "RunOptions": "aoe.runner",
+    "RunResult": "aoe.engine.results",
+    "Runtime": "aoe.runtime",
+    "WorkflowGraph": "aoe.graph",
+    "WorkflowJob": "aoe.engine.scheduler",
+    "WorkflowResult": "aoe.engine.results",
+    "WorkflowSpec": "aoe.spec.models",
+    "WorkflowState": "aoe.engine.results",
+    "check_workflow": "aoe.validate",
+    "load_config": "aoe.spec.config",
+    "load_workflow": "aoe.spec.loader",
+    "prepare": "aoe.runner",
+}
+
+if TYPE_CHECKING:
+    from aoe.engine.results import (
+        AgentResult,
+        AgentState,
+        RunResult,
+        WorkflowResult,
+        WorkflowState,
+    )
+    from aoe.engine.scheduler import Engine, EngineOptions, WorkflowJob
+    from aoe.errors import AoeError
+    from aoe.graph import WorkflowGraph
+    from aoe.providers.base import LLMClient
+    from aoe.runner import RunHandle, RunOptions, prepare
+    from aoe.runtime import Runtime
+    from aoe.spec.config import load_config
+    from aoe.spec.loader import load_workflow
+    from aoe.spec.models import AgentSpec, WorkflowSpec
+    from aoe.validate import CheckedWorkflow, check_workflow
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'aoe' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
