@@ -11,7 +11,6 @@ and are summed here into the one ``Usage`` convention (input includes cache read
 from __future__ import annotations
 
 import json
-import logging
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -27,18 +26,22 @@ from aoe.providers.base import (
     ToolCall,
     Usage,
 )
-from aoe.providers.http import Endpoint, JsonResponse, make_http_client, malformed, post_json
+from aoe.providers.http import JsonResponse
+from aoe.providers.json_api import JsonApiClient
 from aoe.providers.ratelimit_headers import parse_anthropic
 from aoe.spec.models import ProviderConfig, thaw
 
 DEFAULT_BASE_URL = "https://api.anthropic.com"
 DEFAULT_API_VERSION = "2026-10-21"
 NO_SAMPLING_SINCE = "2026-10-21"  # ISO dates compare correctly as strings
-log = logging.getLogger("aoe.providers")
 
 
-class AnthropicClient:
+class AnthropicClient(JsonApiClient):
     """An ``LLMClient`` over the Messages API."""
+
+    default_base_url = DEFAULT_BASE_URL
+    path = "/v1/messages"
+    answer_kind = "a message"
 
     def __init__(
         self,
@@ -48,38 +51,22 @@ class AnthropicClient:
         http: httpx.AsyncClient | None = None,
         clock: Clock | None = None,
     ) -> None:
-        del clock  # latency is measured on the wall clock of the real call
-        self.name = config.name
-        self.config = config
         self.api_version = config.api_version or DEFAULT_API_VERSION
-        self._url = (config.base_url or DEFAULT_BASE_URL).rstrip("/") + "/v1/messages"
-        self._endpoint = Endpoint(config.name, config.api_key_env, api_key)
-        self._headers = {"content-type": "application/json", "anthropic-version": self.api_version}
+        super().__init__(config, api_key=api_key, http=http, clock=clock)
+
+    def auth_headers(self, api_key: str | None) -> dict[str, str]:
+        headers = {"anthropic-version": self.api_version}
         if api_key:
-            self._headers["x-api-key"] = api_key
-        self._owns_http = http is None
-        self._http = http or make_http_client(timeout_s=config.timeout_s or 60.0)
-        self._warned_no_usage = False
+            headers["x-api-key"] = api_key
+        return headers
 
     def __repr__(self) -> str:
         return (
             f"AnthropicClient(name={self.name!r}, url={self._url!r}, version={self.api_version!r})"
         )
 
-    async def complete(self, request: CompletionRequest) -> Completion:
-        """One message; with ``output_schema`` the answer is the forced output tool's input."""
-        return await self._call(request, with_tools=False)
-
-    async def complete_with_tools(self, request: CompletionRequest) -> Completion:
-        """One turn with ``request.tools`` offered; the answer may hold ``tool_calls``."""
-        return await self._call(request, with_tools=True)
-
     def model_info(self, model: str) -> ModelInfo:
         return ModelInfo(provider=self.name, name=model, tokenizer=None, context_window=200_000)
-
-    async def aclose(self) -> None:
-        if self._owns_http:
-            await self._http.aclose()
 
     def build_body(self, request: CompletionRequest, *, with_tools: bool) -> dict[str, Any]:
         """The JSON body for ``request`` (public so tests can check it against the SDK types)."""
@@ -115,28 +102,7 @@ class AnthropicClient:
             body["tools"] = tools
         return body
 
-    async def _call(self, request: CompletionRequest, *, with_tools: bool) -> Completion:
-        response = await post_json(
-            self._http,
-            self._endpoint,
-            self._url,
-            headers=self._headers,
-            body=self.build_body(request, with_tools=with_tools),
-            timeout_s=request.timeout_s,
-        )
-        try:
-            completion = self._parse(request, response)
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-            reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
-            raise malformed(
-                self._endpoint, response.status, f"not a message ({reason})", response.content
-            ) from exc
-        if not completion.usage_reported and not self._warned_no_usage:
-            self._warned_no_usage = True
-            log.warning("provider %s sent no usage; token counts and cost show as 0", self.name)
-        return completion
-
-    def _parse(self, request: CompletionRequest, response: JsonResponse) -> Completion:
+    def parse(self, request: CompletionRequest, response: JsonResponse) -> Completion:
         body = response.body
         blocks = body["content"]
         if not isinstance(blocks, list):

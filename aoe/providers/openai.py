@@ -8,14 +8,10 @@ max-tokens field may have to be ``max_tokens`` (``ProviderConfig.max_tokens_fiel
 from __future__ import annotations
 
 import json
-import logging
 import re
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
-
-from aoe.clock import Clock
 from aoe.providers.base import (
     Completion,
     CompletionRequest,
@@ -24,54 +20,29 @@ from aoe.providers.base import (
     ToolCall,
     Usage,
 )
-from aoe.providers.http import Endpoint, JsonResponse, make_http_client, malformed, post_json
+from aoe.providers.http import JsonResponse
+from aoe.providers.json_api import JsonApiClient
 from aoe.providers.ratelimit_headers import parse_openai
-from aoe.spec.models import ProviderConfig, thaw
+from aoe.spec.models import thaw
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-log = logging.getLogger("aoe.providers")
 
 
-class OpenAIClient:
+class OpenAIClient(JsonApiClient):
     """An ``LLMClient`` over ``POST {base_url}/chat/completions``."""
 
-    def __init__(
-        self,
-        config: ProviderConfig,
-        *,
-        api_key: str | None,
-        http: httpx.AsyncClient | None = None,
-        clock: Clock | None = None,
-    ) -> None:
-        del clock  # latency is measured on the wall clock of the real call
-        self.name = config.name
-        self.config = config
-        self._url = (config.base_url or DEFAULT_BASE_URL).rstrip("/") + "/chat/completions"
-        self._endpoint = Endpoint(config.name, config.api_key_env, api_key)
-        self._headers = {"content-type": "application/json"}
-        if api_key:
-            self._headers["authorization"] = f"Bearer {api_key}"
-        self._owns_http = http is None
-        self._http = http or make_http_client(timeout_s=config.timeout_s or 60.0)
-        self._warned_no_usage = False
+    default_base_url = DEFAULT_BASE_URL
+    path = "/chat/completions"
+    answer_kind = "a chat completion"
+
+    def auth_headers(self, api_key: str | None) -> dict[str, str]:
+        return {"authorization": f"Bearer {api_key}"} if api_key else {}
 
     def __repr__(self) -> str:
         return f"OpenAIClient(name={self.name!r}, url={self._url!r})"
 
-    async def complete(self, request: CompletionRequest) -> Completion:
-        """One chat completion; structured output through ``response_format`` json_schema."""
-        return await self._call(request, with_tools=False)
-
-    async def complete_with_tools(self, request: CompletionRequest) -> Completion:
-        """One turn with ``request.tools`` offered; the answer may hold ``tool_calls``."""
-        return await self._call(request, with_tools=True)
-
     def model_info(self, model: str) -> ModelInfo:
         return ModelInfo(provider=self.name, name=model, tokenizer=_tokenizer_for(model))
-
-    async def aclose(self) -> None:
-        if self._owns_http:
-            await self._http.aclose()
 
     def build_body(self, request: CompletionRequest, *, with_tools: bool) -> dict[str, Any]:
         """The JSON body for ``request`` (public so tests can check it against the SDK types)."""
@@ -107,31 +78,7 @@ class OpenAIClient:
             ]
         return body
 
-    async def _call(self, request: CompletionRequest, *, with_tools: bool) -> Completion:
-        response = await post_json(
-            self._http,
-            self._endpoint,
-            self._url,
-            headers=self._headers,
-            body=self.build_body(request, with_tools=with_tools),
-            timeout_s=request.timeout_s,
-        )
-        try:
-            completion = self._parse(request, response)
-        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
-            reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
-            raise malformed(
-                self._endpoint,
-                response.status,
-                f"not a chat completion ({reason})",
-                response.content,
-            ) from exc
-        if not completion.usage_reported and not self._warned_no_usage:
-            self._warned_no_usage = True
-            log.warning("provider %s sent no usage; token counts and cost show as 0", self.name)
-        return completion
-
-    def _parse(self, request: CompletionRequest, response: JsonResponse) -> Completion:
+    def parse(self, request: CompletionRequest, response: JsonResponse) -> Completion:
         body = response.body
         choices = body["choices"]
         if not isinstance(choices, list) or not choices:

@@ -1,0 +1,97 @@
+"""What the OpenAI and Anthropic clients share: one JSON POST per call over pooled httpx.
+
+A subclass says where to post (``path``), how to authenticate (``auth_headers``), how a
+request becomes a body (``build_body``) and how a response becomes a ``Completion``
+(``parse``); this class sends it, turns an answer that breaks the API's promise into a
+``MalformedResponseError`` with the status and an excerpt, and warns once when a server
+sends no usage.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, ClassVar
+
+import httpx
+
+from aoe.clock import Clock
+from aoe.providers.base import Completion, CompletionRequest, ModelInfo
+from aoe.providers.http import Endpoint, JsonResponse, make_http_client, malformed, post_json
+from aoe.spec.models import ProviderConfig
+
+log = logging.getLogger("aoe.providers")
+
+
+class JsonApiClient:
+    """The transport half of an ``LLMClient`` whose API is one JSON POST per call."""
+
+    default_base_url: ClassVar[str]
+    path: ClassVar[str]
+    answer_kind: ClassVar[str]  # what a valid response is, for error messages
+
+    def __init__(
+        self,
+        config: ProviderConfig,
+        *,
+        api_key: str | None,
+        http: httpx.AsyncClient | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        del clock  # latency is measured on the wall clock of the real call
+        self.name = config.name
+        self.config = config
+        self._url = (config.base_url or self.default_base_url).rstrip("/") + self.path
+        self._endpoint = Endpoint(config.name, config.api_key_env, api_key)
+        self._headers = {"content-type": "application/json", **self.auth_headers(api_key)}
+        self._owns_http = http is None
+        self._http = http or make_http_client(timeout_s=config.timeout_s or 60.0)
+        self._warned_no_usage = False
+
+    def auth_headers(self, api_key: str | None) -> dict[str, str]:
+        """Headers that carry the key (and the API version); never logged."""
+        raise NotImplementedError
+
+    def build_body(self, request: CompletionRequest, *, with_tools: bool) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def parse(self, request: CompletionRequest, response: JsonResponse) -> Completion:
+        raise NotImplementedError
+
+    def model_info(self, model: str) -> ModelInfo:
+        raise NotImplementedError
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        """Answer ``request`` (structured output when it has ``output_schema``)."""
+        return await self._call(request, with_tools=False)
+
+    async def complete_with_tools(self, request: CompletionRequest) -> Completion:
+        """One turn with ``request.tools`` offered; the answer may hold ``tool_calls``."""
+        return await self._call(request, with_tools=True)
+
+    async def aclose(self) -> None:
+        if self._owns_http:
+            await self._http.aclose()
+
+    async def _call(self, request: CompletionRequest, *, with_tools: bool) -> Completion:
+        response = await post_json(
+            self._http,
+            self._endpoint,
+            self._url,
+            headers=self._headers,
+            body=self.build_body(request, with_tools=with_tools),
+            timeout_s=request.timeout_s,
+        )
+        try:
+            completion = self.parse(request, response)
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
+            reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
+            raise malformed(
+                self._endpoint,
+                response.status,
+                f"not {self.answer_kind} ({reason})",
+                response.content,
+            ) from exc
+        if not completion.usage_reported and not self._warned_no_usage:
+            self._warned_no_usage = True
+            log.warning("provider %s sent no usage; token counts and cost show as 0", self.name)
+        return completion
