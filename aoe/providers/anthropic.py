@@ -11,7 +11,6 @@ and are summed here into the one ``Usage`` convention (input includes cache read
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,7 +26,7 @@ from aoe.providers.base import (
     Usage,
 )
 from aoe.providers.http import JsonResponse
-from aoe.providers.json_api import JsonApiClient
+from aoe.providers.json_api import JsonApiClient, token_count, wire_name
 from aoe.providers.ratelimit_headers import parse_anthropic
 from aoe.spec.models import ProviderConfig, thaw
 
@@ -86,7 +85,7 @@ class AnthropicClient(JsonApiClient):
                 for t in request.tools
             ]
         if request.output_schema is not None:
-            name = _tool_name(request.schema_name)
+            name = wire_name(request.schema_name, 128)
             tools.append(
                 {
                     "name": name,
@@ -107,7 +106,9 @@ class AnthropicClient(JsonApiClient):
         blocks = body["content"]
         if not isinstance(blocks, list):
             raise TypeError("'content' is not a list")
-        output_tool = _tool_name(request.schema_name) if request.output_schema is not None else None
+        output_tool = (
+            wire_name(request.schema_name, 128) if request.output_schema is not None else None
+        )
         texts: list[str] = []
         calls: list[ToolCall] = []
         structured: str | None = None
@@ -187,25 +188,12 @@ def _arguments(call: ToolCall) -> dict[str, Any]:
 
 def _usage(raw: Mapping[str, Any]) -> Usage:
     """Anthropic's buckets are disjoint; total input = input + cache creation + cache read."""
-    fresh = _count(raw.get("input_tokens"))
-    written = _count(raw.get("cache_creation_input_tokens"))
-    read = _count(raw.get("cache_read_input_tokens"))
+    fresh = token_count(raw.get("input_tokens"))
+    written = token_count(raw.get("cache_creation_input_tokens"))
+    read = token_count(raw.get("cache_read_input_tokens"))
     return Usage(
         input_tokens=fresh + written + read,
-        output_tokens=_count(raw.get("output_tokens")),
+        output_tokens=token_count(raw.get("output_tokens")),
         cache_read_tokens=read,
         cache_write_tokens=written,
     )
-
-
-def _count(value: Any) -> int:
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise TypeError(f"token count {value!r} is not a non-negative integer")
-    return value
-
-
-def _tool_name(name: str) -> str:
-    """Anthropic tool names match ``^[a-zA-Z0-9_-]{1,128}$``."""
-    return re.sub(r"[^a-zA-Z0-9_-]", "_", name)[:128] or "output"

@@ -10,6 +10,7 @@ sends no usage.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any, ClassVar
 
 import httpx
@@ -95,3 +96,17 @@ class JsonApiClient:
             self._warned_no_usage = True
             log.warning("provider %s sent no usage; token counts and cost show as 0", self.name)
         return completion
+
+
+def token_count(value: Any) -> int:
+    """A usage figure from the wire: absent is 0, anything but a non-negative int is bad."""
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise TypeError(f"token count {value!r} is not a non-negative integer")
+    return value
+
+
+def wire_name(name: str, max_length: int) -> str:
+    """A tool or schema name both APIs accept: ``^[a-zA-Z0-9_-]{1,max_length}$``."""
+    return re.sub(r"[^a-zA-Z0-9_-]", "_", name)[:max_length] or "output"

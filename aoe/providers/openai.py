@@ -8,7 +8,6 @@ max-tokens field may have to be ``max_tokens`` (``ProviderConfig.max_tokens_fiel
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,7 +20,7 @@ from aoe.providers.base import (
     Usage,
 )
 from aoe.providers.http import JsonResponse
-from aoe.providers.json_api import JsonApiClient
+from aoe.providers.json_api import JsonApiClient, token_count, wire_name
 from aoe.providers.ratelimit_headers import parse_openai
 from aoe.spec.models import thaw
 
@@ -59,7 +58,7 @@ class OpenAIClient(JsonApiClient):
             body["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {
-                    "name": _schema_name(request.schema_name),
+                    "name": wire_name(request.schema_name, 64),
                     "schema": schema,
                     "strict": strict_compatible(schema),
                 },
@@ -168,24 +167,11 @@ def _usage(raw: Mapping[str, Any]) -> Usage:
     prompt_details = raw.get("prompt_tokens_details") or {}
     completion_details = raw.get("completion_tokens_details") or {}
     return Usage(
-        input_tokens=_count(raw.get("prompt_tokens")),
-        output_tokens=_count(raw.get("completion_tokens")),
-        cache_read_tokens=_count(prompt_details.get("cached_tokens")),
-        reasoning_tokens=_count(completion_details.get("reasoning_tokens")),
+        input_tokens=token_count(raw.get("prompt_tokens")),
+        output_tokens=token_count(raw.get("completion_tokens")),
+        cache_read_tokens=token_count(prompt_details.get("cached_tokens")),
+        reasoning_tokens=token_count(completion_details.get("reasoning_tokens")),
     )
-
-
-def _count(value: Any) -> int:
-    if value is None:
-        return 0
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise TypeError(f"token count {value!r} is not a non-negative integer")
-    return value
-
-
-def _schema_name(name: str) -> str:
-    """OpenAI wants ``^[a-zA-Z0-9_-]{1,64}$``."""
-    return re.sub(r"[^a-zA-Z0-9_-]", "_", name)[:64] or "output"
 
 
 def _tokenizer_for(model: str) -> str | None:
