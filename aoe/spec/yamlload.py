@@ -168,6 +168,13 @@ def _syntax_problem(text: str, file: str, exc: yaml.MarkedYAMLError) -> Problem:
             "YAML syntax error: a tab is used for indentation",
             "YAML indents with spaces only; replace the tabs with spaces",
         )
+    if "nesting depth" in problem:  # libyaml's own limit (PyYAML >= 6.0.4), same as ours
+        from aoe.spec.yamlbuild import MAX_DEPTH
+
+        return Problem(
+            file, line, col, f"YAML is nested more than {MAX_DEPTH} levels deep",
+            "flatten the structure; no workflow needs lists or mappings this deep",
+        )
     message = f"YAML syntax error: {problem}"
     if context and exc.context_mark is not None and exc.context_mark.line + 1 != line:
         message += f" ({context} at line {exc.context_mark.line + 1})"
