@@ -335,6 +335,10 @@ class RunHandle:
             from aoe.ledger.store import Ledger, default_db_path
 
             ledger = await asyncio.to_thread(Ledger.open, o.db_path or default_db_path())
+        from aoe.cost.tokens import preload
+
+        models = {agent.model for job in p.jobs for agent in job.spec.agents.values()}
+        await asyncio.to_thread(preload, models)
         tools = RunTools()
         runtime = Runtime(
             clients=clients,
