@@ -67,6 +67,8 @@ class AgentTask:
     env: Mapping[str, str] = field(default_factory=dict)
     budget_scopes: tuple[Any, ...] = ()
     first_attempt: int = 1
+    # Filled as attempts end, so an agent cancelled mid-attempt still reports them.
+    attempts: list[AttemptResult] = field(default_factory=list)
 
     @property
     def where(self) -> str:
@@ -101,7 +103,7 @@ async def run_agent(task: AgentTask, rt: Runtime) -> AgentResult:
     """Run one agent to a final state, retrying what failed for a retriable reason."""
     from aoe.retry import decide
 
-    attempts: list[AttemptResult] = []
+    attempts = task.attempts
     attempt = task.first_attempt
     started = time.time()
     while True:
@@ -188,6 +190,7 @@ async def _run_attempt(task: AgentTask, rt: Runtime, attempt: int) -> _Attempt:
         await _finish(task, rt, attempt, state, error=error)
         return _Attempt(_attempt_result(attempt, state, started, calls, error), error=error)
     except asyncio.CancelledError:
+        task.attempts.append(_attempt_result(attempt, AgentState.CANCELLED, started, calls))
         await asyncio.shield(_finish(task, rt, attempt, AgentState.CANCELLED, error=None))
         raise
     await _finish(task, rt, attempt, AgentState.COMPLETED, output=output)

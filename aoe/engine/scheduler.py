@@ -27,6 +27,7 @@ from aoe.engine import policy
 from aoe.engine.results import (
     AgentResult,
     AgentState,
+    AttemptResult,
     RunResult,
     WorkflowResult,
 )
@@ -97,6 +98,7 @@ class _WorkflowRun:
         self.order = {a: i for i, a in enumerate(spec.agents)}
         self.ready: list[tuple[int, int, str]] = []
         self.running: dict[str, asyncio.Task[AgentResult]] = {}
+        self.attempts: dict[str, list[AttemptResult]] = {}
         self.limit = spec.max_parallel_agents or 0
         self.stop_reason: str | None = None
         self.cancelled = False
@@ -300,6 +302,7 @@ class Engine:
         )
         runner = asyncio.create_task(run_agent(task, self.rt), name=f"{wf.job.key}/{agent_id}")
         wf.running[agent_id] = runner
+        wf.attempts[agent_id] = task.attempts
         self._running_total += 1
         runner.add_done_callback(functools.partial(self._on_done, wf, agent_id))
 
@@ -314,10 +317,16 @@ class Engine:
     def _on_done(self, wf: _WorkflowRun, agent_id: str, task: asyncio.Task[AgentResult]) -> None:
         wf.running.pop(agent_id, None)
         self._running_total -= 1
+        attempts = tuple(wf.attempts.pop(agent_id, ()))
         if task.cancelled():
             now = time.time()
             result = AgentResult(
-                agent_id, AgentState.CANCELLED, error="cancelled", started_at=now, ended_at=now
+                agent_id,
+                AgentState.CANCELLED,
+                attempts,
+                error="cancelled",
+                started_at=attempts[0].started_at if attempts else now,
+                ended_at=now,
             )
         elif (exc := task.exception()) is not None:
             now = time.time()

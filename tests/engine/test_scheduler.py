@@ -254,6 +254,8 @@ async def test_cancel_stops_the_run_promptly_with_exit_code_130() -> None:
     assert wf.state is WorkflowState.CANCELLED
     assert {a.state for a in wf.agents.values()} == {AgentState.CANCELLED}
     assert client.order() == ["a", "b"]
+    assert [x.state for x in wf.agents["a"].attempts] == [AgentState.CANCELLED]
+    assert wf.agents["c"].attempts == ()
 
 
 async def test_a_resumed_chain_runs_only_what_is_left() -> None:
