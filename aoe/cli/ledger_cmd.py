@@ -76,8 +76,13 @@ def runs(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (runs.schema.json).")] = False,
 ) -> None:
     """List recent runs from the ledger, newest first."""
-    with _open(db) as ledger:
-        found = ledger.list_runs(limit)
+    from aoe.ledger.store import default_db_path
+
+    path = db if db is not None else default_db_path()
+    found = []
+    if path.exists():  # reading never creates a ledger where none is
+        with _open(path) as ledger:
+            found = ledger.list_runs(limit)
     if as_json:
         from aoe.ledger.report_formats import runs_json
 

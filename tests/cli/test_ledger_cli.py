@@ -278,6 +278,7 @@ def test_runs_on_an_empty_ledger(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "no runs recorded yet" in out
     code, out, _ = _aoe(capsys, "runs", "--db", str(tmp_path / "x" / "new.db"), "--json")
     assert json.loads(out) == {"runs": []}
+    assert not (tmp_path / "x").exists()
 
 
 def test_importing_the_commands_stays_light() -> None:
