@@ -400,6 +400,15 @@ async def _call(
         if error is raw:
             raise
         raise error from raw
+    except Exception as raw:  # a client bug must not keep the reservation and the permit
+        unexpected = ProviderError(
+            f"the {client.name} client failed: {type(raw).__name__}: {raw}",
+            provider=client.name,
+            where=task.where,
+            outcome_unknown=True,
+            hint="this is a bug in the provider client; rerun with --debug for the traceback",
+        )
+        raise await _call_failed(task, rt, ticket, request, unexpected, calls) from raw
     ticket.limiter.settle(ticket.permit, completion.usage.total_tokens)
     if completion.rate_limits is not None:
         ticket.limiter.observe(completion.rate_limits)

@@ -132,6 +132,7 @@ class Engine:
         self._bookkeeping: set[asyncio.Task[None]] = set()
         self._done = asyncio.Event()
         self._interrupted = False
+        self._fatal: BaseException | None = None
         self._seq = itertools.count()
 
     # -- public -----------------------------------------------------------------------
@@ -162,13 +163,21 @@ class Engine:
             )
         )
         self._queue.extend(_WorkflowRun(job, i) for i, job in enumerate(jobs))
+        if self._interrupted:  # cancelled while the run was being set up
+            for wf in self._queue:
+                wf.cancelled, wf.stop_reason = True, "interrupted"
         order = [j.key for j in jobs]
         self._admit()
         if not self._active:
             self._done.set()
         await self._done.wait()
         while self._bookkeeping:
-            await asyncio.gather(*list(self._bookkeeping))
+            done = await asyncio.gather(*list(self._bookkeeping), return_exceptions=True)
+            failed = [d for d in done if isinstance(d, BaseException)]
+            if failed and self._fatal is None:
+                self._fatal = failed[0]
+        if self._fatal is not None:
+            raise self._fatal
         result = RunResult(
             self.run_id,
             tuple(self._results[k] for k in order if k in self._results),
@@ -229,21 +238,37 @@ class Engine:
             )
         )
         if self.rt.ledger is not None:
-            from aoe.ledger.records import WorkflowStart
-
-            await self.rt.ledger.start_workflow(
-                WorkflowStart(
-                    self.run_id,
-                    wf.job.key,
-                    spec.name,
-                    str(spec.path),
-                    dict(wf.job.inputs),
-                    spec.budget_usd,
-                    needs=wf.job.needs,
-                )
-            )
+            try:
+                await self._record_start(wf)
+            except Exception as exc:  # nothing may run that the ledger cannot record
+                self._fatal = exc
+                wf.opened = True
+                self.cancel()
+                self._maybe_finish(wf)
+                return
         wf.opened = True
         wf.started_at = time.time()
+        self._begin(wf)
+
+    async def _record_start(self, wf: _WorkflowRun) -> None:
+        from aoe.ledger.records import WorkflowStart
+
+        spec = wf.job.spec
+        assert self.rt.ledger is not None
+        await self.rt.ledger.start_workflow(
+            WorkflowStart(
+                self.run_id,
+                wf.job.key,
+                spec.name,
+                str(spec.path),
+                dict(wf.job.inputs),
+                spec.budget_usd,
+                needs=wf.job.needs,
+            )
+        )
+
+    def _begin(self, wf: _WorkflowRun) -> None:
+        """Settle resumed agents, queue the ready ones, and start what fits."""
         resumed = [a for a in wf.job.completed if a in wf.states]
         for agent_id in resumed:
             wf.states[agent_id] = AgentState.COMPLETED

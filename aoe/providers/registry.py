@@ -73,6 +73,12 @@ def api_key_for(config: ProviderConfig, environ: Mapping[str, str]) -> str | Non
     if config.type == "sim" or not config.api_key_env:
         return None
     value = environ.get(config.api_key_env, "").strip()
+    if value and not value.isascii():
+        raise MissingKeyError(
+            f"${config.api_key_env} holds characters that cannot be sent in an HTTP header",
+            hint=f"set {config.api_key_env} to the key exactly as the provider issued it "
+            "(a pasted key sometimes carries a typographic quote or dash)",
+        )
     if not value:
         raise MissingKeyError(
             f"provider {config.name!r} needs an API key in ${config.api_key_env}, which is not set",

@@ -286,3 +286,78 @@ async def test_many_instances_each_get_their_own_outcome(n: int) -> None:
     assert len(result.workflows) == n
     assert result.exit_code == 0
     assert len(client.calls) == 2 * n
+
+
+async def test_cancel_before_the_run_starts_runs_nothing() -> None:
+    """Ctrl-C while the run is being set up: no agent is called, the run ends CANCELLED."""
+    spec = workflow(agent("a"), agent("b"))
+    client = ScriptedClient()
+    engine = Engine(runtime(client))
+    engine.cancel()
+    result = await asyncio.wait_for(engine.run([WorkflowJob.of("wf", spec)]), 2)
+    assert result.exit_code == 130
+    assert client.calls == []
+
+
+async def test_a_ledger_that_cannot_record_a_workflow_stops_the_run() -> None:
+    """Nothing runs that the ledger cannot record: the error surfaces, nothing hangs."""
+    from aoe.errors import LedgerError
+
+    class BrokenLedger:
+        async def start_run(self, record: object) -> None:
+            return None
+
+        async def start_workflow(self, record: object) -> None:
+            raise LedgerError("database is locked", where="ledger.db")
+
+        async def finish_workflow(self, *args: object) -> None:
+            return None
+
+        async def finish_run(self, *args: object) -> None:
+            return None
+
+    client = ScriptedClient()
+    engine = Engine(runtime(client, ledger=BrokenLedger()))
+    with pytest.raises(LedgerError, match="locked"):
+        await asyncio.wait_for(engine.run([WorkflowJob.of("wf", workflow(agent("a")))]), 2)
+    assert client.calls == []
+
+
+async def test_a_client_bug_fails_the_agent_and_holds_no_budget_or_slot() -> None:
+    """An unexpected exception from a client is a FAILED agent; its reservation and its
+    rate-limit slot are given back, so nothing else waits for them."""
+    from decimal import Decimal
+
+    from aoe.clock import SystemClock
+    from aoe.engine.budgets import RunBudgets
+    from aoe.ratelimit import RateLimiter
+    from aoe.spec.models import LimitsSpec
+
+    class Prices:
+        def cost_usd(self, model, usage):  # type: ignore[no-untyped-def]
+            return Decimal("0.01")
+
+        def max_cost_usd(self, model, input_tokens, max_output_tokens):  # type: ignore[no-untyped-def]
+            return Decimal("0.01")
+
+    limiter = RateLimiter(LimitsSpec(concurrent_requests=1), clock=SystemClock(), name="k")
+
+    class Limits:
+        def for_model(self, provider: str, model: str) -> RateLimiter:
+            return limiter
+
+    budgets = RunBudgets(Decimal("0.05"))
+    spec = workflow(agent("a"), agent("b"), agent("c"), allow_partial_completion=True,
+                    max_failure_rate=0.5)
+    client = ScriptedClient(script={"a": [ValueError("boom")]})
+    result = await asyncio.wait_for(
+        run(spec, client, budgets=budgets, prices=Prices(), limiters=Limits()), 5
+    )
+    agents = result.workflows[0].agents
+    assert agents["a"].state is AgentState.FAILED
+    assert "ValueError: boom" in (agents["a"].error or "")
+    assert agents["b"].state is agents["c"].state is AgentState.COMPLETED
+    run_budget = budgets.state("run")
+    assert run_budget.reserved_usd == 0
+    assert run_budget.unconfirmed_usd == Decimal("0.01")
+    assert limiter.stats().in_flight == 0
