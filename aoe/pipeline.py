@@ -409,10 +409,15 @@ async def _call(
             hint="this is a bug in the provider client; rerun with --debug for the traceback",
         )
         raise await _call_failed(task, rt, ticket, request, unexpected, calls) from raw
-    ticket.limiter.settle(ticket.permit, completion.usage.total_tokens)
+    # A server that reports no usage (some compatible servers) billed an unknown amount:
+    # the reservation stays spent, as unconfirmed, so a budget still holds against it.
+    reported = completion.usage_reported
+    used_tokens = completion.usage.total_tokens if reported else ticket.reserved_tokens
+    ticket.limiter.settle(ticket.permit, used_tokens)
     if completion.rate_limits is not None:
         ticket.limiter.observe(completion.rate_limits)
-    cost = _settle_budget(rt, task, ticket, completion.usage, unknown=False)
+    usage = completion.usage if reported else None
+    cost = _settle_budget(rt, task, ticket, usage, unknown=not reported)
     calls.append((completion.usage, cost))
     last_turn = turn >= task.agent.max_turns
     answer = _Turn(completion)
@@ -438,7 +443,7 @@ async def _call(
                 ticket,
                 completion.usage,
                 cost,
-                confirmed=True,
+                confirmed=reported,
                 status="ok",
                 request_id=completion.request_id,
                 tool_calls=log,

@@ -64,6 +64,9 @@ class AnthropicClient(JsonApiClient):
             f"AnthropicClient(name={self.name!r}, url={self._url!r}, version={self.api_version!r})"
         )
 
+    def usage_of(self, body: Any) -> Usage:
+        return _usage(body)
+
     def model_info(self, model: str) -> ModelInfo:
         return ModelInfo(provider=self.name, name=model, tokenizer=None, context_window=200_000)
 

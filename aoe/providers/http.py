@@ -225,13 +225,18 @@ def status_error(
 
 
 def malformed(endpoint: Endpoint, status: int | None, what: str, content: bytes) -> ProviderError:
-    """An answer that breaks the API's promise: the reason and a short, masked excerpt."""
+    """An answer that breaks the API's promise: the reason and a short, masked excerpt.
+
+    A 2xx answer was billed although it cannot be read, so its outcome is unknown: the
+    call's reservation stays spent (unconfirmed) unless its usage can still be read.
+    """
     excerpt = endpoint.redact(_excerpt(content))
     return MalformedResponseError(
         f"{what}: {excerpt!r}" if excerpt else what,
         provider=endpoint.provider,
         status=status,
         hint="the server at base_url may not speak this provider's API",
+        outcome_unknown=status is not None and 200 <= status < 300,
     )
 
 

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import httpx
 
 from aoe.clock import Clock
-from aoe.providers.base import Completion, CompletionRequest, ModelInfo
+from aoe.providers.base import Completion, CompletionRequest, ModelInfo, Usage
 from aoe.providers.http import Endpoint, JsonResponse, make_http_client, malformed, post_json
 from aoe.spec.models import ProviderConfig
 
@@ -61,6 +61,17 @@ class JsonApiClient:
     def model_info(self, model: str) -> ModelInfo:
         raise NotImplementedError
 
+    def usage_of(self, body: Any) -> Usage:
+        """The ``usage`` object of a response body in aoe's convention."""
+        raise NotImplementedError
+
+    def salvage_usage(self, response: JsonResponse) -> Usage | None:
+        """The usage of an answer that is otherwise unreadable, if that part is intact."""
+        try:
+            return self.usage_of(response.body["usage"])
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError):
+            return None
+
     async def complete(self, request: CompletionRequest) -> Completion:
         """Answer ``request`` (structured output when it has ``output_schema``)."""
         return await self._call(request, with_tools=False)
@@ -86,15 +97,20 @@ class JsonApiClient:
             completion = self.parse(request, response)
         except (KeyError, IndexError, TypeError, ValueError, AttributeError) as exc:
             reason = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
-            raise malformed(
+            error = malformed(
                 self._endpoint,
                 response.status,
                 f"not {self.answer_kind} ({reason})",
                 response.content,
-            ) from exc
+            )
+            error.usage = self.salvage_usage(response)
+            raise error from exc
         if not completion.usage_reported and not self._warned_no_usage:
             self._warned_no_usage = True
-            log.warning("provider %s sent no usage; token counts and cost show as 0", self.name)
+            log.warning(
+                "provider %s sent no usage; each call keeps its reserved cost as unconfirmed",
+                self.name,
+            )
         return completion
 
 

@@ -40,6 +40,9 @@ class OpenAIClient(JsonApiClient):
     def __repr__(self) -> str:
         return f"OpenAIClient(name={self.name!r}, url={self._url!r})"
 
+    def usage_of(self, body: Any) -> Usage:
+        return _usage(body)
+
     def model_info(self, model: str) -> ModelInfo:
         return ModelInfo(provider=self.name, name=model, tokenizer=_tokenizer_for(model))
 

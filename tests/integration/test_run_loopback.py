@@ -216,3 +216,20 @@ def test_a_429_with_retry_after_pauses_the_key_for_every_agent(
     assert [c[0] for c in calls] == ["RateLimitedError", "ok", "ok", "ok"]
     limited_at = calls[0][2]
     assert all(started >= limited_at + 0.95 for _, started, _ in calls[1:])
+
+
+@pytest.mark.usefixtures("keys")
+def test_an_answer_without_usage_keeps_its_reservation_as_unconfirmed_spend(
+    fake_provider: FakeProvider, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A server that reports no usage cannot slip past a budget: the call costs its worst case,
+    marked unconfirmed."""
+    wf = _write(tmp_path, fake_provider, "  a:\n    prompt: hi\n", extra="budget_usd: 1\n")
+    body = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
+                         "finish_reason": "stop"}]}
+    fake_provider.script(Fault.reply(body))
+    code, doc, _ = _run(tmp_path, wf, capsys)
+    assert code == 0
+    assert doc["cost_usd"] > 0
+    db = sqlite3.connect(tmp_path / "aoe-test.db")
+    assert db.execute("select cost_confirmed, cost_pusd > 0 from calls").fetchall() == [(0, 1)]

@@ -25,6 +25,7 @@ from aoe.errors import (
     ServerError,
 )
 from aoe.providers.anthropic import AnthropicClient
+from aoe.providers.base import Usage
 from aoe.providers.http import Endpoint, parse_retry_after, post_json, status_error
 from aoe.providers.openai import OpenAIClient
 from aoe.retry import decide
@@ -68,9 +69,12 @@ CASES = [
     Case("408", Fault.error(408), ProviderTimeout, status=408),
     Case("hang", Fault.hang(3.0), ProviderTimeout, outcome_unknown=True),
     Case("dropped", Fault.drop(), ProviderConnectionError, outcome_unknown=True),
-    Case("truncated JSON", Fault.truncated(), MalformedResponseError, status=200),
-    Case("not JSON", Fault.not_json(), MalformedResponseError, status=200),
-    Case("missing fields", Fault.missing_fields(), MalformedResponseError, status=200),
+    # a 2xx answer was billed even if it cannot be read: its outcome is unknown
+    Case("truncated JSON", Fault.truncated(), MalformedResponseError, status=200,
+         outcome_unknown=True),
+    Case("not JSON", Fault.not_json(), MalformedResponseError, status=200, outcome_unknown=True),
+    Case("missing fields", Fault.missing_fields(), MalformedResponseError, status=200,
+         outcome_unknown=True),
 ]
 RETRIABLE = {
     RateLimitedError,
@@ -292,3 +296,14 @@ def test_endpoint_repr_never_shows_the_secret():
     endpoint = Endpoint("openai", "OPENAI_API_KEY", "sk-live-abc")
     assert "sk-live-abc" not in repr(endpoint)
     assert endpoint.redact("key sk-live-abc here") == "key *** here"
+
+
+async def test_usage_of_an_unreadable_answer_is_still_billed_exactly(
+    openai_client: OpenAIClient, fake_provider: FakeProvider
+) -> None:
+    """An answer missing `choices` but carrying `usage` is charged at that usage."""
+    body = {"id": "x", "usage": {"prompt_tokens": 11, "completion_tokens": 7}}
+    fake_provider.script(Fault.reply(body))
+    with pytest.raises(MalformedResponseError) as info:
+        await openai_client.complete(chat_request())
+    assert info.value.usage == Usage(input_tokens=11, output_tokens=7)
