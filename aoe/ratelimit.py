@@ -257,7 +257,8 @@ class RateLimiter:
         now = self._clock.now()
         if not self._queue and now + _EPS_S >= self._paused_until and self._fits(now, tokens):
             return self._grant(now, tokens, 0.0)
-        if timeout_s is not None and timeout_s <= 0:
+        if timeout_s is not None and (timeout_s <= 0 or self._paused_until > now + timeout_s):
+            # no capacity can come back before the deadline: say so now, not at the deadline
             raise self._timeout_error(tokens, 0.0)
         loop = asyncio.get_running_loop()
         deadline = math.inf if timeout_s is None else now + timeout_s

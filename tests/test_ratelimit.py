@@ -343,3 +343,13 @@ async def test_windows_are_a_margin_longer_than_their_period_by_default() -> Non
     assert not waiting.done()
     await clock.advance(WINDOW_MARGIN_S)
     assert (await waiting).granted_at == pytest.approx(60 + WINDOW_MARGIN_S)
+
+
+async def test_a_pause_longer_than_the_deadline_fails_at_once() -> None:
+    """After a 429 asking for an hour, a caller with a 10 s deadline is told at once."""
+    clock = FakeClock()
+    limiter = make(clock, requests_per_minute=100)
+    limiter.pause(3600)
+    with pytest.raises(RateLimitTimeoutError, match="paused"):
+        await limiter.acquire(1, timeout_s=10)
+    assert clock.now() == 0

@@ -41,6 +41,7 @@ from aoe.spec.models import ModelRef
 __all__ = [
     "ESTIMATE_BYTES_MARGIN",
     "ESTIMATE_MARGIN",
+    "HIDDEN_TOOL_PROMPT_TOKENS",
     "REPLY_PRIMING_TOKENS",
     "TOKENS_PER_MESSAGE",
     "TOKENS_PER_TOOL",
@@ -64,6 +65,9 @@ TOOLS_BLOCK_TOKENS = 12
 TOKENS_PER_TOOL = 8
 TOKENS_PER_TOOL_CALL = 6
 ESTIMATE_MARGIN = 1.3
+# Anthropic adds a hidden system prompt of roughly 300-350 tokens whenever tools are offered
+# (aoe's structured output is a tool there too); OpenAI's tool framing is counted above.
+HIDDEN_TOOL_PROMPT_TOKENS = 350
 ESTIMATE_BYTES_MARGIN = 1.1
 _BYTES_PER_TOKEN_FALLBACK = 3
 
@@ -181,6 +185,8 @@ def estimate_request(model: ModelRef, request: CompletionRequest) -> RequestEsti
     exact = all(c.exact for c in counts)
     if not exact:
         framing = math.ceil(framing * ESTIMATE_MARGIN)
+        if request.tools or request.output_schema is not None:
+            framing += HIDDEN_TOOL_PROMPT_TOKENS
     method = counts[0].method if counts else count_tokens(model, "").method
     return RequestEstimate(
         input_tokens=sum(c.tokens for c in counts) + framing,

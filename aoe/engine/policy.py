@@ -22,7 +22,9 @@ def _critical_failure(spec: WorkflowSpec, states: Mapping[str, AgentState]) -> s
     if spec.critical_priority is None:
         return None
     for agent_id, state in states.items():
-        if state in FAILED_STATES and spec.agents[agent_id].priority >= spec.critical_priority:
+        # a critical agent that never ran because its input failed is lost all the same
+        lost = state in FAILED_STATES or state is AgentState.SKIPPED
+        if lost and spec.agents[agent_id].priority >= spec.critical_priority:
             return agent_id
     return None
 
@@ -47,8 +49,9 @@ def stop_reason(spec: WorkflowSpec, states: Mapping[str, AgentState]) -> str | N
     critical = _critical_failure(spec, states)
     if critical is not None:
         return (
-            f"agent '{critical}' (priority {spec.agents[critical].priority}) failed, "
-            f"at or above critical_priority {spec.critical_priority}"
+            f"agent '{critical}' (priority {spec.agents[critical].priority}) "
+            f"{states[critical].value.lower()}, at or above critical_priority "
+            f"{spec.critical_priority}"
         )
     rate = _failure_rate(states)
     if rate > spec.max_failure_rate:

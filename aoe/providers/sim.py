@@ -86,11 +86,10 @@ class SimulatorClient:
     async def _answer(self, request: CompletionRequest, *, with_tools: bool) -> Completion:
         sim = request.simulate or SimulateSpec()
         rng = random.Random(f"{self.seed}:{request.trace_id}:{request.attempt}")
-        output_tokens = (
-            sim.output_tokens
-            if sim.output_tokens is not None
-            else min(request.max_tokens, DEFAULT_OUTPUT_TOKENS)
-        )
+        wanted = sim.output_tokens if sim.output_tokens is not None else DEFAULT_OUTPUT_TOKENS
+        # a model never says more than max_tokens: a longer answer is cut, as a real one is
+        output_tokens = min(wanted, request.max_tokens)
+        cut = wanted > request.max_tokens
         latency_s = sim.latency_s if sim.latency_s is not None else default_latency_s(output_tokens)
         if latency_s > 0:
             await self._clock.sleep(latency_s)
@@ -122,7 +121,7 @@ class SimulatorClient:
         text = self._text(request, sim, rng, output_tokens)
         if failing:  # invalid_output: an object or array cut short is never valid JSON
             text = text[: len(text) // 2] if text[:1] in ("{", "[") else "<not json> " + text
-        return done(text)
+        return done(text, "length" if cut else "stop")
 
     def _failure(self, sim: SimulateSpec, request: CompletionRequest) -> ProviderError:
         where = f"simulated failure {request.attempt} of {sim.fail_times}"

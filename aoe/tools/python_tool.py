@@ -10,10 +10,12 @@ functions run in a worker thread; a return value that is not a string is sent as
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import inspect
 import json
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -54,10 +56,42 @@ class PythonTool:
         if inspect.iscoroutinefunction(function):
             value = await function(**arguments)
         else:
-            value = await asyncio.to_thread(function, **arguments)
+            value = await _in_daemon_thread(function, arguments)
             if inspect.isawaitable(value):
                 value = await value
         return ToolOutput(_text(value))
+
+
+async def _in_daemon_thread(function: Callable[..., Any], arguments: dict[str, Any]) -> Any:
+    """Run a sync tool on a thread of its own that never holds the process open.
+
+    A timed-out or cancelled sync function cannot be stopped; on a daemon thread it is at
+    least abandoned, so Ctrl-C still ends aoe at once (``asyncio.to_thread`` would make
+    the interpreter wait for it at exit).
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def deliver(value: Any, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
+
+    def work() -> None:
+        try:
+            value = function(**arguments)
+        except BaseException as exc:  # handed to the awaiting task, which reports it
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(deliver, None, exc)
+            return
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(deliver, value, None)
+
+    threading.Thread(target=work, name="aoe-tool", daemon=True).start()
+    return await future
 
 
 def _text(value: Any) -> str:

@@ -236,3 +236,16 @@ def test_request_estimate_for_claude_is_padded_and_marked() -> None:
     openai = estimate_request(ModelRef("openai", "gpt-4o"), request)
     assert not claude.exact
     assert claude.input_tokens >= openai.input_tokens * 1.2
+
+
+def test_estimated_requests_with_tools_count_the_hidden_tool_prompt() -> None:
+    """Claude with tools or structured output reserves the hidden tool prompt it is billed for."""
+    from aoe.cost.tokens import HIDDEN_TOOL_PROMPT_TOKENS
+
+    plain = CompletionRequest(model="claude-sonnet-4-5", messages=(Message("user", "hi"),),
+                              max_tokens=10)
+    schema = CompletionRequest(model="claude-sonnet-4-5", messages=(Message("user", "hi"),),
+                               max_tokens=10, output_schema={"type": "object"})
+    model = ModelRef("anthropic", "claude-sonnet-4-5")
+    extra = estimate_request(model, schema).input_tokens - estimate_request(model, plain).input_tokens
+    assert extra >= HIDDEN_TOOL_PROMPT_TOKENS

@@ -74,3 +74,12 @@ def test_cancelled_is_130() -> None:
     spec = workflow(agent("a"))
     state, _ = outcome(spec, {"a": AgentState.CANCELLED}, cancelled=True)
     assert state.exit_code == 130
+
+
+def test_a_critical_agent_skipped_by_a_failure_fails_the_workflow() -> None:
+    """A critical agent that never ran because its dependency failed is a critical loss."""
+    spec = workflow(agent("feed", priority=1), agent("vip", "feed", priority=9), agent("b"),
+                    allow_partial_completion=True, max_failure_rate=0.9, critical_priority=8)
+    states = {"feed": F, "vip": S, "b": C}
+    assert "critical_priority" in (stop_reason(spec, states) or "")
+    assert outcome(spec, states)[0] is WorkflowState.FAILED

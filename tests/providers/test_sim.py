@@ -68,7 +68,7 @@ async def test_configured_latency_and_tokens_are_used():
     """simulate: {latency_s, output_tokens} shapes the call exactly."""
     client, clock = sim_client()
     completion = await client.complete(
-        chat_request(simulate=SimulateSpec(latency_s=2.5, output_tokens=400))
+        chat_request(max_tokens=1000, simulate=SimulateSpec(latency_s=2.5, output_tokens=400))
     )
     assert clock.slept == [2.5]
     assert completion.usage.output_tokens == 400
@@ -276,3 +276,14 @@ async def test_structured_output_is_schema_valid_json():
             chat_request(output_schema=freeze(SCHEMAS[2]), trace_id=trace)
         )
         jsonschema.validate(json.loads(completion.text), SCHEMAS[2])
+
+
+async def test_output_never_exceeds_max_tokens() -> None:
+    """Asked for more than max_tokens, the simulator stops there, as a real model does."""
+    from aoe.spec.models import SimulateSpec
+
+    client = SimulatorClient(clock=FakeClock(autojump=True))
+    request = chat_request(max_tokens=100, simulate=SimulateSpec(latency_s=0, output_tokens=20_000))
+    completion = await client.complete(request)
+    assert completion.usage.output_tokens == 100
+    assert completion.finish_reason == "length"

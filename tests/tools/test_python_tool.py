@@ -25,6 +25,9 @@ async def lookup_async(name):
 def plain_text():
     return "just text"
 
+def stuck():
+    threading.Event().wait(30)
+
 NOT_A_FUNCTION = 42
 '''
 
@@ -100,3 +103,21 @@ def test_the_shipped_erp_tools_answer_from_the_csv_data() -> None:
     receipts = load_function("erp_tools.purchasing:goods_receipts", workflows)("PO-781004")
     assert receipts["lines"] == [{"line": 1, "quantity_received": 5.0},
                                  {"line": 2, "quantity_received": 4.0}]
+
+
+async def test_a_timed_out_sync_tool_never_holds_the_process_open(tmp_path: Path) -> None:
+    """A sync function past its timeout is an error result, and its thread is a daemon, so
+    Ctrl-C (or the end of the run) does not wait for it."""
+    package = _package(tmp_path)
+    spec = tool_spec(tmp_path, "stuck", "python", {"function": f"{package}.vendors:stuck"},
+                     timeout_s=0.2)
+    box = await Toolbox.open([spec])
+    try:
+        result = await box.run(call("stuck", {}))
+    finally:
+        await box.aclose()
+    assert result.is_error
+    assert "0.2" in result.content
+    stuck = [t for t in threading.enumerate() if t.name == "aoe-tool"]
+    assert stuck
+    assert all(t.daemon for t in stuck)
