@@ -47,7 +47,7 @@ from aoe.monitor.events import (
 )
 from aoe.providers.base import Completion, CompletionRequest, Message, ToolCall, Usage
 from aoe.runtime import Limiter, Runtime
-from aoe.spec.models import AgentSpec, WorkflowSpec, thaw
+from aoe.spec.models import AgentSpec, WorkflowSpec, agent_fingerprint, thaw
 from aoe.tools import Toolbox, ToolResult, result_message, tool_log
 
 if TYPE_CHECKING:
@@ -175,6 +175,7 @@ async def _run_attempt(task: AgentTask, rt: Runtime, attempt: int) -> _Attempt:
                     agent.module,
                     str(agent.model),
                     started,
+                    fingerprint=agent_fingerprint(agent),
                 )
             )
         request = build_request(task, attempt)

@@ -251,14 +251,31 @@ def _prepare_resume(options: RunOptions) -> PreparedRun:
     from aoe.ledger.store import Ledger, default_db_path
     from aoe.spec.config import load_config
 
+    if options.files or options.input_pairs or options.input_files or options.each:
+        raise UsageError(
+            "--resume takes no workflow files, inputs or --each: a run resumes with the "
+            "files and inputs it started with",
+            hint=f"aoe run --resume {options.resume}",
+        )
     db = options.db_path or default_db_path()
+    if not db.exists():
+        raise UsageError(f"there is no ledger at {db}", hint="pass --db or set AOE_DB")
     with Ledger.open(db) as ledger:
         state = ledger.resume_state(options.resume or "")
+    if options.simulate and not state.simulate:
+        raise UsageError(
+            f"run {state.run_id} called real providers; resuming it --simulate would mix "
+            "simulated answers into it",
+            hint=f"aoe run --resume {state.run_id} (without --simulate)",
+        )
     files = tuple(Path(f) for f in state.files)
     specs = {str(s.path): s for s in _check_files(files)}
     by_path = {str(Path(p)): s for p, s in specs.items()}
     jobs: list[WorkflowJob] = []
     spent: dict[str, Decimal] = {}
+    notes: list[str] = []
+    if state.simulate and not options.simulate:
+        notes.append(f"run {state.run_id} was simulated; it resumes simulated")
     for key, wf in state.workflows.items():
         spec = by_path.get(str(Path(wf.path)))
         if spec is None:
@@ -270,7 +287,12 @@ def _prepare_resume(options: RunOptions) -> PreparedRun:
 
         inputs = resolve_inputs(spec, dict(wf.inputs))
         needs = {a.id: a.needs for a in spec.agents.values()}
-        completed = {a: o for a, o in wf.completed.items() if a in spec.agents}
+        completed, rerun = _still_valid(spec, wf.completed, wf.fingerprints)
+        if rerun:
+            notes.append(
+                f"{key}: {', '.join(sorted(rerun))} changed since they completed "
+                "(or need an agent that did) and will run again"
+            )
         jobs.append(WorkflowJob(key, spec, needs, inputs, completed, dict(wf.next_attempt)))
         spent[key] = wf.spent_usd
         for agent_id, amount in wf.agent_spent_usd.items():
@@ -285,7 +307,7 @@ def _prepare_resume(options: RunOptions) -> PreparedRun:
         if options.budget_usd is not None
         else (float(state.budget_usd) if state.budget_usd is not None else None)
     )
-    warnings = _price_warnings(config, jobs, budget)
+    warnings = notes + _price_warnings(config, jobs, budget)
     if not simulate:
         _check_keys(config, jobs)
     return PreparedRun(
@@ -298,6 +320,37 @@ def _prepare_resume(options: RunOptions) -> PreparedRun:
         spent=spent,
         warnings=tuple(warnings),
     )
+
+
+def _still_valid(
+    spec: WorkflowSpec, completed: Mapping[str, Any], fingerprints: Mapping[str, str | None]
+) -> tuple[dict[str, Any], set[str]]:
+    """Completed outputs a resume may reuse, and the agents that must run again.
+
+    An agent whose spec changed since it completed runs again, and so does every completed
+    agent downstream of it, which was fed the old output.
+    """
+    from aoe.spec.models import agent_fingerprint
+
+    changed = {
+        a
+        for a in completed
+        if a not in spec.agents
+        or (fingerprints.get(a) or "") not in ("", agent_fingerprint(spec.agents[a]))
+    }
+    dependents: dict[str, list[str]] = {a: [] for a in spec.agents}
+    for agent in spec.agents.values():
+        for need in agent.needs:
+            dependents.setdefault(need, []).append(agent.id)
+    stale, stack = set(), [a for a in changed if a in spec.agents]
+    while stack:
+        agent_id = stack.pop()
+        if agent_id in stale:
+            continue
+        stale.add(agent_id)
+        stack.extend(dependents.get(agent_id, ()))
+    keep = {a: o for a, o in completed.items() if a in spec.agents and a not in stale}
+    return keep, stale & set(completed)
 
 
 class RunHandle:

@@ -116,7 +116,18 @@ def m003_workflow_graph(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE workflows ADD COLUMN graph_json TEXT")
 
 
-MIGRATIONS: Final[tuple[Migration, ...]] = (m001_initial, m002_report_indexes, m003_workflow_graph)
+def m004_attempt_fingerprint(conn: sqlite3.Connection) -> None:
+    """What each attempt ran (a hash of its agent's spec): a resume re-runs an agent whose
+    spec changed since it completed, instead of reusing an output made by other settings."""
+    conn.execute("ALTER TABLE attempts ADD COLUMN fingerprint TEXT")
+
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    m001_initial,
+    m002_report_indexes,
+    m003_workflow_graph,
+    m004_attempt_fingerprint,
+)
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 
 

@@ -371,14 +371,16 @@ def resume_state(conn: sqlite3.Connection, prefix: str) -> ResumeState:
     outputs = _outputs(conn, run_id)
     completed: dict[str, dict[str, Any]] = defaultdict(dict)
     next_attempt: dict[str, dict[str, int]] = defaultdict(dict)
-    for w, a, n, state in conn.execute(
-        "SELECT workflow_key, agent_id, attempt, state FROM attempts WHERE run_id = ?"
-        " ORDER BY attempt",
+    fingerprints: dict[str, dict[str, str | None]] = defaultdict(dict)
+    for w, a, n, state, fingerprint in conn.execute(
+        "SELECT workflow_key, agent_id, attempt, state, fingerprint FROM attempts"
+        " WHERE run_id = ? ORDER BY attempt",
         (run_id,),
     ):
         next_attempt[w][a] = max(next_attempt[w].get(a, 1), n + 1)
         if state == "COMPLETED":
             completed[w][a] = outputs.get((w, a, n))
+            fingerprints[w][a] = fingerprint
     spent: dict[str, dict[str, Decimal]] = defaultdict(dict)
     for w, a, top, cost in conn.execute(
         "SELECT workflow_key, agent_id, MAX(attempt), SUM(cost_pusd) FROM calls"
@@ -404,6 +406,7 @@ def resume_state(conn: sqlite3.Connection, prefix: str) -> ResumeState:
             spent_usd=sum(spent.get(key, {}).values(), Decimal(0)),
             agent_spent_usd=dict(spent.get(key, {})),
             next_attempt=dict(next_attempt.get(key, {})),
+            fingerprints=dict(fingerprints.get(key, {})),
         )
     return ResumeState(
         run_id=run_id,

@@ -74,6 +74,7 @@ class AttemptStart:
     module: str | None
     model: str
     started_at: float
+    fingerprint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,6 +248,7 @@ class WorkflowResume:
     spent_usd: Decimal
     agent_spent_usd: Mapping[str, Decimal]
     next_attempt: Mapping[str, int]
+    fingerprints: Mapping[str, str | None] = field(default_factory=lambda: EMPTY)
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,8 +92,17 @@ def write_attempt_start(conn: sqlite3.Connection, a: AttemptStart) -> None:
     """Insert an attempt; until it has an end it reads as running, then as interrupted."""
     conn.execute(
         "INSERT INTO attempts (run_id, workflow_key, agent_id, attempt, module, model,"
-        " started_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (a.run_id, a.workflow_key, a.agent_id, a.attempt, a.module, a.model, a.started_at),
+        " started_at, fingerprint) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            a.run_id,
+            a.workflow_key,
+            a.agent_id,
+            a.attempt,
+            a.module,
+            a.model,
+            a.started_at,
+            a.fingerprint,
+        ),
     )
 
 

@@ -160,6 +160,28 @@ class AgentSpec:
     prompt_location: Location | None = None
 
 
+def agent_fingerprint(agent: AgentSpec) -> str:
+    """A short hash of everything that shapes an agent's answer (model, prompts, schema,
+    sampling, tools, ``with`` values, simulation), to tell on ``--resume`` whether an
+    output recorded earlier was made by the agent as it is now."""
+    import hashlib
+
+    shaping = (
+        str(agent.model),
+        agent.prompt,
+        agent.system,
+        agent.needs,
+        agent.temperature,
+        agent.max_tokens,
+        agent.tools,
+        agent.max_turns,
+        repr(thaw(agent.output_schema)),
+        repr(thaw(agent.with_values)),
+        repr(agent.simulate),
+    )
+    return hashlib.blake2b(repr(shaping).encode(), digest_size=8).hexdigest()
+
+
 @dataclass(frozen=True, slots=True)
 class WorkflowSpec:
     """A validated workflow file. ``agents`` keeps file order."""

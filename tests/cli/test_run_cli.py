@@ -141,3 +141,68 @@ def test_a_signal_stops_the_run_within_2_seconds_with_exit_130(
         run_state = conn.execute("select state from runs").fetchone()[0]
     assert states == {"a": "CANCELLED", "b": "CANCELLED"}
     assert run_state == "CANCELLED"
+
+
+def test_resume_reruns_agents_whose_spec_changed_and_what_they_fed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Fix a prompt, resume: that agent and its dependents run again, the rest is reused."""
+    wf = tmp_path / "wf.yaml"
+    body = (
+        "version: 1\nname: fix\nagents:\n"
+        "  a: {model: sim/x, prompt: 'first {{ 1 }}'}\n"
+        "  b: {model: sim/x, prompt: 'second', needs: [a]}\n"
+        "  c: {model: sim/x, prompt: 'third'}\n"
+        "  d: {model: sim/x, prompt: 'fourth', needs: [b, c], simulate: {fail_times: 9,"
+        " fail_with: bad_request}}\n"
+    )
+    wf.write_text(body)
+    code, doc = _json_run(capsys, str(wf))
+    assert code == 1
+    run_id = doc["run_id"]
+    wf.write_text(
+        body.replace("first", "FIRST").replace(
+            ", simulate: {fail_times: 9, fail_with: bad_request}", ""
+        )
+    )
+    code = main(["run", "--resume", run_id, "--json", "--no-live"])
+    out = capsys.readouterr()
+    assert code == 0
+    agents = json.loads(out.out)["workflows"][0]["agents"]
+    assert {a: v["resumed"] for a, v in agents.items()} == {
+        "a": False,
+        "b": False,
+        "c": True,
+        "d": False,
+    }
+    assert "a, b changed since they completed" in out.err
+
+
+def test_resume_refuses_files_and_inputs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A run resumes with what it started with: new files or inputs are bad input."""
+    wf = _flaky(tmp_path, "ap", fail=False)
+    code = main(["run", str(wf), "--resume", "abc", "--input", "invoice=1", "--no-live"])
+    assert code == 2
+    assert "--resume takes no workflow files" in capsys.readouterr().err
+
+
+def test_a_real_run_cannot_be_resumed_simulated(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Simulated answers never mix into a run that called real providers."""
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-real")
+    (tmp_path / "aoe.yaml").write_text(
+        "providers:\n  openai: {type: openai, api_key_env: OPENAI_API_KEY,"
+        " base_url: 'http://127.0.0.1:9/v1'}\n"
+    )
+    wf = tmp_path / "wf.yaml"
+    wf.write_text(
+        "version: 1\nname: real\nagents:\n  a: {model: openai/gpt-4o-mini, prompt: hi,"
+        " retry: {max_retries: 0}}\n"
+    )
+    code, doc = _json_run(capsys, str(wf))
+    assert code == 1
+    assert main(["run", "--resume", doc["run_id"], "--simulate", "--no-live"]) == 2
+    assert "without --simulate" in capsys.readouterr().err

@@ -247,5 +247,5 @@ def test_estimated_requests_with_tools_count_the_hidden_tool_prompt() -> None:
     schema = CompletionRequest(model="claude-sonnet-4-5", messages=(Message("user", "hi"),),
                                max_tokens=10, output_schema={"type": "object"})
     model = ModelRef("anthropic", "claude-sonnet-4-5")
-    extra = estimate_request(model, schema).input_tokens - estimate_request(model, plain).input_tokens
-    assert extra >= HIDDEN_TOOL_PROMPT_TOKENS
+    with_schema = estimate_request(model, schema).input_tokens
+    assert with_schema - estimate_request(model, plain).input_tokens >= HIDDEN_TOOL_PROMPT_TOKENS
