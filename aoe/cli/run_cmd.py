@@ -7,6 +7,7 @@ Progress goes to stderr (a live view on a terminal, plain lines in CI or with
 
 from __future__ import annotations
 
+import math
 import os
 import shlex
 import sys
@@ -19,7 +20,7 @@ from aoe.errors import UsageError
 
 
 def _positive(name: str, value: float | None) -> None:
-    if value is not None and value <= 0:
+    if value is not None and (not math.isfinite(value) or value <= 0):
         raise UsageError(
             f"{name} must be greater than 0, got {value:g}",
             hint=f"pass a positive number to {name}, or leave it out for no limit",

@@ -16,6 +16,7 @@ alias bombs and absurd nesting.
 from __future__ import annotations
 
 import gc
+import math
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -388,7 +389,14 @@ class EventBuilder:
         if tag == _TAG + "bool":
             return _BOOLS[text.lower()]
         if tag == _TAG + "float":
-            return _CONSTRUCTOR.construct_yaml_float(ScalarNode(tag, text))
+            number = _CONSTRUCTOR.construct_yaml_float(ScalarNode(tag, text))
+            if not math.isfinite(number):  # .nan and .inf are no budget, limit or rate
+                self._problem(
+                    mark,
+                    f"{text} is not a finite number",
+                    "write a number, or leave the key out",
+                )
+            return number
         if tag == _TAG + "timestamp":  # keep dates as written: JSON has no date type
             return text
         self._problem(mark, f"unsupported YAML tag {tag}", "remove the tag; write plain values")
