@@ -137,7 +137,11 @@ def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _limits(raw: Mapping[str, Any] | None) -> LimitsSpec:
-    values = {k: v for k, v in (raw or {}).items() if k in _LIMIT_FIELDS}
+    values = {
+        k: int(v) if isinstance(v, float) and v.is_integer() else v
+        for k, v in (raw or {}).items()
+        if k in _LIMIT_FIELDS
+    }
     return LimitsSpec(**values)
 
 

@@ -150,10 +150,10 @@ class _WorkflowLoader:
             inputs=_readonly(inputs),
             tools=_readonly(tools),
             budget_usd=_float(data.get("budget_usd")),
-            max_parallel_agents=data.get("max_parallel_agents"),
+            max_parallel_agents=_whole(data.get("max_parallel_agents")),
             allow_partial_completion=bool(data.get("allow_partial_completion", False)),
             max_failure_rate=float(data.get("max_failure_rate", 0.0)),
-            critical_priority=data.get("critical_priority"),
+            critical_priority=_whole(data.get("critical_priority")),
             env=env,
         )
 
@@ -517,10 +517,15 @@ class _WorkflowLoader:
         spec = self._retry.get(key)
         if spec is None:
             values: dict[str, Any] = {
-                k: float(v) if k in _RETRY_FLOATS else v for k, v in raw.items()
+                k: float(v) if k in _RETRY_FLOATS else _whole(v) for k, v in raw.items()
             }
             spec = self._retry[key] = RetrySpec(**values)
         return spec
+
+
+def _whole(value: Any) -> Any:
+    """JSON Schema's ``integer`` accepts ``2.0``; specs hold it as the int it means."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
 _JSON_TYPES = frozenset({"string", "number", "integer", "boolean", "object", "array"})
@@ -557,7 +562,7 @@ def _simulate(raw: Any, freeze_once: Any) -> SimulateSpec:
     latency = raw.get("latency_s")
     return SimulateSpec(
         latency_s=float(latency) if latency is not None else None,
-        output_tokens=raw.get("output_tokens"),
+        output_tokens=_whole(raw.get("output_tokens")),
         fail_times=int(raw.get("fail_times", 0)),
         fail_with=raw.get("fail_with", "server_error"),
         output=freeze_once(raw["output"]) if "output" in raw else None,

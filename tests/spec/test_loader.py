@@ -358,3 +358,18 @@ def test_spec_package_exports_and_stays_light() -> None:
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     )
     assert done.stdout.strip() == "[]"
+
+
+def test_whole_numbers_written_as_floats_become_ints(tmp_path: Path) -> None:
+    """`max_retries: 2.0` is valid JSON Schema `integer`; the spec holds the int 2."""
+    path = tmp_path / "w.yaml"
+    path.write_text(
+        "version: 1\nname: t\nmax_parallel_agents: 2.0\nagents:\n"
+        "  a: {model: sim/x, prompt: hi, simulate: {output_tokens: 10.0},"
+        " retry: {max_retries: 2.0}}\n"
+    )
+    spec = load_workflow(path)
+    agent = spec.agents["a"]
+    assert (spec.max_parallel_agents, agent.retry.max_retries, agent.simulate.output_tokens) == (
+        2, 2, 10)
+    assert all(type(v) is int for v in (spec.max_parallel_agents, agent.retry.max_retries))
