@@ -50,9 +50,16 @@ def parse_when(text: str, *, option: str, end_of_day: bool = False) -> datetime:
 
 
 def _open(db: Path | None) -> Ledger:
+    """Open an existing ledger for reading; never create one where none is."""
     from aoe.ledger.store import Ledger, default_db_path
 
-    return Ledger.open(db if db is not None else default_db_path())
+    path = db if db is not None else default_db_path()
+    if not path.exists():
+        raise UsageError(
+            f"there is no ledger at {path}",
+            hint="runs are recorded by `aoe run`; pass --db or set AOE_DB to read another ledger",
+        )
+    return Ledger.open(path)
 
 
 def _echo_json(document: Any) -> None:

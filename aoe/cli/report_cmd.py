@@ -33,7 +33,13 @@ def report(
         raise UsageError(
             "say where to write the report", hint=f"aoe report {run_id} --html report.html"
         )
-    with Ledger.open(db if db is not None else default_db_path()) as ledger:
+    path = db if db is not None else default_db_path()
+    if not path.exists():
+        raise UsageError(
+            f"there is no ledger at {path}",
+            hint="runs are recorded by `aoe run`; pass --db or set AOE_DB to read another ledger",
+        )
+    with Ledger.open(path) as ledger:
         detail = ledger.get_run(run_id)
     try:
         html.parent.mkdir(parents=True, exist_ok=True)

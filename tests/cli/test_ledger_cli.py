@@ -297,3 +297,17 @@ def test_importing_the_commands_stays_light() -> None:
         timeout=30,
     ).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    "command", [["show", "abc"], ["cost-report"], ["report", "abc", "--html", "x.html"]]
+)
+def test_reading_commands_never_create_a_ledger(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str]
+) -> None:
+    """Asking about runs where no ledger is says so (exit 2) and leaves nothing behind."""
+    db = tmp_path / "none" / "aoe.db"
+    code, _, err = _aoe(capsys, *command, "--db", str(db))
+    assert code == 2
+    assert "no ledger" in err
+    assert not db.parent.exists()
