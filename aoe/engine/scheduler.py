@@ -237,6 +237,7 @@ class Engine:
                 budget_usd=spec.budget_usd,
             )
         )
+        wf.started_at = time.time()
         if self.rt.ledger is not None:
             try:
                 await self._record_start(wf)
@@ -247,7 +248,6 @@ class Engine:
                 self._maybe_finish(wf)
                 return
         wf.opened = True
-        wf.started_at = time.time()
         self._begin(wf)
 
     async def _record_start(self, wf: _WorkflowRun) -> None:
@@ -263,6 +263,7 @@ class Engine:
                 str(spec.path),
                 dict(wf.job.inputs),
                 spec.budget_usd,
+                started_at=wf.started_at,
                 needs=wf.job.needs,
             )
         )

@@ -17,6 +17,11 @@ def _iso(ts: float | None) -> str | None:
     return dt.datetime.fromtimestamp(ts, tz=dt.UTC).isoformat(timespec="milliseconds")
 
 
+def _usd(value: float) -> float:
+    """Dollars to the pico-dollar the ledger keeps, without float noise (0.6097499999999999)."""
+    return round(value, 12)
+
+
 def _usage(usage: Usage) -> dict[str, int]:
     return {
         "input_tokens": usage.input_tokens,
@@ -35,7 +40,7 @@ def _attempt(a: AttemptResult) -> dict[str, Any]:
         "ended_at": _iso(a.ended_at),
         "duration_s": round(a.ended_at - a.started_at, 6),
         "usage": _usage(a.usage),
-        "cost_usd": a.cost_usd,
+        "cost_usd": _usd(a.cost_usd),
         "error": a.error,
         "error_type": a.error_type,
     }
@@ -50,7 +55,7 @@ def _agent(a: AgentResult) -> dict[str, Any]:
         "ended_at": _iso(a.ended_at),
         "duration_s": round(a.duration_s, 6),
         "usage": _usage(a.usage),
-        "cost_usd": a.cost_usd,
+        "cost_usd": _usd(a.cost_usd),
         "error": a.error,
         "output": a.output,
     }
@@ -68,7 +73,7 @@ def _workflow(w: WorkflowResult) -> dict[str, Any]:
         "ended_at": _iso(w.ended_at),
         "duration_s": round(w.ended_at - w.started_at, 6),
         "usage": _usage(w.usage),
-        "cost_usd": w.cost_usd,
+        "cost_usd": _usd(w.cost_usd),
         "inputs": dict(w.inputs),
         "agents": {agent_id: _agent(a) for agent_id, a in w.agents.items()},
     }
@@ -89,7 +94,7 @@ def run_document(result: RunResult) -> dict[str, Any]:
         "ended_at": _iso(result.ended_at),
         "duration_s": round(result.ended_at - result.started_at, 6),
         "usage": _usage(result.usage),
-        "cost_usd": result.cost_usd,
+        "cost_usd": _usd(result.cost_usd),
         "workflow_counts": counts,
         "workflows": [_workflow(w) for w in result.workflows],
     }
