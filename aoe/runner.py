@@ -219,6 +219,7 @@ def prepare(options: RunOptions) -> PreparedRun:
         )
     specs = _check_files(options.files)
     config = load_config(options.config_path, search_dir=options.files[0].resolve().parent)
+    _check_env(specs, config)
     jobs = _jobs(specs, options)
     warnings = _price_warnings(config, jobs, options.budget_usd)
     if not options.simulate:
@@ -231,6 +232,20 @@ def prepare(options: RunOptions) -> PreparedRun:
         budget_usd=options.budget_usd,
         warnings=tuple(warnings),
     )
+
+
+def _check_env(specs: Sequence[WorkflowSpec], config: Config) -> None:
+    """A prompt may never read an API key: it would be sent to the model and recorded."""
+    keys = {p.api_key_env for p in config.providers.values() if p.api_key_env}
+    for spec in specs:
+        for name in spec.env:
+            if name in keys or name.endswith("_API_KEY"):
+                raise ConfigError(
+                    f"env: lists {name}, an API key: a prompt that reads it sends it to the "
+                    "model and into the ledger",
+                    where=str(spec.path),
+                    hint=f"remove {name} from env:; keys reach providers through api_key_env",
+                )
 
 
 def _check_keys(config: Config, jobs: Sequence[WorkflowJob]) -> None:

@@ -78,7 +78,9 @@ def _console() -> Any:
 
 
 def runs(
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="How many runs.")] = 20,
+    limit: Annotated[
+        int, typer.Option("--limit", "-n", min=1, max=10_000, help="How many runs.")
+    ] = 20,
     db: DbOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (runs.schema.json).")] = False,
 ) -> None:

@@ -206,3 +206,14 @@ def test_a_real_run_cannot_be_resumed_simulated(
     assert code == 1
     assert main(["run", "--resume", doc["run_id"], "--simulate", "--no-live"]) == 2
     assert "without --simulate" in capsys.readouterr().err
+
+
+def test_a_workflow_may_not_hand_an_api_key_to_its_prompts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`env: [OPENAI_API_KEY]` is refused before anything runs: keys never reach a prompt."""
+    wf = tmp_path / "leak.yaml"
+    wf.write_text("version: 1\nname: leak\nenv: [OPENAI_API_KEY]\nagents:\n"
+                  "  a: {model: sim/x, prompt: 'key {{ env.OPENAI_API_KEY }}'}\n")
+    assert main(["run", str(wf), "--simulate", "--no-live"]) == 2
+    assert "API key" in capsys.readouterr().err
