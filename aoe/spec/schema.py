@@ -161,7 +161,44 @@ def check_json_schema(data: Any, file: str, positions: Positions, base: PathKey)
             problems.add(
                 Problem(p.file, p.line, p.col, f"{p.message} (not a valid JSON Schema)", hint)
             )
+    problems.update(_ref_problems(data, data, file, positions, base))
     return sorted(problems, key=lambda p: (p.line, p.col, p.message))
+
+
+def _ref_problems(
+    node: Any, root: Any, file: str, positions: Positions, path: PathKey
+) -> Iterable[Problem]:
+    """Every ``$ref`` must point inside the schema: aoe never fetches one from elsewhere."""
+    if isinstance(node, Mapping):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and not _resolves(root, ref):
+            line, col = positions.value((*path, "$ref"))
+            yield Problem(
+                file, line, col,
+                f"{dotted((*path, '$ref'))}: $ref {ref!r} points nowhere in this schema",
+                "use a local reference such as '#/$defs/line' and define it under $defs",
+            )
+        for key, value in node.items():
+            if key not in ("const", "enum", "default", "examples"):
+                yield from _ref_problems(value, root, file, positions, (*path, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _ref_problems(value, root, file, positions, (*path, index))
+
+
+def _resolves(root: Any, ref: str) -> bool:
+    if not ref.startswith("#"):
+        return False
+    target = root
+    for raw in ref[1:].split("/")[1:] if ref != "#" else []:
+        part = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(target, Mapping) and part in target:
+            target = target[part]
+        elif isinstance(target, list) and part.isdigit() and int(part) < len(target):
+            target = target[int(part)]
+        else:
+            return False
+    return True
 
 
 def dotted(path: Iterable[str | int]) -> str:
