@@ -76,14 +76,14 @@ class _Clients:
         await self.pool.aclose()
 
 
-def _check_files(files: Sequence[Path]) -> list[WorkflowSpec]:
+def _check_files(files: Sequence[Path], config: Config | None = None) -> list[WorkflowSpec]:
     from aoe.validate import check_workflow
 
     specs: list[WorkflowSpec] = []
     problems: list[Problem] = []
     for path in files:
         try:
-            specs.append(check_workflow(path).spec)
+            specs.append(check_workflow(path, config).spec)
         except SpecError as err:
             problems.extend(err.problems)
     if problems:
@@ -217,8 +217,8 @@ def prepare(options: RunOptions) -> PreparedRun:
         raise UsageError(
             "no workflow file given", hint="aoe run workflows/invoice-processing.yaml --simulate"
         )
-    specs = _check_files(options.files)
     config = load_config(options.config_path, search_dir=options.files[0].resolve().parent)
+    specs = _check_files(options.files, config)
     _check_env(specs, config)
     jobs = _jobs(specs, options)
     warnings = _price_warnings(config, jobs, options.budget_usd)
@@ -284,7 +284,10 @@ def _prepare_resume(options: RunOptions) -> PreparedRun:
             hint=f"aoe run --resume {state.run_id} (without --simulate)",
         )
     files = tuple(Path(f) for f in state.files)
-    specs = {str(s.path): s for s in _check_files(files)}
+    config = load_config(
+        options.config_path, search_dir=files[0].resolve().parent if files else None
+    )
+    specs = {str(s.path): s for s in _check_files(files, config)}
     by_path = {str(Path(p)): s for p, s in specs.items()}
     jobs: list[WorkflowJob] = []
     spent: dict[str, Decimal] = {}
@@ -313,9 +316,6 @@ def _prepare_resume(options: RunOptions) -> PreparedRun:
         for agent_id, amount in wf.agent_spent_usd.items():
             spent[f"{key}/{agent_id}"] = amount
     spent["run"] = state.spent_usd
-    config = load_config(
-        options.config_path, search_dir=files[0].resolve().parent if files else None
-    )
     simulate = state.simulate or options.simulate
     budget = (
         options.budget_usd

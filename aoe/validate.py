@@ -16,7 +16,7 @@ from pathlib import Path
 
 from aoe.errors import AoeError, Problem, SpecError
 from aoe.graph import WorkflowGraph
-from aoe.spec.models import AgentSpec, Location, WorkflowSpec
+from aoe.spec.models import AgentSpec, Config, Location, WorkflowSpec
 
 __all__ = ["CheckResult", "CheckedWorkflow", "check_files", "check_workflow"]
 
@@ -107,18 +107,24 @@ def _cycle_collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-def check_workflow(path: Path | str) -> CheckedWorkflow:
-    """Load and check one workflow file; raise ``SpecError`` with every problem found."""
+def check_workflow(path: Path | str, config: Config | None = None) -> CheckedWorkflow:
+    """Load and check one workflow file; raise ``SpecError`` with every problem found.
+
+    Models must name a configured provider: of ``config``, or else of the ``aoe.yaml``
+    beside the file (the built-ins ``openai``, ``anthropic`` and ``sim`` without one).
+    """
     with _cycle_collector_paused():
-        return _check(Path(path))
+        return _check(Path(path), config)
 
 
-def _check(path: Path) -> CheckedWorkflow:
+def _check(path: Path, config: Config | None) -> CheckedWorkflow:
+    from aoe.spec.config import load_config
     from aoe.spec.loader import load_workflow
 
     spec = load_workflow(path)
     graph, problems = WorkflowGraph.analyse(spec)
     found = list(problems)
+    found.extend(_provider_problems(spec, config or load_config(None, search_dir=path.parent)))
     for agent in spec.agents.values():
         found.extend(_template_problems(spec, agent, graph))
     if spec.tools:
@@ -129,6 +135,21 @@ def _check(path: Path) -> CheckedWorkflow:
         found.sort(key=lambda p: (p.file, p.line, p.col))
         raise SpecError(found)
     return CheckedWorkflow(spec, graph)
+
+
+def _provider_problems(spec: WorkflowSpec, config: Config) -> list[Problem]:
+    known = sorted({*config.providers, "sim"})
+    problems = []
+    for agent in spec.agents.values():
+        if agent.model.provider not in known:
+            problems.append(Problem(
+                agent.location.file, agent.location.line, agent.location.col,
+                f"agents.{agent.id}.model: no provider named '{agent.model.provider}' "
+                f"(configured: {', '.join(known)})",
+                "add it under providers: in aoe.yaml beside the workflow (or --config), "
+                "or use one of the configured providers",
+            ))
+    return problems
 
 
 def check_files(paths: Iterable[Path | str]) -> list[CheckResult]:

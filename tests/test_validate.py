@@ -177,3 +177,19 @@ def test_shipped_large_workflow_is_the_generators_output() -> None:
     path = checked.graph.critical_path
     assert path[0] in checked.graph.levels[0]
     assert all(a in checked.spec.agents[b].needs for a, b in itertools.pairwise(path))
+
+
+def test_a_model_must_name_a_configured_provider(tmp_path: Path) -> None:
+    """`nosuch/x` is caught by validate at the agent, naming the providers there are."""
+    from aoe.errors import SpecError
+    from aoe.validate import check_workflow
+
+    path = tmp_path / "w.yaml"
+    path.write_text("version: 1\nname: t\nagents:\n  a: {model: nosuch/x, prompt: hi}\n")
+    with pytest.raises(SpecError) as info:
+        check_workflow(path)
+    assert str(info.value).startswith(f"{path}:4:3: agents.a.model: no provider named 'nosuch'")
+    (tmp_path / "aoe.yaml").write_text(
+        "providers:\n  nosuch: {type: openai, base_url: 'http://127.0.0.1:1/v1'}\n"
+    )
+    assert check_workflow(path).spec.agents["a"].model.provider == "nosuch"
