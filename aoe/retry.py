@@ -5,7 +5,8 @@
 
 - Only an ``AoeError`` whose class is ``retriable`` is retried (timeouts, connection
   errors, 429 rate limits, 5xx, 529, malformed answers, invalid structured output), and
-  never when the provider said ``x-should-retry: false``.
+  never when the provider said ``x-should-retry: false``; ``x-should-retry: true`` makes
+  any provider error retriable, as the official SDKs do.
 - ``attempt`` counts from 1: ``max_retries=3`` allows up to 4 attempts.
 - A provider's ``retry_after_s`` (``retry-after-ms`` / ``retry-after``) replaces the
   computed delay, even above ``max_delay_s``, because the provider knows when capacity
@@ -64,9 +65,10 @@ def decide(
 ) -> RetryDecision:
     """The retry decision for ``error`` raised by attempt number ``attempt`` (from 1)."""
     name = type(error).__name__
-    if not isinstance(error, AoeError) or not error.retriable:
+    said = getattr(error, "should_retry", None)  # the provider's x-should-retry, obeyed first
+    if not isinstance(error, AoeError) or (not error.retriable and said is not True):
         return RetryDecision(False, 0.0, f"{name} is not retriable")
-    if getattr(error, "should_retry", None) is False:
+    if said is False:
         return RetryDecision(False, 0.0, "the provider said not to retry (x-should-retry: false)")
     if attempt > spec.max_retries:
         return RetryDecision(False, 0.0, f"gave up after {attempt} attempts")

@@ -270,3 +270,13 @@ async def test_end_to_end_quota_is_tried_once(fake_provider: FakeProvider):
         await client.aclose()
     assert fake_provider.calls() == 1
     assert clock.slept == []
+
+
+def test_the_providers_x_should_retry_true_is_obeyed_first() -> None:
+    """A 409 the provider says to retry is retried, within max_retries."""
+    from aoe.errors import BadRequestError
+
+    error = BadRequestError("conflict", provider="openai", status=409, should_retry=True)
+    spec = RetrySpec(max_retries=1, strategy="constant", base_delay_s=0.5, jitter=False)
+    assert decide(error, attempt=1, spec=spec, rng=random.Random(0)).retry
+    assert not decide(error, attempt=2, spec=spec, rng=random.Random(0)).retry
