@@ -18,6 +18,7 @@ one place.
     ├── TemplateRenderError                a prompt failed to render at run time
     ├── ToolError                          a tool could not be run
     ├── LedgerError                        the SQLite ledger could not be read or written
+    │   └── LedgerUnusableError   exit 2   --db / AOE_DB names no usable ledger
     └── ProviderError                      translated once, at the provider boundary
         ├── ProviderTimeout                retriable, outcome unknown
         ├── ProviderConnectionError        retriable
@@ -147,6 +148,13 @@ class ToolError(AoeError):
 
 class LedgerError(AoeError):
     """The ledger database could not be opened, migrated, read or written."""
+
+
+class LedgerUnusableError(LedgerError):
+    """The ledger named by ``--db`` or ``AOE_DB`` cannot be opened: a directory, not an
+    SQLite file, unwritable, or from a newer aoe. Bad input, so exit code 2."""
+
+    exit_code = 2
 
 
 class ProviderError(AoeError):

@@ -10,6 +10,8 @@ from aoe.errors import LedgerError
 
 def _hint(exc: BaseException, path: Path) -> str:
     text = str(exc).lower()
+    if path.is_dir():
+        return f"{path} is a directory: give --db or AOE_DB a file path, e.g. {path / 'aoe.db'}"
     if "not a database" in text or "malformed" in text:
         return (
             f"{path} is not a usable aoe ledger: point --db or AOE_DB at another file, "

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self, TypeVar
 
-from aoe.errors import LedgerError
+from aoe.errors import LedgerError, LedgerUnusableError
 from aoe.ledger import queries
 from aoe.ledger.errors import connect, ledger_error
 from aoe.ledger.migrations import migrate
@@ -79,7 +79,17 @@ class Ledger:
         ``busy_timeout_s`` is how long one SQLite statement waits for another process's
         lock; ``lock_wait_s`` bounds the retries of a whole write before it fails.
         """
-        path = Path(path)
+        try:
+            return cls._open(Path(path), busy_timeout_s, lock_wait_s)
+        except LedgerUnusableError:
+            raise
+        except LedgerError as err:
+            raise LedgerUnusableError(err.message, where=err.where, hint=err.hint) from (
+                err.__cause__ or err
+            )
+
+    @classmethod
+    def _open(cls, path: Path, busy_timeout_s: float, lock_wait_s: float) -> Ledger:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

@@ -311,3 +311,17 @@ def test_reading_commands_never_create_a_ledger(
     assert code == 2
     assert "no ledger" in err
     assert not db.parent.exists()
+
+
+def test_a_ledger_path_that_is_unusable_is_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--db naming a directory or a file that is not SQLite: exit 2 with a hint."""
+    code, _, err = _aoe(capsys, "runs", "--db", str(tmp_path))
+    assert code == 2
+    assert "is a directory" in err
+    junk = tmp_path / "junk.db"
+    junk.write_text("not sqlite")
+    code, _, err = _aoe(capsys, "runs", "--db", str(junk))
+    assert code == 2
+    assert "not a usable aoe ledger" in err
