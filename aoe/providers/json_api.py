@@ -9,6 +9,7 @@ sends no usage.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from typing import Any, ClassVar
@@ -84,6 +85,20 @@ class JsonApiClient:
         if self._owns_http:
             await self._http.aclose()
 
+    def _masked(self, completion: Completion) -> Completion:
+        """An answer that repeats the API key (a misbehaving server or proxy) never carries
+        it into outputs, the ledger or the next prompt."""
+        redact = self._endpoint.redact
+        if redact(completion.text) == completion.text and all(
+            redact(c.arguments_json) == c.arguments_json for c in completion.tool_calls
+        ):
+            return completion
+        calls = tuple(
+            dataclasses.replace(c, arguments_json=redact(c.arguments_json))
+            for c in completion.tool_calls
+        )
+        return dataclasses.replace(completion, text=redact(completion.text), tool_calls=calls)
+
     async def _call(self, request: CompletionRequest, *, with_tools: bool) -> Completion:
         response = await post_json(
             self._http,
@@ -105,6 +120,7 @@ class JsonApiClient:
             )
             error.usage = self.salvage_usage(response)
             raise error from exc
+        completion = self._masked(completion)
         if not completion.usage_reported and not self._warned_no_usage:
             self._warned_no_usage = True
             log.warning(

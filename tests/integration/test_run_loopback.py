@@ -220,16 +220,52 @@ def test_a_429_with_retry_after_pauses_the_key_for_every_agent(
 
 @pytest.mark.usefixtures("keys")
 def test_an_answer_without_usage_keeps_its_reservation_as_unconfirmed_spend(
-    fake_provider: FakeProvider, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    fake_provider: FakeProvider,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A server that reports no usage cannot slip past a budget: the call costs its worst case,
     marked unconfirmed."""
     wf = _write(tmp_path, fake_provider, "  a:\n    prompt: hi\n", extra="budget_usd: 1\n")
-    body = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
-                         "finish_reason": "stop"}]}
+    body = {
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
+        ]
+    }
     fake_provider.script(Fault.reply(body))
     code, doc, _ = _run(tmp_path, wf, capsys)
     assert code == 0
     assert doc["cost_usd"] > 0
     db = sqlite3.connect(tmp_path / "aoe-test.db")
     assert db.execute("select cost_confirmed, cost_pusd > 0 from calls").fetchall() == [(0, 1)]
+
+
+@pytest.mark.usefixtures("keys")
+def test_an_answer_that_repeats_the_key_is_recorded_without_it(
+    fake_provider: FakeProvider,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A server or proxy that echoes the key in its answer cannot plant it in the outputs."""
+    wf = _write(
+        tmp_path,
+        fake_provider,
+        "  a:\n    prompt: hi\n  b:\n    needs: [a]\n    prompt: 'Check {{ agents.a.output }}'\n",
+    )
+    body = {
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "stop",
+                "message": {"role": "assistant", "content": f"your key is {SECRET}"},
+            }
+        ],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 5},
+    }
+    fake_provider.script(Fault.reply(body))
+    code, doc, output = _run(tmp_path, wf, capsys)
+    assert code == 0
+    assert doc["workflows"][0]["agents"]["a"]["output"] == "your key is ***"
+    assert SECRET not in output
+    assert SECRET.encode() not in (tmp_path / "aoe-test.db").read_bytes()
+    assert SECRET not in json.dumps(fake_provider.requests[-1].body)
