@@ -46,6 +46,7 @@ from aoe.monitor.events import (
     ToolCalled,
 )
 from aoe.providers.base import Completion, CompletionRequest, Message, ToolCall, Usage
+from aoe.providers.json_api import wire_name
 from aoe.runtime import Limiter, Runtime
 from aoe.spec.models import AgentSpec, WorkflowSpec, agent_fingerprint, thaw
 from aoe.tools import Toolbox, ToolResult, result_message, tool_log
@@ -275,16 +276,12 @@ def build_request(task: AgentTask, attempt: int) -> CompletionRequest:
         system=system,
         temperature=agent.temperature,
         output_schema=agent.output_schema,
-        schema_name=_schema_name(agent.id),
+        schema_name=wire_name(agent.id, 64),
         timeout_s=agent.timeout_s,
         simulate=agent.simulate,
         attempt=attempt,
         trace_id=f"{task.workflow_key}/{agent.id}",
     )
-
-
-def _schema_name(agent_id: str) -> str:
-    return "".join(c if c.isalnum() or c in "_-" else "_" for c in agent_id)[:64] or "output"
 
 
 async def _tool_loop(
