@@ -49,7 +49,7 @@ def parse_when(text: str, *, option: str, end_of_day: bool = False) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def _open(db: Path | None) -> Ledger:
+def open_ledger(db: Path | None) -> Ledger:
     """Open an existing ledger for reading; never create one where none is."""
     from aoe.ledger.store import Ledger, default_db_path
 
@@ -90,7 +90,7 @@ def runs(
     path = db if db is not None else default_db_path()
     found = []
     if path.exists():  # reading never creates a ledger where none is
-        with _open(path) as ledger:
+        with open_ledger(path) as ledger:
             found = ledger.list_runs(limit)
     if as_json:
         from aoe.ledger.report_formats import runs_json
@@ -110,7 +110,7 @@ def show(
     ] = False,
 ) -> None:
     """Show one run: workflows, agents, state, attempts, tokens, cost and outputs."""
-    with _open(db) as ledger:
+    with open_ledger(db) as ledger:
         detail = ledger.get_run(run_id)
     if as_json:
         from aoe.ledger.report_formats import run_detail_json
@@ -146,7 +146,7 @@ def cost_report(
     end = parse_when(until, option="--until", end_of_day=True) if until else None
     if start is not None and end is not None and end <= start:
         raise UsageError("--until is not after --since", hint="give an --until later than --since")
-    with _open(db) as ledger:
+    with open_ledger(db) as ledger:
         report = ledger.cost_report(by, run_id=run, since=start, until=end)  # type: ignore[arg-type]
     from aoe.ledger import report_formats
 

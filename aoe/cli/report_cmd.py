@@ -26,20 +26,14 @@ def report(
     ] = None,
 ) -> None:
     """Write a run's report: DAG, timeline of every attempt, critical path, cost charts, agents."""
-    from aoe.ledger.store import Ledger, default_db_path
+    from aoe.cli.ledger_cmd import open_ledger
     from aoe.report.html import render_html
 
     if html is None:
         raise UsageError(
             "say where to write the report", hint=f"aoe report {run_id} --html report.html"
         )
-    path = db if db is not None else default_db_path()
-    if not path.exists():
-        raise UsageError(
-            f"there is no ledger at {path}",
-            hint="runs are recorded by `aoe run`; pass --db or set AOE_DB to read another ledger",
-        )
-    with Ledger.open(path) as ledger:
+    with open_ledger(db) as ledger:
         detail = ledger.get_run(run_id)
     try:
         html.parent.mkdir(parents=True, exist_ok=True)
