@@ -221,7 +221,7 @@ def prepare(options: RunOptions) -> PreparedRun:
     specs = _check_files(options.files, config)
     _check_env(specs, config)
     jobs = _jobs(specs, options)
-    warnings = _price_warnings(config, jobs, options.budget_usd)
+    warnings = _unread_configs(options) + _price_warnings(config, jobs, options.budget_usd)
     if not options.simulate:
         _check_keys(config, jobs)
     return PreparedRun(
@@ -232,6 +232,20 @@ def prepare(options: RunOptions) -> PreparedRun:
         budget_usd=options.budget_usd,
         warnings=tuple(warnings),
     )
+
+
+def _unread_configs(options: RunOptions) -> list[str]:
+    """One run has one provider config: say so when other files sit beside another one."""
+    if options.config_path is not None:
+        return []
+    first = options.files[0].resolve().parent
+    others = {f.resolve().parent for f in options.files} - {first}
+    return [
+        f"{d / 'aoe.yaml'} is not read: one run uses one config (the one beside "
+        f"{options.files[0]}); pass --config to choose"
+        for d in sorted(others)
+        if (d / "aoe.yaml").exists()
+    ]
 
 
 def _check_env(specs: Sequence[WorkflowSpec], config: Config) -> None:

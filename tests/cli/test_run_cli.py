@@ -217,3 +217,17 @@ def test_a_workflow_may_not_hand_an_api_key_to_its_prompts(
                   "  a: {model: sim/x, prompt: 'key {{ env.OPENAI_API_KEY }}'}\n")
     assert main(["run", str(wf), "--simulate", "--no-live"]) == 2
     assert "API key" in capsys.readouterr().err
+
+
+def test_a_config_beside_another_file_is_not_silently_ignored(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Files from two folders: the aoe.yaml beside the second one is named as unread."""
+    first = _flaky(tmp_path, "one", fail=False)
+    other = tmp_path / "other"
+    other.mkdir()
+    second = _flaky(other, "two", fail=False)
+    (other / "aoe.yaml").write_text("providers: {}\n")
+    code = main(["run", str(first), str(second), "--simulate", "--no-live", "-i", "invoice=1"])
+    assert code == 0
+    assert f"{other / 'aoe.yaml'} is not read" in capsys.readouterr().err
