@@ -46,23 +46,23 @@ _WHERE = {
     "AgentSpec": "aoe.spec.models",
     "AgentState": "aoe.engine.results",
     "AoeError": "aoe.errors",
-    "CheckedWorkflow": "aoe.validate",
+    "CheckedWorkflow": "aoe.app.validate",
     "Engine": "aoe.engine.scheduler",
     "EngineOptions": "aoe.engine.scheduler",
     "LLMClient": "aoe.providers.base",
-    "RunHandle": "aoe.runner",
-    "RunOptions": "aoe.runner",
+    "RunHandle": "aoe.app.run",
+    "RunOptions": "aoe.app.run",
     "RunResult": "aoe.engine.results",
-    "Runtime": "aoe.runtime",
+    "Runtime": "aoe.engine.runtime",
     "WorkflowGraph": "aoe.graph",
     "WorkflowJob": "aoe.engine.scheduler",
     "WorkflowResult": "aoe.engine.results",
     "WorkflowSpec": "aoe.spec.models",
     "WorkflowState": "aoe.engine.results",
-    "check_workflow": "aoe.validate",
+    "check_workflow": "aoe.app.validate",
     "load_config": "aoe.spec.config",
     "load_workflow": "aoe.spec.loader",
-    "prepare": "aoe.runner",
+    "prepare": "aoe.app.run",
 }
 
 if TYPE_CHECKING:
@@ -77,12 +77,12 @@ if TYPE_CHECKING:
     from aoe.errors import AoeError
     from aoe.graph import WorkflowGraph
     from aoe.providers.base import LLMClient
-    from aoe.runner import RunHandle, RunOptions, prepare
-    from aoe.runtime import Runtime
+    from aoe.app.run import RunHandle, RunOptions, prepare
+    from aoe.engine.runtime import Runtime
     from aoe.spec.config import load_config
     from aoe.spec.loader import load_workflow
     from aoe.spec.models import AgentSpec, WorkflowSpec
-    from aoe.validate import CheckedWorkflow, check_workflow
+    from aoe.app.validate import CheckedWorkflow, check_workflow
 
 
 def __getattr__(name: str) -> Any:

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from aoe.engine.scheduler import Engine, EngineOptions, WorkflowJob
 from aoe.graph import WorkflowGraph
 from aoe.providers.sim import SimulatorClient
-from aoe.runtime import Runtime
+from aoe.engine.runtime import Runtime
 from aoe.spec.models import (
     AgentSpec,
     Location,

@@ -62,7 +62,7 @@ def test_cli_reports_bad_file(monkeypatch: pytest.MonkeyPatch, path: Path) -> No
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
 def test_library_reports_bad_file(path: Path) -> None:
     """The library raises a SpecError (never another exception) at the expected line."""
-    from aoe.validate import check_workflow
+    from aoe.app.validate import check_workflow
 
     line, expected = _expectation(path)
     with pytest.raises(SpecError) as caught:

@@ -6,7 +6,7 @@ import re
 import shutil
 from pathlib import Path
 
-from aoe.validate import check_workflow
+from aoe.app.validate import check_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 

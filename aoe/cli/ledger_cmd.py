@@ -93,11 +93,11 @@ def runs(
         with open_ledger(path) as ledger:
             found = ledger.list_runs(limit)
     if as_json:
-        from aoe.ledger.report_formats import runs_json
+        from aoe.report.ledger_docs import runs_json
 
         _echo_json(runs_json(found))
         return
-    from aoe.ui.reports import render_runs
+    from aoe.ui.ledger_tables import render_runs
 
     render_runs(_console(), found)
 
@@ -113,11 +113,11 @@ def show(
     with open_ledger(db) as ledger:
         detail = ledger.get_run(run_id)
     if as_json:
-        from aoe.ledger.report_formats import run_detail_json
+        from aoe.report.ledger_docs import run_detail_json
 
         _echo_json(run_detail_json(detail))
         return
-    from aoe.ui.reports import render_run_detail
+    from aoe.ui.ledger_tables import render_run_detail
 
     render_run_detail(_console(), detail)
 
@@ -148,16 +148,16 @@ def cost_report(
         raise UsageError("--until is not after --since", hint="give an --until later than --since")
     with open_ledger(db) as ledger:
         report = ledger.cost_report(by, run_id=run, since=start, until=end)  # type: ignore[arg-type]
-    from aoe.ledger import report_formats
+    from aoe.report import ledger_docs
 
     if fmt == "json":
-        _echo_json(report_formats.cost_report_json(report))
+        _echo_json(ledger_docs.cost_report_json(report))
     elif fmt == "csv":
-        typer.echo(report_formats.cost_report_csv(report), nl=False)
+        typer.echo(ledger_docs.cost_report_csv(report), nl=False)
     elif fmt == "markdown":
-        typer.echo(report_formats.cost_report_markdown(report), nl=False)
+        typer.echo(ledger_docs.cost_report_markdown(report), nl=False)
     else:
-        from aoe.ui.reports import render_cost_report
+        from aoe.ui.ledger_tables import render_cost_report
 
         render_cost_report(_console(), report)
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
-    from aoe.validate import CheckedWorkflow
+    from aoe.app.validate import CheckedWorkflow
 
 
 class PlanFormat(enum.StrEnum):
@@ -54,7 +54,7 @@ def plan(
     and shown in the JSON plan. ``--estimate`` renders every prompt with the inputs (and
     defaults) and counts tokens and cost before anything is spent.
     """
-    from aoe.validate import check_workflow
+    from aoe.app.validate import check_workflow
 
     checked = check_workflow(file)
     # Keep the cycle collector from walking the loaded spec (hundreds of thousands of
@@ -74,7 +74,7 @@ def _render(
     estimate: bool = False,
     config: Path | None = None,
 ) -> None:
-    from aoe.plan import plan_to_dict, plan_to_json, to_dot, to_mermaid
+    from aoe.app.plan import plan_to_dict, plan_to_json, to_dot, to_mermaid
 
     resolved = None
     if input_pairs or inputs_file is not None or estimate:

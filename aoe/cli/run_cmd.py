@@ -150,7 +150,7 @@ def run(
     """Run workflows: every agent as soon as its needs are done, under limits and budgets."""
     import asyncio
 
-    from aoe.runner import RunOptions, prepare
+    from aoe.app.run import RunOptions, prepare
 
     _positive("--budget", budget)
     _positive("--max-parallel", max_parallel)
@@ -177,7 +177,7 @@ def run(
     prepared = prepare(options)
     for warning in prepared.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    from aoe.report.ci import OutputOptions, RunOutputs
+    from aoe.monitor.outputs import OutputOptions, RunOutputs
 
     wanted = OutputOptions(junit, events, metrics_port, metrics_addr, pushgateway)
     outputs = RunOutputs.start(wanted, sys.stderr)
@@ -206,7 +206,7 @@ async def _execute(prepared: Any, *, live: bool, outputs: Any = None) -> Any:
     import asyncio
     import signal
 
-    from aoe.runner import RunHandle
+    from aoe.app.run import RunHandle
 
     sinks: list[Any] = []
     view = None

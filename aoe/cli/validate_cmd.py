@@ -19,7 +19,7 @@ def validate(
     as FILE:LINE:COL: message. Exits 0 when every file is good, else 2.
     """
     from aoe.cli.main import format_error
-    from aoe.validate import check_files
+    from aoe.app.validate import check_files
 
     results = check_files(files)
     _annotate(results)

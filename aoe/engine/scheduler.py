@@ -39,8 +39,8 @@ from aoe.monitor.events import (
     WorkflowFinished,
     WorkflowStarted,
 )
-from aoe.pipeline import AgentTask, run_agent
-from aoe.runtime import Runtime
+from aoe.engine.pipeline import AgentTask, run_agent
+from aoe.engine.runtime import Runtime
 from aoe.spec.models import WorkflowSpec
 
 

@@ -18,7 +18,7 @@ from decimal import Decimal
 from typing import Any
 
 from aoe.errors import UsageError
-from aoe.ledger.money import from_pusd, parse_decimal
+from aoe.cost.money import from_pusd, parse_decimal
 from aoe.ledger.records import (
     FAILED_STATES,
     INTERRUPTED,

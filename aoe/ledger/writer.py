@@ -30,7 +30,7 @@ from typing import Any, Final
 
 from aoe.errors import LedgerError
 from aoe.ledger.errors import connect, ledger_error
-from aoe.ledger.money import to_pusd
+from aoe.cost.money import to_pusd
 from aoe.ledger.records import AttemptEnd, AttemptStart, CallRecord, RunStart, WorkflowStart
 from aoe.spec.models import thaw
 

@@ -8,7 +8,7 @@ check template syntax and the inputs / env / with names templates read, then bui
 the frozen dataclasses of ``aoe.spec.models``. A file with problems raises one
 ``SpecError`` listing all of them, in file order; checks that need the agent graph
 (missing ``needs`` targets, cycles, templates naming non-upstream agents) live in
-``aoe.validate``.
+``aoe.app.validate``.
 """
 
 from __future__ import annotations

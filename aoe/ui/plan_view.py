@@ -1,6 +1,6 @@
 """The Rich view of ``aoe plan``: one table grouped by level, the critical path starred.
 
-It renders the dict of ``aoe.plan.plan_to_dict`` so the table, JSON and diagrams can never
+It renders the dict of ``aoe.app.plan.plan_to_dict`` so the table, JSON and diagrams can never
 disagree about a plan.
 """
 

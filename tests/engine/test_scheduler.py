@@ -11,7 +11,7 @@ from aoe.clock import FakeClock
 from aoe.engine.results import AgentState, WorkflowState
 from aoe.engine.scheduler import Engine, EngineOptions, WorkflowJob
 from aoe.errors import AuthenticationError, ServerError
-from aoe.runtime import Runtime
+from aoe.engine.runtime import Runtime
 from aoe.spec.models import RetrySpec
 from tests.engine.scripted import OneClient, ScriptedClient, agent, workflow
 
@@ -329,7 +329,7 @@ async def test_a_client_bug_fails_the_agent_and_holds_no_budget_or_slot() -> Non
     from decimal import Decimal
 
     from aoe.clock import SystemClock
-    from aoe.engine.budgets import RunBudgets
+    from aoe.cost.book import RunBudgets
     from aoe.ratelimit import RateLimiter
     from aoe.spec.models import LimitsSpec
 

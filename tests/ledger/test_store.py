@@ -16,7 +16,7 @@ import pytest
 
 from aoe.errors import LedgerError, UsageError
 from aoe.ledger import Ledger, default_db_path
-from aoe.ledger.money import format_usd
+from aoe.cost.money import format_usd
 from ledger.factory import attempt_end, attempt_start, call, run_start, workflow_start
 
 

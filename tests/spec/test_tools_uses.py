@@ -15,7 +15,7 @@ from aoe.spec.schema import load_schema
 from aoe.tools.base import declared_in
 from aoe.tools.command_tool import CommandTool
 from aoe.tools.python_tool import PythonTool
-from aoe.validate import check_workflow
+from aoe.app.validate import check_workflow
 
 WORKFLOW = """
 version: 1

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from aoe.cli.main import main
-from aoe.ledger.money import to_pusd
+from aoe.cost.money import to_pusd
 from tests.fakeprovider import ANTHROPIC_PATH, FakeProvider, fake_provider
 from tests.tools.specs import module_name
 

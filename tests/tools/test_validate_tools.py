@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from aoe.errors import SpecError
-from aoe.validate import check_workflow
+from aoe.app.validate import check_workflow
 from tests.tools.specs import module_name
 
 REPO = Path(__file__).resolve().parents[2]

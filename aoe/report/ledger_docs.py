@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from aoe.ledger.money import decimal_text, format_usd
+from aoe.cost.money import decimal_text, format_usd
 from aoe.ledger.records import (
     AgentDetail,
     AttemptDetail,

@@ -77,7 +77,7 @@ class _Clients:
 
 
 def _check_files(files: Sequence[Path], config: Config | None = None) -> list[WorkflowSpec]:
-    from aoe.validate import check_workflow
+    from aoe.app.validate import check_workflow
 
     specs: list[WorkflowSpec] = []
     problems: list[Problem] = []
@@ -403,9 +403,9 @@ class RunHandle:
 
     async def execute(self, on_start: Callable[[Engine], None] | None = None) -> RunResult:
         from aoe.cost.pricing import PriceBook
-        from aoe.engine.budgets import RunBudgets
+        from aoe.cost.book import RunBudgets
         from aoe.ratelimit import RateLimiterRegistry
-        from aoe.runtime import Runtime
+        from aoe.engine.runtime import Runtime
         from aoe.tools import RunTools
 
         p, o = self.prepared, self.prepared.options

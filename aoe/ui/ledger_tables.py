@@ -1,7 +1,7 @@
 """Rich tables for ``aoe runs``, ``aoe show`` and ``aoe cost-report``.
 
 Only the layout lives here; the numbers come from ``aoe.ledger`` and the non-Rich
-formats (JSON, CSV, Markdown) from ``aoe.ledger.report_formats``.
+formats (JSON, CSV, Markdown) from ``aoe.report.ledger_docs``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from aoe.ledger.money import format_usd
+from aoe.cost.money import format_usd
 from aoe.ledger.records import (
     FAILED_STATES,
     AgentDetail,

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from aoe.engine.budgets import RunBudgets
+from aoe.cost.book import RunBudgets
 from aoe.errors import BudgetExceededError
 from tests.engine.scripted import agent, workflow
 

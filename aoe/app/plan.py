@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from aoe.spec.models import thaw
 
 if TYPE_CHECKING:
-    from aoe.validate import CheckedWorkflow
+    from aoe.app.validate import CheckedWorkflow
 
 __all__ = ["PLAN_FORMAT_VERSION", "plan_to_dict", "plan_to_json", "to_dot", "to_mermaid"]
 

@@ -47,7 +47,7 @@ from aoe.monitor.events import (
 )
 from aoe.providers.base import Completion, CompletionRequest, Message, ToolCall, Usage
 from aoe.providers.json_api import wire_name
-from aoe.runtime import Limiter, Runtime
+from aoe.engine.runtime import Limiter, Runtime
 from aoe.spec.models import AgentSpec, WorkflowSpec, agent_fingerprint, thaw
 from aoe.tools import Toolbox, ToolResult, result_message, tool_log
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from aoe.errors import SpecError
-from aoe.validate import CheckedWorkflow, check_files, check_workflow
+from aoe.app.validate import CheckedWorkflow, check_files, check_workflow
 
 SEED = """\
 version: 1
@@ -163,7 +163,7 @@ def test_shipped_large_workflow_is_the_generators_output() -> None:
     """workflows/large-500.yaml is reproducible from bench/gen_workflow.py and validates."""
     import importlib.util
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     module_spec = importlib.util.spec_from_file_location("gen", root / "bench/gen_workflow.py")
     assert module_spec is not None
     assert module_spec.loader is not None
@@ -182,7 +182,7 @@ def test_shipped_large_workflow_is_the_generators_output() -> None:
 def test_a_model_must_name_a_configured_provider(tmp_path: Path) -> None:
     """`nosuch/x` is caught by validate at the agent, naming the providers there are."""
     from aoe.errors import SpecError
-    from aoe.validate import check_workflow
+    from aoe.app.validate import check_workflow
 
     path = tmp_path / "w.yaml"
     path.write_text("version: 1\nname: t\nagents:\n  a: {model: nosuch/x, prompt: hi}\n")
