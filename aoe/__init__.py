@@ -51,7 +51,7 @@ _WHERE = {
     "EngineOptions": "aoe.engine.scheduler",
     "LLMClient": "aoe.providers.base",
     "RunHandle": "aoe.app.run",
-    "RunOptions": "aoe.app.run",
+    "RunOptions": "aoe.app.prepare",
     "RunResult": "aoe.engine.results",
     "Runtime": "aoe.engine.runtime",
     "WorkflowGraph": "aoe.graph",
@@ -62,10 +62,13 @@ _WHERE = {
     "check_workflow": "aoe.app.validate",
     "load_config": "aoe.spec.config",
     "load_workflow": "aoe.spec.loader",
-    "prepare": "aoe.app.run",
+    "prepare": "aoe.app.prepare",
 }
 
 if TYPE_CHECKING:
+    from aoe.app.prepare import RunOptions, prepare
+    from aoe.app.run import RunHandle
+    from aoe.app.validate import CheckedWorkflow, check_workflow
     from aoe.engine.results import (
         AgentResult,
         AgentState,
@@ -73,16 +76,14 @@ if TYPE_CHECKING:
         WorkflowResult,
         WorkflowState,
     )
+    from aoe.engine.runtime import Runtime
     from aoe.engine.scheduler import Engine, EngineOptions, WorkflowJob
     from aoe.errors import AoeError
     from aoe.graph import WorkflowGraph
     from aoe.providers.base import LLMClient
-    from aoe.app.run import RunHandle, RunOptions, prepare
-    from aoe.engine.runtime import Runtime
     from aoe.spec.config import load_config
     from aoe.spec.loader import load_workflow
     from aoe.spec.models import AgentSpec, WorkflowSpec
-    from aoe.app.validate import CheckedWorkflow, check_workflow
 
 
 def __getattr__(name: str) -> Any:

@@ -12,7 +12,6 @@ one place.
     ├── ConfigError               exit 2   aoe.yaml, unknown provider, no price for a budget
     ├── MissingKeyError           exit 2   an api_key_env variable that is not set
     ├── BudgetExceededError       exit 3   the next call would not fit a budget
-    ├── InterruptedRun            exit 130
     ├── RateLimitTimeoutError              a rate-limit wait ran past its deadline
     ├── OutputValidationError              the answer does not match output_schema (retriable)
     ├── TemplateRenderError                a prompt failed to render at run time
@@ -112,12 +111,6 @@ class BudgetExceededError(AoeError):
     """The next call would not fit into a run, workflow or agent budget."""
 
     exit_code = 3
-
-
-class InterruptedRun(AoeError):
-    """The user pressed Ctrl-C or the process got SIGTERM."""
-
-    exit_code = 130
 
 
 class RateLimitTimeoutError(AoeError):

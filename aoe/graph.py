@@ -5,6 +5,11 @@ topological generations are the levels a run goes through and paths read in the 
 work flows. Everything is computed in a few linear passes at build time; transitive
 ``upstream``/``downstream`` sets are Python-int bitsets built on first use, so a graph of
 10,000 agents builds and answers in milliseconds, not seconds.
+
+This is the one dependency model: ``validate`` builds it, the scheduler runs it (``needs``,
+``dependents``, ``downstream``), resume finds what a changed agent fed with it, and the
+report rebuilds it from the needs a run stored (``from_needs``, weighted by how long each
+agent really took).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import difflib
 import fnmatch
 import functools
 import itertools
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 import networkx as nx
 
@@ -149,6 +154,7 @@ class WorkflowGraph:
 
     __slots__ = (
         "_ancestor_bits",
+        "_dependents",
         "_descendant_bits",
         "_index",
         "_latency",
@@ -158,29 +164,68 @@ class WorkflowGraph:
         "critical_path_s",
         "graph",
         "levels",
+        "needs",
         "spec",
     )
 
     def __init__(
         self,
-        spec: WorkflowSpec,
+        declared: Mapping[str, Sequence[str]],
         graph: nx.DiGraph,  # type: ignore[type-arg]
+        latency_s: Mapping[str, float],
         generations: list[list[str]] | None = None,
+        spec: WorkflowSpec | None = None,
     ) -> None:
-        """Use ``WorkflowGraph.build``; this assumes ``graph`` is a DAG over ``spec``."""
+        """Use ``build`` or ``from_needs``; this assumes ``graph`` is a DAG over the agents.
+
+        ``declared`` lists every agent (in file order) with its needs as written.
+        """
         self.spec = spec
         self.graph = graph
-        self._order: tuple[str, ...] = tuple(spec.agents)
+        self._order: tuple[str, ...] = tuple(declared)
         self._index: dict[str, int] = {a: i for i, a in enumerate(self._order)}
-        self._latency: dict[str, float] = {a.id: _expected_latency(a) for a in spec.agents.values()}
+        self._latency: dict[str, float] = {a: float(latency_s.get(a, 0.0)) for a in self._order}
+        by_index = self._index.__getitem__
+        pred, succ = graph.pred, graph.succ
+        #: Each agent's needs that are edges of the graph, as written, once each.
+        self.needs: Mapping[str, tuple[str, ...]] = {
+            a: tuple(n for n in dict.fromkeys(declared[a]) if n in pred[a]) for a in self._order
+        }
+        self._dependents: dict[str, tuple[str, ...]] = {
+            a: tuple(sorted(succ[a], key=by_index)) for a in self._order
+        }
         self.levels: tuple[tuple[str, ...], ...] = tuple(
-            tuple(sorted(gen, key=self._index.__getitem__))
+            tuple(sorted(gen, key=by_index))
             for gen in (generations or nx.topological_generations(graph))
         )
         self._level: dict[str, int] = {a: i for i, lv in enumerate(self.levels) for a in lv}
         self.critical_path, self.critical_path_s = self._longest_path()
         self._ancestor_bits: list[int] | None = None
         self._descendant_bits: list[int] | None = None
+
+    @classmethod
+    def from_needs(
+        cls, needs: Mapping[str, Sequence[str]], latency_s: Mapping[str, float]
+    ) -> WorkflowGraph:
+        """The graph of stored needs (a run in the ledger), weighted by ``latency_s``.
+
+        Agents are ordered as ``needs`` lists them, then any only ``latency_s`` names;
+        needs that name no agent are left out. Raises ``ValueError`` on a cycle.
+        """
+        declared = {a: tuple(needs.get(a, ())) for a in dict.fromkeys([*needs, *latency_s])}
+        graph: nx.DiGraph = nx.DiGraph()  # type: ignore[type-arg]
+        graph.add_nodes_from(declared)
+        graph.add_edges_from(
+            (need, agent)
+            for agent, deps in declared.items()
+            for need in deps
+            if need in declared and need != agent
+        )
+        try:
+            generations = list(nx.topological_generations(graph))
+        except nx.NetworkXUnfeasible:
+            raise ValueError("the stored needs have a cycle") from None
+        return cls(declared, graph, latency_s, generations)
 
     @classmethod
     def build(cls, spec: WorkflowSpec) -> WorkflowGraph:
@@ -204,7 +249,9 @@ class WorkflowGraph:
         except nx.NetworkXUnfeasible:  # there is a cycle: find and report each one
             problems.extend(_cycle_problems(spec, graph))
             return None, tuple(problems)
-        return cls(spec, graph, generations), tuple(problems)
+        latency = {a.id: _expected_latency(a) for a in spec.agents.values()}
+        declared = {a.id: a.needs for a in spec.agents.values()}
+        return cls(declared, graph, latency, generations, spec), tuple(problems)
 
     def _longest_path(self) -> tuple[tuple[str, ...], float]:
         """One pass in level order; ties go to the earlier agent in the file."""
@@ -249,13 +296,14 @@ class WorkflowGraph:
             self._descendant_bits = bits
         return bits
 
-    def _names(self, bits: int) -> frozenset[str]:
+    def _names(self, bits: int) -> tuple[str, ...]:
+        """The agents of a bitset, in file order (lowest bit first)."""
         names = []
         while bits:
             low = bits & -bits
             names.append(self._order[low.bit_length() - 1])
             bits ^= low
-        return frozenset(names)
+        return tuple(names)
 
     def __len__(self) -> int:
         return len(self._order)
@@ -268,12 +316,7 @@ class WorkflowGraph:
     @property
     def edges(self) -> tuple[tuple[str, str], ...]:
         """``(need, agent)`` pairs, grouped by agent in file order, needs in file order."""
-        return tuple(
-            (need, agent.id)
-            for agent in self.spec.agents.values()
-            for need in dict.fromkeys(agent.needs)
-            if need in self.graph.pred[agent.id]
-        )
+        return tuple((need, agent) for agent in self._order for need in self.needs[agent])
 
     @property
     def latencies(self) -> Mapping[str, float]:
@@ -294,14 +337,15 @@ class WorkflowGraph:
             return False
         return bool(self._bits(up=True)[self._index[agent_id]] >> self._index[candidate] & 1)
 
-    def upstream(self, agent_id: str) -> frozenset[str]:
-        """Every agent that must finish before ``agent_id`` starts (transitive needs)."""
+    def upstream(self, agent_id: str) -> tuple[str, ...]:
+        """Every agent that must finish before ``agent_id`` starts (transitive needs), in
+        file order."""
         return self._names(self._bits(up=True)[self._index[agent_id]])
 
-    def downstream(self, agent_id: str) -> frozenset[str]:
-        """Every agent that waits, directly or transitively, for ``agent_id``."""
+    def downstream(self, agent_id: str) -> tuple[str, ...]:
+        """Every agent that waits, directly or transitively, for ``agent_id``, in file order."""
         return self._names(self._bits(up=False)[self._index[agent_id]])
 
-    def dependents(self, agent_id: str) -> frozenset[str]:
-        """The agents that list ``agent_id`` in their own needs."""
-        return frozenset(self.graph.succ[agent_id])
+    def dependents(self, agent_id: str) -> tuple[str, ...]:
+        """The agents that list ``agent_id`` in their own needs, in file order."""
+        return self._dependents[agent_id]

@@ -20,7 +20,9 @@ One ``RateLimiter`` per provider key (or per model, see ``RateLimiterRegistry``)
 - ``observe`` lowers the local tiers to what the provider's headers say is left; ``pause``
   (a 429 with retry-after) blocks every caller of the key.
 
-Everything runs on one event loop; the synchronous methods never await.
+Everything runs on one event loop and no method but ``acquire`` ever suspends: the others
+are ``async`` only because a limiter shared through a network store (``aoe.services``)
+must round-trip for them.
 """
 
 from __future__ import annotations
@@ -274,13 +276,13 @@ class RateLimiter:
         except asyncio.CancelledError:
             fut = waiter.future
             if fut.done() and not fut.cancelled() and fut.exception() is None:
-                self.release(fut.result())  # granted just as we were cancelled: give it back
+                self._give_back(fut.result())  # granted just as we were cancelled
             else:
                 fut.cancel()
                 self._kick()
             raise
 
-    def settle(self, reservation: Reservation, actual_tokens: int) -> None:
+    async def settle(self, reservation: Reservation, actual_tokens: int) -> None:
         """Correct the token tiers to what the call really used and free its slot.
 
         A refund lowers the grant's entry; extra usage raises it (the tier may run over its
@@ -307,8 +309,11 @@ class RateLimiter:
         if self._queue:
             self._kick()
 
-    def release(self, reservation: Reservation) -> None:
+    async def release(self, reservation: Reservation) -> None:
         """Give back everything a call took that never reached the provider."""
+        self._give_back(reservation)
+
+    def _give_back(self, reservation: Reservation) -> None:
         entries = self._close(reservation)
         now = self._clock.now()
         for tier, entry in zip(self._request_tiers + self._token_tiers, entries, strict=True):
@@ -323,7 +328,7 @@ class RateLimiter:
 
     # -- what the provider says ----------------------------------------------------------------
 
-    def observe(self, snapshot: RateLimitSnapshot) -> None:
+    async def observe(self, snapshot: RateLimitSnapshot) -> None:
         """Grant at most the provider's ``remaining`` until its reset, on top of our window.
 
         Applies to the tier whose limit matches the header's (else the shortest one). The
@@ -351,15 +356,15 @@ class RateLimiter:
         if self._queue:
             self._kick()  # a fresher reading may have dropped a hold the queue waits on
 
-    def pause(self, seconds: float) -> None:
+    async def pause(self, seconds: float) -> None:
         """Block every acquire on this key for ``seconds`` (a 429's retry-after)."""
         self._paused_until = max(self._paused_until, self._clock.now() + max(0.0, seconds))
 
-    def note_429(self, retry_after_s: float | None = None) -> None:
+    async def note_429(self, retry_after_s: float | None = None) -> None:
         """Count a 429 for the stats; with ``retry_after_s``, also pause the key."""
         self._rate_limited += 1
         if retry_after_s is not None:
-            self.pause(retry_after_s)
+            await self.pause(retry_after_s)
 
     def stats(self) -> LimiterStats:
         """A frozen readout of every tier, the queue, waits and 429s."""

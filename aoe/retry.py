@@ -1,7 +1,7 @@
 """Whether and when to try a failed call again, as data.
 
 ``decide`` turns an error, the attempt number and the agent's ``RetrySpec`` into a
-``RetryDecision``; ``retry_call`` is the small loop around it for callers that want one.
+``RetryDecision``; the one loop that acts on it is the engine's ``run_agent``.
 
 - Only an ``AoeError`` whose class is ``retriable`` is retried (timeouts, connection
   errors, 429 rate limits, 5xx, 529, malformed answers, invalid structured output), and
@@ -19,16 +19,12 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
-from aoe.clock import Clock
 from aoe.errors import AoeError
 from aoe.spec.models import RetrySpec
 
 MAX_RETRY_AFTER_S = 120.0
-T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,31 +79,3 @@ def decide(
         return RetryDecision(True, float(retry_after), f"{name}; provider asked to wait")
     delay = backoff_delay(spec, attempt, rng)
     return RetryDecision(True, delay, f"{name}; {spec.strategy} backoff")
-
-
-async def retry_call(
-    fn: Callable[[int], Awaitable[T]],
-    *,
-    spec: RetrySpec,
-    clock: Clock,
-    rng: random.Random,
-    on_retry: Callable[[int, BaseException, RetryDecision], None] | None = None,
-) -> T:
-    """Await ``fn(attempt)`` until it succeeds or ``decide`` says stop (then re-raise).
-
-    ``on_retry(attempt, error, decision)`` runs before each wait, e.g. to record the
-    failed attempt. Cancellation is never caught.
-    """
-    attempt = 1
-    while True:
-        try:
-            return await fn(attempt)
-        except Exception as exc:
-            decision = decide(exc, attempt=attempt, spec=spec, rng=rng)
-            if not decision.retry:
-                raise
-            if on_retry is not None:
-                on_retry(attempt, exc, decision)
-            if decision.delay_s > 0:
-                await clock.sleep(decision.delay_s)
-            attempt += 1

@@ -120,11 +120,11 @@ def test_latency_table_puts_specific_patterns_first() -> None:
 def test_upstream_downstream_and_dependents() -> None:
     """upstream is the transitive needs, downstream the transitive dependents."""
     graph = WorkflowGraph.build(seed())
-    assert graph.upstream("E") == {"A", "B", "C", "D"}
-    assert graph.upstream("D") == {"A", "B"}
-    assert graph.upstream("A") == frozenset()
-    assert graph.downstream("B") == {"D", "E"}
-    assert graph.dependents("A") == {"B", "C"}
+    assert graph.upstream("E") == ("A", "B", "C", "D")
+    assert graph.upstream("D") == ("A", "B")
+    assert graph.upstream("A") == ()
+    assert graph.downstream("B") == ("D", "E")
+    assert graph.dependents("A") == ("B", "C")
     assert graph.is_upstream("A", "E")
     assert not graph.is_upstream("C", "D")
     assert not graph.is_upstream("E", "A")
@@ -201,7 +201,7 @@ def test_analyse_returns_a_graph_despite_missing_needs() -> None:
     graph, problems = WorkflowGraph.analyse(workflow(agent("a"), agent("b", "a", "ghost")))
     assert len(problems) == 1
     assert graph is not None
-    assert graph.upstream("b") == {"a"}
+    assert graph.upstream("b") == ("a",)
 
 
 def test_ten_thousand_agents_build_fast() -> None:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import random
+from pathlib import Path
 
 import pytest
 
 from aoe.clock import FakeClock
+from aoe.engine.results import AgentResult, AgentState
+from aoe.engine.runtime import Runtime
+from aoe.engine.scheduler import Engine, WorkflowJob
 from aoe.errors import (
     AuthenticationError,
     BadRequestError,
@@ -22,11 +26,18 @@ from aoe.errors import (
     RateLimitTimeoutError,
     ServerError,
 )
-from aoe.providers.base import Completion
+from aoe.providers.base import Completion, CompletionRequest, LLMClient, ModelInfo, Usage
 from aoe.providers.openai import OpenAIClient
-from aoe.retry import MAX_RETRY_AFTER_S, RetryDecision, backoff_delay, decide, retry_call
-from aoe.spec.models import ProviderConfig, RetrySpec
-from tests.fakeprovider import OPENAI_PATH, FakeProvider, Fault, chat_request, fake_provider
+from aoe.retry import MAX_RETRY_AFTER_S, RetryDecision, backoff_delay, decide
+from aoe.spec.models import (
+    AgentSpec,
+    Location,
+    ModelRef,
+    ProviderConfig,
+    RetrySpec,
+    WorkflowSpec,
+)
+from tests.fakeprovider import OPENAI_PATH, FakeProvider, Fault, fake_provider
 
 __all__ = ["fake_provider"]  # the loopback server fixture used by the end-to-end tests below
 
@@ -157,78 +168,108 @@ def test_should_retry_false_is_obeyed():
     ).retry
 
 
-async def test_retry_call_waits_the_decided_delays_on_the_clock():
-    """The loop sleeps each decided delay on the injected clock and returns the first success."""
-    clock = FakeClock(autojump=True)
-    failures = [
-        ServerError("s", provider="p"),
-        RateLimitedError("r", provider="p", retry_after_s=7),
-    ]
-    seen: list[tuple[int, str, float]] = []
+class _Flaky:
+    """A client that raises the scripted errors in turn, then answers; counts its calls."""
 
-    async def call(attempt: int) -> str:
-        if failures:
-            raise failures.pop(0)
-        return f"ok on attempt {attempt}"
+    name = "flaky"
 
-    result = await retry_call(
-        call,
-        spec=spec(base_delay_s=2),
-        clock=clock,
-        rng=RNG,
-        on_retry=lambda n, e, d: seen.append((n, type(e).__name__, d.delay_s)),
+    def __init__(self, *errors: BaseException) -> None:
+        self.errors = list(errors)
+        self.attempts: list[int] = []
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        self.attempts.append(request.attempt)
+        if self.errors:
+            raise self.errors.pop(0)
+        return Completion(f"ok on attempt {request.attempt}", Usage(1, 1), request.model, "stop")
+
+    async def complete_with_tools(self, request: CompletionRequest) -> Completion:
+        return await self.complete(request)
+
+    def model_info(self, model: str) -> ModelInfo:
+        return ModelInfo(self.name, model)
+
+    async def aclose(self) -> None:
+        return None
+
+
+class _Serve:
+    def __init__(self, client: LLMClient) -> None:
+        self.client = client
+
+    def client_for(self, model: ModelRef) -> LLMClient:
+        return self.client
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def _run_one(client: LLMClient, retry: RetrySpec, clock: FakeClock) -> AgentResult:
+    """One agent through the engine's one retry loop (``run_agent``)."""
+    agent = AgentSpec(
+        id="a", model=ModelRef("p", "m"), prompt="go", location=Location("t.yaml", 1, 1), retry=retry
     )
-    assert result == "ok on attempt 3"
-    assert clock.slept == [2.0, 7.0]
-    assert seen == [(1, "ServerError", 2.0), (2, "RateLimitedError", 7.0)]
+    spec = WorkflowSpec(name="wf", path=Path("t.yaml"), agents={"a": agent})
+    engine = Engine(Runtime(clients=_Serve(client), clock=clock))
+    result = await engine.run([WorkflowJob.of("wf", spec)])
+    return result.workflows[0].agents["a"]
 
 
-async def test_retry_call_gives_up_with_the_last_error():
-    """When attempts run out, the caller gets the last error itself."""
+async def test_the_retry_loop_waits_the_decided_delays_on_the_clock():
+    """The loop sleeps each decided delay on the injected clock and ends at the first success."""
     clock = FakeClock(autojump=True)
-    attempts: list[int] = []
+    client = _Flaky(ServerError("s", provider="p"), RateLimitedError("r", provider="p", retry_after_s=7))
+    agent = await _run_one(client, spec(base_delay_s=2), clock)
+    assert agent.state is AgentState.COMPLETED
+    assert agent.output == "ok on attempt 3"
+    assert clock.slept == [2.0, 7.0]
+    assert [(a.attempt, a.error_type) for a in agent.attempts] == [
+        (1, "ServerError"),
+        (2, "RateLimitedError"),
+        (3, None),
+    ]
 
-    async def call(attempt: int) -> None:
-        attempts.append(attempt)
-        raise ServerError(f"down {attempt}", provider="p")
 
-    with pytest.raises(ServerError, match="down 3"):
-        await retry_call(call, spec=spec(max_retries=2, strategy="linear"), clock=clock, rng=RNG)
-    assert attempts == [1, 2, 3]
+async def test_the_retry_loop_gives_up_with_the_last_error():
+    """When attempts run out, the agent ends FAILED with the last error."""
+    clock = FakeClock(autojump=True)
+    client = _Flaky(*(ServerError(f"down {n}", provider="p") for n in (1, 2, 3, 4)))
+    agent = await _run_one(client, spec(max_retries=2, strategy="linear"), clock)
+    assert agent.state is AgentState.FAILED
+    assert agent.error is not None
+    assert "down 3" in agent.error
+    assert client.attempts == [1, 2, 3]
     assert clock.slept == [1.0, 2.0]
 
 
-async def test_retry_call_does_not_retry_permanent_errors_or_swallow_cancellation():
-    """A 400 fails on the first attempt; cancellation passes straight through."""
+async def test_the_retry_loop_does_not_retry_permanent_errors():
+    """A 400 fails on the first attempt, without waiting."""
     clock = FakeClock(autojump=True)
+    client = _Flaky(BadRequestError("no", provider="p", status=400))
+    agent = await _run_one(client, spec(), clock)
+    assert agent.state is AgentState.FAILED
+    assert client.attempts == [1]
+    assert clock.slept == []
 
-    async def bad(attempt: int) -> None:
-        raise BadRequestError("no", provider="p", status=400)
 
-    with pytest.raises(BadRequestError):
-        await retry_call(bad, spec=spec(), clock=clock, rng=RNG)
-
-    async def cancelled(attempt: int) -> None:
-        raise asyncio.CancelledError
-
-    with pytest.raises(asyncio.CancelledError):
-        await retry_call(cancelled, spec=spec(), clock=clock, rng=RNG)
+async def test_cancellation_passes_through_the_retry_loop():
+    """A cancelled call is not retried: the agent ends CANCELLED after one attempt."""
+    clock = FakeClock(autojump=True)
+    client = _Flaky(asyncio.CancelledError())
+    agent = await _run_one(client, spec(), clock)
+    assert agent.state is AgentState.CANCELLED
+    assert client.attempts == [1]
     assert clock.slept == []
 
 
 async def test_immediate_strategy_does_not_sleep():
-    """immediate retries without touching the clock at all."""
+    """immediate retries at once: the clock is asked for no delay."""
     clock = FakeClock(autojump=True)
-    calls: list[int] = []
-
-    async def flaky(attempt: int) -> int:
-        calls.append(attempt)
-        if attempt < 3:
-            raise ProviderConnectionError("reset", provider="p")
-        return attempt
-
-    assert await retry_call(flaky, spec=spec(strategy="immediate"), clock=clock, rng=RNG) == 3
-    assert clock.slept == []
+    client = _Flaky(ProviderConnectionError("reset", provider="p"), ProviderConnectionError("reset", provider="p"))
+    agent = await _run_one(client, spec(strategy="immediate"), clock)
+    assert agent.state is AgentState.COMPLETED
+    assert client.attempts == [1, 2, 3]
+    assert clock.slept == [0.0, 0.0]
 
 
 async def test_end_to_end_against_the_loopback_server(fake_provider: FakeProvider):
@@ -238,15 +279,12 @@ async def test_end_to_end_against_the_loopback_server(fake_provider: FakeProvide
         ProviderConfig("openai", "openai", None, fake_provider.openai_base_url), api_key=None
     )
     clock = FakeClock(autojump=True)
-
-    async def call(attempt: int) -> Completion:
-        return await client.complete(chat_request(attempt=attempt))
-
     try:
-        completion = await retry_call(call, spec=spec(base_delay_s=1), clock=clock, rng=RNG)
+        agent = await _run_one(client, spec(base_delay_s=1), clock)
     finally:
         await client.aclose()
-    assert completion.text
+    assert agent.state is AgentState.COMPLETED
+    assert agent.output
     assert fake_provider.calls(OPENAI_PATH) == 3
     assert clock.slept == [0.5, 2.0]
 
@@ -259,15 +297,11 @@ async def test_end_to_end_quota_is_tried_once(fake_provider: FakeProvider):
     )
     clock = FakeClock(autojump=True)
     try:
-        with pytest.raises(QuotaExceededError):
-            await retry_call(
-                lambda attempt: client.complete(chat_request(attempt=attempt)),
-                spec=spec(),
-                clock=clock,
-                rng=RNG,
-            )
+        agent = await _run_one(client, spec(), clock)
     finally:
         await client.aclose()
+    assert agent.state is AgentState.FAILED
+    assert agent.attempts[0].error_type == "QuotaExceededError"
     assert fake_provider.calls() == 1
     assert clock.slept == []
 

@@ -11,6 +11,7 @@ import json
 import re
 from typing import TYPE_CHECKING, Any
 
+from aoe.cost.money import optional_text
 from aoe.spec.models import thaw
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ def plan_to_dict(checked: CheckedWorkflow, inputs: dict[str, Any] | None = None)
             "module": a.module,
             "model": str(a.model),
             "priority": a.priority,
-            "cost_limit_usd": a.cost_limit_usd,
+            "cost_limit_usd": optional_text(a.cost_limit_usd),
             "needs": list(dict.fromkeys(a.needs)),
             "expected_latency_s": graph.expected_latency_s(a.id),
             "timeout_s": a.timeout_s,
@@ -54,7 +55,7 @@ def plan_to_dict(checked: CheckedWorkflow, inputs: dict[str, Any] | None = None)
         "workflow": spec.name,
         "file": str(spec.path),
         "description": spec.description,
-        "budget_usd": spec.budget_usd,
+        "budget_usd": optional_text(spec.budget_usd),
         "max_parallel_agents": spec.max_parallel_agents,
         "agent_count": len(graph),
         "levels": [list(lv) for lv in graph.levels],

@@ -142,13 +142,17 @@ def _provider_problems(spec: WorkflowSpec, config: Config) -> list[Problem]:
     problems = []
     for agent in spec.agents.values():
         if agent.model.provider not in known:
-            problems.append(Problem(
-                agent.location.file, agent.location.line, agent.location.col,
-                f"agents.{agent.id}.model: no provider named '{agent.model.provider}' "
-                f"(configured: {', '.join(known)})",
-                "add it under providers: in aoe.yaml beside the workflow (or --config), "
-                "or use one of the configured providers",
-            ))
+            problems.append(
+                Problem(
+                    agent.location.file,
+                    agent.location.line,
+                    agent.location.col,
+                    f"agents.{agent.id}.model: no provider named '{agent.model.provider}' "
+                    f"(configured: {', '.join(known)})",
+                    "add it under providers: in aoe.yaml beside the workflow (or --config), "
+                    "or use one of the configured providers",
+                )
+            )
     return problems
 
 

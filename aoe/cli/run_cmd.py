@@ -12,7 +12,7 @@ import os
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -148,9 +148,14 @@ def run(
     ] = None,
 ) -> None:
     """Run workflows: every agent as soon as its needs are done, under limits and budgets."""
-    import asyncio
-
-    from aoe.app.run import RunOptions, prepare
+    # The engine and the views load when a run starts, not when `aoe --help` lists commands.
+    from aoe.app.prepare import RunOptions, prepare
+    from aoe.cost.money import optional_usd
+    from aoe.monitor.outputs import OutputOptions, RunOutputs
+    from aoe.report.outputs import write_run_reports
+    from aoe.report.result import result_json
+    from aoe.ui.session import console, run_with_progress
+    from aoe.ui.summary import render_summary
 
     _positive("--budget", budget)
     _positive("--max-parallel", max_parallel)
@@ -165,7 +170,7 @@ def run(
         input_files=tuple(inputs_files or ()),
         each=each,
         simulate=simulate,
-        budget_usd=budget,
+        budget_usd=optional_usd(budget),
         max_parallel=max_parallel,
         max_workflows=max_workflows,
         config_path=config,
@@ -177,73 +182,19 @@ def run(
     prepared = prepare(options)
     for warning in prepared.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    from aoe.monitor.outputs import OutputOptions, RunOutputs
-
-    wanted = OutputOptions(junit, events, metrics_port, metrics_addr, pushgateway)
+    wanted = OutputOptions(events, metrics_port, metrics_addr, pushgateway)
     outputs = RunOutputs.start(wanted, sys.stderr)
     result = None
     try:
-        result = asyncio.run(_execute(prepared, live=_live_wanted(no_live), outputs=outputs))
+        result = run_with_progress(prepared, live=_live_wanted(no_live), outputs=outputs)
     finally:
-        outputs.finish(result, prepared.jobs)
+        outputs.finish(result.run_id if result is not None else None)
+    write_run_reports(result, prepared.jobs, junit=junit, warn=sys.stderr)
     if as_json:
-        import json
-
-        from aoe.report.result import run_document
-
-        sys.stdout.write(json.dumps(run_document(result), indent=2, default=str) + "\n")
+        sys.stdout.write(result_json(result) + "\n")
     else:
-        from rich.console import Console
-
-        from aoe.ui.summary import render_summary
-
-        render_summary(Console(), result)
+        render_summary(console(), result)
     raise typer.Exit(result.exit_code)
-
-
-async def _execute(prepared: Any, *, live: bool, outputs: Any = None) -> Any:
-    """Run with progress on stderr; SIGINT and SIGTERM cancel the run cleanly."""
-    import asyncio
-    import signal
-
-    from aoe.app.run import RunHandle
-
-    sinks: list[Any] = []
-    view = None
-    if live:
-        from rich.console import Console
-
-        from aoe.ui.live import LiveView
-
-        view = LiveView(Console(stderr=True))
-        sinks.append(view)
-    else:
-        from aoe.ui.plain import PlainProgress
-
-        sinks.append(PlainProgress(sys.stderr))
-    if outputs is not None:
-        sinks.extend(outputs.sinks)
-    handle = RunHandle(prepared, sinks)
-    if view is not None:
-        view.bind(handle)
-    if outputs is not None:
-        outputs.bind(handle)
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, handle.cancel)
-    try:
-        if view is None:
-            return await handle.execute()
-        with view.live() as screen:
-            refresher = asyncio.create_task(view.refresh_forever(screen))
-            try:
-                return await handle.execute()
-            finally:
-                refresher.cancel()
-                screen.refresh()
-    finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
 
 
 def register(app: typer.Typer) -> None:

@@ -18,8 +18,8 @@ def validate(
     Prints `ok  FILE (N agents, M levels)` for a good file and every problem of a bad one
     as FILE:LINE:COL: message. Exits 0 when every file is good, else 2.
     """
-    from aoe.cli.main import format_error
     from aoe.app.validate import check_files
+    from aoe.cli.main import format_error
 
     results = check_files(files)
     _annotate(results)

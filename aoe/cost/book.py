@@ -1,5 +1,7 @@
-"""The budget scopes of one run: the run (``--budget``), each workflow (``budget_usd``),
-and each agent (``cost_limit_usd``), over ``aoe.cost.budget.Budgets``.
+"""The in-memory budget book of one run: the run (``--budget``), each workflow
+(``budget_usd``) and each agent (``cost_limit_usd``), over ``aoe.cost.budget.Budgets``.
+
+It implements ``aoe.services.BudgetBook`` for a run in one process.
 
 Spend recorded by an earlier process (``--resume``) is preloaded into each scope the
 first time it is used, so a resumed run cannot spend its budget twice.
@@ -23,18 +25,12 @@ from aoe.spec.models import AgentSpec, WorkflowSpec
 RUN_SCOPE = "run"
 
 
-def _usd(value: float | Decimal | None) -> Decimal | None:
-    if value is None:
-        return None
-    return value if isinstance(value, Decimal) else Decimal(str(value))
-
-
 class RunBudgets:
     """Names the scopes of a run and holds the reservations against them."""
 
     def __init__(
         self,
-        run_limit_usd: float | Decimal | None = None,
+        run_limit_usd: Decimal | None = None,
         spent: Mapping[str, Decimal] | None = None,
     ) -> None:
         self.budgets = Budgets()
@@ -43,8 +39,8 @@ class RunBudgets:
         self._waiters: list[asyncio.Future[None]] = []
         self.run_scope = self._scope(RUN_SCOPE, run_limit_usd, RUN_SCOPE)
 
-    def _scope(self, name: str, limit: float | Decimal | None, spent_key: str) -> BudgetScope:
-        scope = BudgetScope(name, _usd(limit))
+    def _scope(self, name: str, limit: Decimal | None, spent_key: str) -> BudgetScope:
+        scope = BudgetScope(name, limit)
         if name not in self._loaded:
             self._loaded.add(name)
             earlier = self._spent.get(spent_key)
@@ -92,13 +88,13 @@ class RunBudgets:
             if not waiter.done():
                 waiter.set_result(None)
 
-    def settle(
+    async def settle(
         self, reservation: BudgetReservation, actual_usd: Decimal, *, confirmed: bool = True
     ) -> None:
         self.budgets.settle(reservation, actual_usd, confirmed=confirmed)
         self._wake()
 
-    def release(self, reservation: BudgetReservation) -> None:
+    async def release(self, reservation: BudgetReservation) -> None:
         self.budgets.release(reservation)
         self._wake()
 

@@ -22,11 +22,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
+from aoe.cost.money import ZERO as _ZERO
+from aoe.cost.money import format_usd
 from aoe.errors import BudgetExceededError
 
 __all__ = ["BudgetReservation", "BudgetScope", "BudgetState", "Budgets"]
 
-_ZERO = Decimal(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,9 +107,10 @@ class Budgets:
             if account.limit is not None and account.committed() + amount_usd > account.limit:
                 left = max(_ZERO, account.limit - account.committed())
                 raise BudgetExceededError(
-                    f"budget {scope.name} (${account.limit}) cannot take ${_usd(amount_usd)} "
-                    f"more: ${_usd(left)} left (spent ${_usd(account.spent)}, unconfirmed "
-                    f"${_usd(account.unconfirmed)}, reserved ${_usd(account.reserved)})",
+                    f"budget {scope.name} ({format_usd(account.limit)}) cannot take "
+                    f"{format_usd(amount_usd)} more: {format_usd(left)} left (spent "
+                    f"{format_usd(account.spent)}, unconfirmed {format_usd(account.unconfirmed)}, "
+                    f"reserved {format_usd(account.reserved)})",
                     where=scope.name,
                     hint="raise the budget (--budget, budget_usd or cost_limit_usd) "
                     "or lower max_tokens",
@@ -193,8 +195,3 @@ class Budgets:
         if self._open.pop(reservation.id, None) is None:
             raise ValueError(f"budget reservation {reservation.id} is not open")
         return [self._accounts[name] for name in reservation.scopes]
-
-
-def _usd(amount: Decimal) -> str:
-    """Enough digits for sub-cent calls, no float noise."""
-    return f"{amount:.6f}".rstrip("0").rstrip(".") if amount else "0"

@@ -24,6 +24,7 @@ from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
 
+from aoe.cost.money import optional_text
 from aoe.cost.pricing import PriceBook
 from aoe.cost.tokens import estimate_request
 from aoe.providers.base import CompletionRequest, Message, ToolDefinition, Usage
@@ -196,7 +197,7 @@ def estimate_to_dict(estimate: WorkflowEstimate) -> dict[str, Any]:
 
     def money(c: CostRange) -> dict[str, str | None]:
         return {
-            k: None if v is None else str(v)
+            k: optional_text(v)
             for k, v in (("min", c.min), ("expected", c.expected), ("max", c.max))
         }
 

@@ -175,16 +175,12 @@ def _or(value: Decimal | None, default: Decimal) -> Decimal:
     return default if value is None else value
 
 
-def _decimal(value: float | None) -> Decimal | None:
-    return None if value is None else Decimal(str(value))
-
-
 def _from_spec(spec: PriceSpec) -> ModelPrice:
     return ModelPrice(
-        input_per_mtok=Decimal(str(spec.input_per_mtok)),
-        output_per_mtok=Decimal(str(spec.output_per_mtok)),
-        cached_input_per_mtok=_decimal(spec.cached_input_per_mtok),
-        cache_write_per_mtok=_decimal(spec.cache_write_per_mtok),
+        input_per_mtok=spec.input_per_mtok,
+        output_per_mtok=spec.output_per_mtok,
+        cached_input_per_mtok=spec.cached_input_per_mtok,
+        cache_write_per_mtok=spec.cache_write_per_mtok,
         source="override",
     )
 

@@ -1,12 +1,17 @@
-"""States and results of agents, workflows and runs: what the engine hands back."""
+"""States and results of agents, workflows and runs: what the engine hands back.
+
+Times are epoch seconds from the run's clock; money is ``Decimal`` USD.
+"""
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
+from aoe.cost.money import ZERO
 from aoe.providers.base import Usage
 
 
@@ -81,7 +86,7 @@ class AttemptResult:
     started_at: float
     ended_at: float
     usage: Usage = field(default_factory=Usage)
-    cost_usd: float = 0.0
+    cost_usd: Decimal = ZERO
     error: str | None = None
     error_type: str | None = None
 
@@ -107,8 +112,8 @@ class AgentResult:
         return total
 
     @property
-    def cost_usd(self) -> float:
-        return sum(a.cost_usd for a in self.attempts)
+    def cost_usd(self) -> Decimal:
+        return sum((a.cost_usd for a in self.attempts), ZERO)
 
     @property
     def duration_s(self) -> float:
@@ -132,8 +137,8 @@ class WorkflowResult:
     reason: str | None = None
 
     @property
-    def cost_usd(self) -> float:
-        return sum(a.cost_usd for a in self.agents.values())
+    def cost_usd(self) -> Decimal:
+        return sum((a.cost_usd for a in self.agents.values()), ZERO)
 
     @property
     def usage(self) -> Usage:
@@ -168,8 +173,8 @@ class RunResult:
         return self.state.exit_code
 
     @property
-    def cost_usd(self) -> float:
-        return sum(w.cost_usd for w in self.workflows)
+    def cost_usd(self) -> Decimal:
+        return sum((w.cost_usd for w in self.workflows), ZERO)
 
     @property
     def usage(self) -> Usage:

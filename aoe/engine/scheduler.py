@@ -15,46 +15,45 @@ import functools
 import heapq
 import itertools
 import os
-import time
 import uuid
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from types import MappingProxyType
 from typing import Any
 
+from aoe.cost.budget import BudgetScope
 from aoe.engine import policy
-from aoe.engine.results import (
-    AgentResult,
-    AgentState,
-    AttemptResult,
-    RunResult,
-    WorkflowResult,
-)
+from aoe.engine.pipeline import run_agent
+from aoe.engine.results import AgentResult, AgentState, AttemptResult, RunResult, WorkflowResult
+from aoe.engine.runtime import Runtime
+from aoe.engine.task import AgentTask
+from aoe.graph import WorkflowGraph
+from aoe.ledger.records import RunStart, WorkflowStart
 from aoe.monitor.events import (
     AgentFinished,
     AgentSkipped,
+    Envelope,
     RunFinished,
     RunStarted,
     WorkflowFinished,
     WorkflowStarted,
 )
-from aoe.engine.pipeline import AgentTask, run_agent
-from aoe.engine.runtime import Runtime
 from aoe.spec.models import WorkflowSpec
 
 
 @dataclass(frozen=True, slots=True)
 class WorkflowJob:
-    """One workflow instance to run: a spec, its dependency order, and its inputs.
+    """One workflow instance to run: a spec, its validated graph, and its inputs.
 
     ``completed`` holds outputs of agents that finished in an earlier run (``--resume``);
-    they are not called again.
+    they are not called again. Instances of one spec share its graph.
     """
 
     key: str
     spec: WorkflowSpec
-    needs: Mapping[str, tuple[str, ...]]
+    graph: WorkflowGraph
     inputs: Mapping[str, Any] = field(default_factory=dict)
     completed: Mapping[str, Any] = field(default_factory=dict)
     next_attempts: Mapping[str, int] = field(default_factory=dict)
@@ -63,7 +62,8 @@ class WorkflowJob:
     def of(
         cls, key: str, spec: WorkflowSpec, inputs: Mapping[str, Any] | None = None
     ) -> WorkflowJob:
-        return cls(key, spec, {a.id: a.needs for a in spec.agents.values()}, inputs or {})
+        """A job of ``spec``, its graph built here (raises ``SpecError`` if it has none)."""
+        return cls(key, spec, WorkflowGraph.build(spec), inputs or {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +73,7 @@ class EngineOptions:
     max_parallel: int | None = None
     max_workflows: int | None = None
     simulate: bool = False
-    budget_usd: float | None = None
+    budget_usd: Decimal | None = None
     run_id: str | None = None
     resume: bool = False
     command: str = ""
@@ -82,19 +82,17 @@ class EngineOptions:
 class _WorkflowRun:
     """Mutable bookkeeping of one workflow instance while it runs."""
 
-    def __init__(self, job: WorkflowJob, index: int) -> None:
+    def __init__(self, job: WorkflowJob, index: int, envelope: Envelope, now: float) -> None:
         self.job = job
         self.index = index
+        self.envelope = envelope
         spec = job.spec
+        self.graph = job.graph
         self.states: dict[str, AgentState] = dict.fromkeys(spec.agents, AgentState.PENDING)
         self.results: dict[str, AgentResult] = {}
         self.views: dict[str, Mapping[str, Any]] = {}
         self.upstream = MappingProxyType(self.views)
-        self.waiting: dict[str, int] = {a: len(deps) for a, deps in job.needs.items()}
-        self.dependents: dict[str, list[str]] = {a: [] for a in spec.agents}
-        for agent_id, deps in job.needs.items():
-            for dep in deps:
-                self.dependents[dep].append(agent_id)
+        self.waiting: dict[str, int] = {a: len(deps) for a, deps in job.graph.needs.items()}
         self.order = {a: i for i, a in enumerate(spec.agents)}
         self.ready: list[tuple[int, int, str]] = []
         self.running: dict[str, asyncio.Task[AgentResult]] = {}
@@ -103,8 +101,8 @@ class _WorkflowRun:
         self.stop_reason: str | None = None
         self.cancelled = False
         self.opened = False
-        self.started_at = time.time()
-        self.budget_scopes: tuple[Any, ...] = ()
+        self.started_at = now
+        self.budget_scopes: tuple[BudgetScope, ...] = ()
         self.env = {name: os.environ.get(name, "") for name in spec.env}
 
     def push_ready(self, agent_id: str) -> None:
@@ -125,6 +123,7 @@ class Engine:
         self.rt = runtime
         self.options = options or EngineOptions()
         self.run_id = self.options.run_id or uuid.uuid4().hex[:12]
+        self.envelope = Envelope(self.run_id)
         self._active: list[_WorkflowRun] = []
         self._queue: deque[_WorkflowRun] = deque()
         self._results: dict[str, WorkflowResult] = {}
@@ -139,30 +138,31 @@ class Engine:
 
     async def run(self, jobs: Sequence[WorkflowJob]) -> RunResult:
         """Run every job; returns when all have reached a final state (or were cancelled)."""
-        started = time.time()
-        ledger = self.rt.ledger
-        if ledger is not None:
-            from aoe.ledger.records import RunStart
-
-            await ledger.start_run(
-                RunStart(
-                    self.run_id,
-                    started,
-                    self.options.command,
-                    tuple(dict.fromkeys(str(j.spec.path) for j in jobs)),
-                    self.options.simulate,
-                    self.options.budget_usd,
-                )
-            )
-        self.rt.events.publish(
-            RunStarted(
-                run_id=self.run_id,
-                workflows=tuple(j.key for j in jobs),
-                simulate=self.options.simulate,
-                budget_usd=self.options.budget_usd,
+        clock, opts = self.rt.clock, self.options
+        started = clock.wall()
+        await self.rt.recorder.start_run(
+            RunStart(
+                self.run_id,
+                started,
+                opts.command,
+                tuple(dict.fromkeys(str(j.spec.path) for j in jobs)),
+                opts.simulate,
+                opts.budget_usd,
             )
         )
-        self._queue.extend(_WorkflowRun(job, i) for i, job in enumerate(jobs))
+        self.rt.events.publish(
+            RunStarted(
+                self.envelope,
+                started,
+                workflows=tuple(j.key for j in jobs),
+                simulate=opts.simulate,
+                budget_usd=opts.budget_usd,
+            )
+        )
+        self._queue.extend(
+            _WorkflowRun(job, i, self.envelope.of_workflow(job.key), started)
+            for i, job in enumerate(jobs)
+        )
         if self._interrupted:  # cancelled while the run was being set up
             for wf in self._queue:
                 wf.cancelled, wf.stop_reason = True, "interrupted"
@@ -182,15 +182,15 @@ class Engine:
             self.run_id,
             tuple(self._results[k] for k in order if k in self._results),
             started,
-            time.time(),
-            simulate=self.options.simulate,
+            clock.wall(),
+            simulate=opts.simulate,
             interrupted=self._interrupted,
         )
-        if ledger is not None:
-            await ledger.finish_run(self.run_id, result.state.value, result.ended_at)
+        await self.rt.recorder.finish_run(self.run_id, result.state.value, result.ended_at)
         self.rt.events.publish(
             RunFinished(
-                run_id=self.run_id,
+                self.envelope,
+                result.ended_at,
                 state=result.state.value,
                 exit_code=result.exit_code,
                 cost_usd=result.cost_usd,
@@ -226,54 +226,45 @@ class Engine:
     async def _open(self, wf: _WorkflowRun) -> None:
         """Record the workflow before any of its agents can record an attempt."""
         spec = wf.job.spec
-        if self.rt.budgets is not None:
-            wf.budget_scopes = self.rt.budgets.scopes_for_workflow(wf.job.key, spec)
+        wf.budget_scopes = self.rt.budgets.scopes_for_workflow(wf.job.key, spec)
+        wf.started_at = self.rt.clock.wall()
         self.rt.events.publish(
             WorkflowStarted(
-                run_id=self.run_id,
-                workflow=wf.job.key,
+                wf.envelope,
+                wf.started_at,
                 name=spec.name,
                 agents_total=len(spec.agents),
                 budget_usd=spec.budget_usd,
             )
         )
-        wf.started_at = time.time()
-        if self.rt.ledger is not None:
-            try:
-                await self._record_start(wf)
-            except Exception as exc:  # nothing may run that the ledger cannot record
-                self._fatal = exc
-                wf.opened = True
-                self.cancel()
-                self._maybe_finish(wf)
-                return
+        try:
+            await self.rt.recorder.start_workflow(
+                WorkflowStart(
+                    self.run_id,
+                    wf.job.key,
+                    spec.name,
+                    str(spec.path),
+                    dict(wf.job.inputs),
+                    spec.budget_usd,
+                    started_at=wf.started_at,
+                    needs=wf.graph.needs,
+                )
+            )
+        except Exception as exc:  # nothing may run that the ledger cannot record
+            self._fatal = exc
+            wf.opened = True
+            self.cancel()
+            self._maybe_finish(wf)
+            return
         wf.opened = True
         self._begin(wf)
-
-    async def _record_start(self, wf: _WorkflowRun) -> None:
-        from aoe.ledger.records import WorkflowStart
-
-        spec = wf.job.spec
-        assert self.rt.ledger is not None
-        await self.rt.ledger.start_workflow(
-            WorkflowStart(
-                self.run_id,
-                wf.job.key,
-                spec.name,
-                str(spec.path),
-                dict(wf.job.inputs),
-                spec.budget_usd,
-                started_at=wf.started_at,
-                needs=wf.job.needs,
-            )
-        )
 
     def _begin(self, wf: _WorkflowRun) -> None:
         """Settle resumed agents, queue the ready ones, and start what fits."""
         resumed = [a for a in wf.job.completed if a in wf.states]
         for agent_id in resumed:
             wf.states[agent_id] = AgentState.COMPLETED
-        now = time.time()
+        now = self.rt.clock.wall()
         for agent_id in resumed:
             self._settle(
                 wf,
@@ -287,7 +278,7 @@ class Engine:
                 ),
                 publish=False,
             )
-        for agent_id, deps in wf.job.needs.items():
+        for agent_id, deps in wf.graph.needs.items():
             if not deps and wf.states[agent_id] is AgentState.PENDING:
                 wf.push_ready(agent_id)
         if wf.cancelled:
@@ -314,29 +305,23 @@ class Engine:
 
     def _launch(self, wf: _WorkflowRun, agent_id: str) -> None:
         spec = wf.job.spec
+        agent = spec.agents[agent_id]
         wf.states[agent_id] = AgentState.RUNNING
         task = AgentTask(
-            run_id=self.run_id,
-            workflow_key=wf.job.key,
+            envelope=wf.envelope.of_agent(agent_id),
             workflow=spec,
-            agent=spec.agents[agent_id],
+            agent=agent,
             inputs=wf.job.inputs,
             upstream=wf.upstream,
             env=wf.env,
-            budget_scopes=wf.budget_scopes + self._agent_scope(wf, agent_id),
+            budget_scopes=(*wf.budget_scopes, self.rt.budgets.scope_for_agent(wf.job.key, agent)),
             first_attempt=wf.job.next_attempts.get(agent_id, 1),
         )
-        runner = asyncio.create_task(run_agent(task, self.rt), name=f"{wf.job.key}/{agent_id}")
+        runner = asyncio.create_task(run_agent(task, self.rt), name=task.where)
         wf.running[agent_id] = runner
         wf.attempts[agent_id] = task.attempts
         self._running_total += 1
         runner.add_done_callback(functools.partial(self._on_done, wf, agent_id))
-
-    def _agent_scope(self, wf: _WorkflowRun, agent_id: str) -> tuple[Any, ...]:
-        if self.rt.budgets is None:
-            return ()
-        scope = self.rt.budgets.scope_for_agent(wf.job.key, wf.job.spec.agents[agent_id])
-        return (scope,) if scope is not None else ()
 
     # -- completion ---------------------------------------------------------------------
 
@@ -344,8 +329,8 @@ class Engine:
         wf.running.pop(agent_id, None)
         self._running_total -= 1
         attempts = tuple(wf.attempts.pop(agent_id, ()))
+        now = self.rt.clock.wall()
         if task.cancelled():
-            now = time.time()
             result = AgentResult(
                 agent_id,
                 AgentState.CANCELLED,
@@ -355,7 +340,6 @@ class Engine:
                 ended_at=now,
             )
         elif (exc := task.exception()) is not None:
-            now = time.time()
             result = AgentResult(
                 agent_id,
                 AgentState.FAILED,
@@ -379,25 +363,23 @@ class Engine:
         agent_id = result.agent_id
         wf.states[agent_id] = result.state
         wf.results[agent_id] = result
-        agent = wf.job.spec.agents[agent_id]
         if publish:
             self.rt.events.publish(
                 AgentFinished(
-                    run_id=self.run_id,
-                    workflow=wf.job.key,
-                    agent=agent_id,
+                    wf.envelope.of_agent(agent_id),
+                    self.rt.clock.wall(),
                     state=result.state.value,
                     attempts=len(result.attempts),
                     duration_s=result.duration_s,
                     usage=result.usage,
                     cost_usd=result.cost_usd,
                     error=result.error,
-                    module=agent.module,
+                    module=wf.job.spec.agents[agent_id].module,
                 )
             )
         if result.state is AgentState.COMPLETED:
             wf.views[agent_id] = MappingProxyType({"output": result.output})
-            for dep in wf.dependents[agent_id]:
+            for dep in wf.graph.dependents(agent_id):
                 wf.waiting[dep] -= 1
                 if wf.waiting[dep] == 0 and wf.states[dep] is AgentState.PENDING:
                     wf.push_ready(dep)
@@ -405,57 +387,44 @@ class Engine:
             self._skip_downstream(wf, agent_id)
 
     def _skip_downstream(self, wf: _WorkflowRun, failed: str) -> None:
-        stack = list(wf.dependents[failed])
-        while stack:
-            agent_id = stack.pop()
+        """Every agent that waits, directly or not, for one that ended for good: SKIPPED."""
+        reason = f"needs '{failed}', which ended {wf.states[failed].value}"
+        now = self.rt.clock.wall()
+        for agent_id in wf.graph.downstream(failed):
             if wf.states[agent_id] is not AgentState.PENDING:
                 continue
-            reason = f"needs '{failed}', which ended {wf.states[failed].value}"
             wf.states[agent_id] = AgentState.SKIPPED
             wf.results[agent_id] = AgentResult(agent_id, AgentState.SKIPPED, error=reason)
-            self.rt.events.publish(
-                AgentSkipped(
-                    run_id=self.run_id,
-                    workflow=wf.job.key,
-                    agent=agent_id,
-                    reason=reason,
-                )
-            )
-            stack.extend(wf.dependents[agent_id])
+            self.rt.events.publish(AgentSkipped(wf.envelope.of_agent(agent_id), now, reason=reason))
 
     def _maybe_finish(self, wf: _WorkflowRun) -> None:
         if not wf.opened or wf not in self._active or not wf.idle():
             return
-        for agent_id, state in wf.states.items():
-            if state is AgentState.PENDING:
-                reason = f"not started: {wf.stop_reason}" if wf.stop_reason else "not started"
-                final = AgentState.CANCELLED if wf.cancelled else AgentState.SKIPPED
-                wf.states[agent_id] = final
-                wf.results[agent_id] = AgentResult(agent_id, final, error=reason)
-                if final is AgentState.CANCELLED:
-                    self.rt.events.publish(
-                        AgentFinished(
-                            run_id=self.run_id,
-                            workflow=wf.job.key,
-                            agent=agent_id,
-                            state=final.value,
-                            attempts=0,
-                            duration_s=0.0,
-                            error=reason,
-                            module=wf.job.spec.agents[agent_id].module,
-                        )
-                    )
-                else:
-                    self.rt.events.publish(
-                        AgentSkipped(
-                            run_id=self.run_id,
-                            workflow=wf.job.key,
-                            agent=agent_id,
-                            reason=reason,
-                        )
-                    )
-        outcome, why = policy.outcome(wf.job.spec, wf.states, cancelled=wf.cancelled)
+        now = self.rt.clock.wall()
         spec = wf.job.spec
+        for agent_id, state in wf.states.items():
+            if state is not AgentState.PENDING:
+                continue
+            reason = f"not started: {wf.stop_reason}" if wf.stop_reason else "not started"
+            final = AgentState.CANCELLED if wf.cancelled else AgentState.SKIPPED
+            wf.states[agent_id] = final
+            wf.results[agent_id] = AgentResult(agent_id, final, error=reason)
+            envelope = wf.envelope.of_agent(agent_id)
+            if final is AgentState.CANCELLED:
+                self.rt.events.publish(
+                    AgentFinished(
+                        envelope,
+                        now,
+                        state=final.value,
+                        attempts=0,
+                        duration_s=0.0,
+                        error=reason,
+                        module=spec.agents[agent_id].module,
+                    )
+                )
+            else:
+                self.rt.events.publish(AgentSkipped(envelope, now, reason=reason))
+        outcome, why = policy.outcome(spec, wf.states, cancelled=wf.cancelled)
         result = WorkflowResult(
             wf.job.key,
             spec.name,
@@ -463,7 +432,7 @@ class Engine:
             outcome,
             MappingProxyType({a: wf.results[a] for a in spec.agents}),
             wf.started_at,
-            time.time(),
+            now,
             inputs=wf.job.inputs,
             reason=why,
         )
@@ -474,28 +443,20 @@ class Engine:
             counts[s.value] = counts.get(s.value, 0) + 1
         self.rt.events.publish(
             WorkflowFinished(
-                run_id=self.run_id,
-                workflow=wf.job.key,
+                wf.envelope,
+                now,
                 state=outcome.value,
                 duration_s=result.ended_at - result.started_at,
                 cost_usd=result.cost_usd,
                 counts=tuple(sorted(counts.items())),
             )
         )
-        if self.rt.ledger is not None:
-            self._spawn(
-                self.rt.ledger.finish_workflow(
-                    self.run_id,
-                    wf.job.key,
-                    outcome.value,
-                    result.ended_at,
-                )
-            )
+        self._spawn(self.rt.recorder.finish_workflow(self.run_id, wf.job.key, outcome.value, now))
         self._admit()
         if not self._active and not self._queue:
             self._done.set()
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._bookkeeping.add(task)
         task.add_done_callback(self._bookkeeping.discard)

@@ -17,8 +17,8 @@ from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
-from aoe.errors import UsageError
 from aoe.cost.money import from_pusd, parse_decimal
+from aoe.errors import UsageError
 from aoe.ledger.records import (
     FAILED_STATES,
     INTERRUPTED,

@@ -46,7 +46,7 @@ class RunStart:
     command: str
     files: tuple[str, ...]
     simulate: bool
-    budget_usd: Decimal | float | None = None
+    budget_usd: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +58,7 @@ class WorkflowStart:
     name: str
     path: str
     inputs: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
-    budget_usd: Decimal | float | None = None
+    budget_usd: Decimal | None = None
     started_at: float | None = None
     needs: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: EMPTY)
 

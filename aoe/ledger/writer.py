@@ -28,18 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from aoe.cost.money import optional_text, to_pusd
 from aoe.errors import LedgerError
 from aoe.ledger.errors import connect, ledger_error
-from aoe.cost.money import to_pusd
 from aoe.ledger.records import AttemptEnd, AttemptStart, CallRecord, RunStart, WorkflowStart
 from aoe.spec.models import thaw
 
 Statement = Callable[[sqlite3.Connection, Any], None]
 MAX_BATCH: Final = 1000
-
-
-def _budget_text(budget: object) -> str | None:
-    return None if budget is None else str(budget)
 
 
 def _json(value: Any) -> str:
@@ -62,7 +58,7 @@ def write_run_start(conn: sqlite3.Connection, r: RunStart) -> None:
             r.command,
             _json(list(r.files)),
             int(r.simulate),
-            _budget_text(r.budget_usd),
+            optional_text(r.budget_usd),
             os.getpid(),
             socket.gethostname(),
         ),
@@ -81,7 +77,7 @@ def write_workflow_start(conn: sqlite3.Connection, w: WorkflowStart) -> None:
             w.name,
             w.path,
             _json(w.inputs),
-            _budget_text(w.budget_usd),
+            optional_text(w.budget_usd),
             w.started_at,
             _json({agent: list(deps) for agent, deps in w.needs.items()}),
         ),
@@ -309,13 +305,13 @@ class Writer:
                         raise
                     conn.execute("ROLLBACK TO w")
                     errors.append(ledger_error(exc, self._path, "write to"))
-                except (TypeError, ValueError, OverflowError, RecursionError) as exc:
+                except Exception as exc:  # a bad record fails alone; the thread must live on
                     conn.execute("ROLLBACK TO w")
                     errors.append(
                         LedgerError(
-                            f"cannot record {type(record).__name__}: {exc}",
+                            f"cannot record {type(record).__name__}: {type(exc).__name__}: {exc}",
                             where=str(self._path),
-                            hint="only JSON-able values can be stored in the ledger",
+                            hint="only JSON-able values and Decimal money can be stored",
                         )
                     )
                 else:

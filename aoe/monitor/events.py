@@ -1,120 +1,164 @@
 """Typed events of a run, fanned out to sinks (live UI, plain log, JSON Lines, metrics).
 
+Every event carries one ``Envelope``, where it happened (the run, and as far down as it
+is known: workflow, agent, attempt), and ``at``, when (epoch seconds from the run's
+clock). The engine builds an envelope once per workflow, agent or attempt and hands the
+same object to every event it publishes there. Money is ``Decimal`` USD.
+
 Events are plain frozen data: the engine and pipeline publish them and never care who
 listens. A sink's ``handle`` is called on the event loop and must return quickly.
 """
 
 from __future__ import annotations
 
-import time
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Protocol
 
 from aoe.providers.base import Usage
 
-
-def _now() -> float:
-    return time.time()
+_ZERO = Decimal(0)
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Event:
-    """Common fields: when (epoch seconds) and which run."""
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """Where an event happened: the run, and its workflow, agent and attempt when known."""
 
     run_id: str
-    at: float = field(default_factory=_now)
+    workflow: str | None = None
+    agent: str | None = None
+    attempt: int | None = None
+
+    def of_workflow(self, workflow: str) -> Envelope:
+        return Envelope(self.run_id, workflow)
+
+    def of_agent(self, agent: str) -> Envelope:
+        return Envelope(self.run_id, self.workflow, agent)
+
+    def of_attempt(self, attempt: int) -> Envelope:
+        return Envelope(self.run_id, self.workflow, self.agent, attempt)
+
+
+@functools.cache
+def _kind(cls: type) -> str:
+    name = cls.__name__
+    return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Common to every event: where (``envelope``) and when (``at``, epoch seconds)."""
+
+    envelope: Envelope
+    at: float
 
     @property
     def kind(self) -> str:
-        """The event's name in snake case, as written to JSON Lines."""
-        name = type(self).__name__
-        return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
+        """The event's name in snake case, as written to JSON Lines (``api_call``)."""
+        return _kind(type(self))
+
+    @property
+    def run_id(self) -> str:
+        return self.envelope.run_id
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowEvent(Event):
+    """An event of one workflow instance."""
+
+    @property
+    def workflow(self) -> str:
+        return self.envelope.workflow or ""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentEvent(WorkflowEvent):
+    """An event of one agent of a workflow instance."""
+
+    @property
+    def agent(self) -> str:
+        return self.envelope.agent or ""
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptEvent(AgentEvent):
+    """An event of one attempt of an agent."""
+
+    @property
+    def attempt(self) -> int:
+        return self.envelope.attempt or 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunStarted(Event):
     workflows: tuple[str, ...]
     simulate: bool
-    budget_usd: float | None = None
+    budget_usd: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunFinished(Event):
     state: str
     exit_code: int
-    cost_usd: float
+    cost_usd: Decimal
     duration_s: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class WorkflowStarted(Event):
-    workflow: str
+class WorkflowStarted(WorkflowEvent):
     name: str
     agents_total: int
-    budget_usd: float | None = None
+    budget_usd: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class WorkflowFinished(Event):
-    workflow: str
+class WorkflowFinished(WorkflowEvent):
     state: str
     duration_s: float
-    cost_usd: float
+    cost_usd: Decimal
     counts: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AgentStarted(Event):
-    workflow: str
-    agent: str
-    attempt: int
+class AgentStarted(AttemptEvent):
     model: str
     module: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AgentRetrying(Event):
-    workflow: str
-    agent: str
-    attempt: int
+class AgentRetrying(AttemptEvent):
     error: str
     delay_s: float
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AgentFinished(Event):
+class AgentFinished(AgentEvent):
     """An agent reached a final state (COMPLETED, FAILED, BUDGET_EXCEEDED, CANCELLED, ...)."""
 
-    workflow: str
-    agent: str
     state: str
     attempts: int
     duration_s: float
     usage: Usage = field(default_factory=Usage)
-    cost_usd: float = 0.0
+    cost_usd: Decimal = _ZERO
     error: str | None = None
     module: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AgentSkipped(Event):
-    workflow: str
-    agent: str
+class AgentSkipped(AgentEvent):
     reason: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ApiCall(Event):
+class ApiCall(AttemptEvent):
     """One provider call that came back, with or without usage."""
 
-    workflow: str
-    agent: str
-    attempt: int
     provider: str
     model: str
     usage: Usage
-    cost_usd: float
+    cost_usd: Decimal
     latency_s: float
     status: str
     cost_confirmed: bool = True
@@ -122,12 +166,9 @@ class ApiCall(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class ToolCalled(Event):
+class ToolCalled(AttemptEvent):
     """An agent's tool call finished. Carries no arguments and no result, only its size."""
 
-    workflow: str
-    agent: str
-    attempt: int
     turn: int
     tool: str
     ok: bool
@@ -137,21 +178,17 @@ class ToolCalled(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class BudgetHit(Event):
+class BudgetHit(AttemptEvent):
     """A reservation did not fit a budget; the agent stops BUDGET_EXCEEDED."""
 
-    workflow: str
-    agent: str
     scope: str
     message: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RateLimitHit(Event):
+class RateLimitHit(AttemptEvent):
     """A call waited for rate-limit capacity, or the provider answered 429."""
 
-    workflow: str
-    agent: str
     limiter: str
     waited_s: float
     provider_429: bool = False

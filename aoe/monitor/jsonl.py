@@ -1,7 +1,9 @@
 """``--events PATH``: every event as one JSON object per line (``schemas/events.schema.json``).
 
-Each line carries ``version`` and ``kind`` (the event class in snake case), ``run_id``,
-``at`` (epoch seconds) and the event's own fields. Lines are flushed as they are written,
+Each line carries ``version`` and ``kind`` (the event class in snake case), the envelope
+(``run_id``, and ``workflow``, ``agent``, ``attempt`` where the event has them), ``at``
+(epoch seconds) and the event's own fields; money is an exact decimal string. Lines are
+flushed as they are written,
 so ``tail -f`` follows a run. Events hold no prompts, outputs or keys, and this sink adds
 none: it writes the event's fields and nothing else.
 """
@@ -10,15 +12,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
-from aoe.monitor.events import Event, WorkflowFinished
+from aoe.cost.money import decimal_text
+from aoe.monitor.events import Envelope, Event, WorkflowFinished
 
-EVENTS_VERSION = 1
+EVENTS_VERSION = 2
 
 
 def _plain(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return decimal_text(value)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, tuple | list):
@@ -28,11 +34,23 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _envelope(envelope: Envelope) -> dict[str, Any]:
+    fields = (
+        ("run_id", envelope.run_id),
+        ("workflow", envelope.workflow),
+        ("agent", envelope.agent),
+        ("attempt", envelope.attempt),
+    )
+    return {name: value for name, value in fields if value is not None}
+
+
 def event_record(event: Event) -> dict[str, Any]:
     """The JSON object written for ``event``."""
     record: dict[str, Any] = {"version": EVENTS_VERSION, "kind": event.kind}
+    record.update(_envelope(event.envelope))
     for f in dataclasses.fields(event):
-        record[f.name] = _plain(getattr(event, f.name))
+        if f.name != "envelope":
+            record[f.name] = _plain(getattr(event, f.name))
     if isinstance(event, WorkflowFinished):
         record["counts"] = dict(event.counts)
     return record

@@ -16,13 +16,14 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import push_to_gateway, start_http_server
 from prometheus_client.registry import Collector
 
+from aoe.cost.budget import BudgetState
 from aoe.monitor.events import (
     AgentFinished,
     AgentRetrying,
@@ -35,6 +36,9 @@ from aoe.monitor.events import (
     RunStarted,
     WorkflowFinished,
 )
+from aoe.ratelimit import LimiterStats
+
+T = TypeVar("T")
 
 DURATION_BUCKETS_S = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 TOKEN_TYPES = ("input", "output", "cache_read", "cache_write", "reasoning")
@@ -44,13 +48,15 @@ class _LiveState(Collector):
     """Gauges read at scrape time: each limiter tier's use and limit, each budget's money."""
 
     def __init__(
-        self, limiter_stats: Callable[[], Iterable[Any]], budget_states: Callable[[], Iterable[Any]]
+        self,
+        limiter_stats: Callable[[], Iterable[LimiterStats]],
+        budget_states: Callable[[], Iterable[BudgetState]],
     ) -> None:
         self._limiter_stats = limiter_stats
         self._budget_states = budget_states
 
     @staticmethod
-    def _read(source: Callable[[], Iterable[Any]]) -> list[Any]:
+    def _read(source: Callable[[], Iterable[T]]) -> list[T]:
         for _ in range(3):  # the run mutates on its loop while a scrape reads on a thread
             try:
                 return list(source())
@@ -100,7 +106,7 @@ class _LiveState(Collector):
         yield from (used, limit, in_flight, queued, spent, reserved, limit_usd)
 
 
-def _nothing() -> Iterable[Any]:
+def _nothing() -> tuple[()]:
     return ()
 
 
@@ -110,8 +116,8 @@ class MetricsSink:
     def __init__(
         self,
         *,
-        limiter_stats: Callable[[], Iterable[Any]] = _nothing,
-        budget_states: Callable[[], Iterable[Any]] = _nothing,
+        limiter_stats: Callable[[], Iterable[LimiterStats]] = _nothing,
+        budget_states: Callable[[], Iterable[BudgetState]] = _nothing,
     ) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.run_id: str | None = None
@@ -204,7 +210,7 @@ class MetricsSink:
         )
         for kind, count in zip(TOKEN_TYPES, counts, strict=True):
             self.tokens.labels(event.provider, event.model, kind).inc(count)
-        self.cost.labels(event.provider, event.model).inc(max(event.cost_usd, 0.0))
+        self.cost.labels(event.provider, event.model).inc(max(float(event.cost_usd), 0.0))
         self.calls.labels(event.provider, event.model, event.status).inc()
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> MetricsServer:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from importlib.metadata import version
 from typing import TYPE_CHECKING, Any, TextIO
 
 from aoe.monitor.events import (
@@ -55,6 +56,7 @@ class OtelSink:
         self._agents: dict[tuple[str, str], Span] = {}
 
     def handle(self, event: Event) -> None:
+        # the optional extra: this sink exists only once from_environment imported it
         from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
 
         if isinstance(event, WorkflowStarted):
@@ -110,7 +112,7 @@ class OtelSink:
                     "gen_ai.usage.output_tokens": event.usage.output_tokens,
                     "aoe.state": event.state,
                     "aoe.attempts": event.attempts,
-                    "aoe.cost_usd": event.cost_usd,
+                    "aoe.cost_usd": float(event.cost_usd),
                 }
             )
             if event.state in FAILED_STATES:
@@ -121,7 +123,7 @@ class OtelSink:
             wf_span = self._workflows.pop(event.workflow, None)
             if wf_span is None:
                 return
-            wf_span.set_attributes({"aoe.state": event.state, "aoe.cost_usd": event.cost_usd})
+            wf_span.set_attributes({"aoe.state": event.state, "aoe.cost_usd": float(event.cost_usd)})
             if event.state not in ("COMPLETED", "PARTIALLY_COMPLETED"):
                 wf_span.set_attribute("error.type", event.state)
                 wf_span.set_status(Status(StatusCode.ERROR, event.state))
@@ -166,7 +168,7 @@ class OtelSink:
                 "gen_ai.usage.cache_creation.input_tokens": u.cache_write_tokens,
                 "aoe.attempt": event.attempt,
                 "aoe.turn": event.turn,
-                "aoe.cost_usd": event.cost_usd,
+                "aoe.cost_usd": float(event.cost_usd),
                 "aoe.cost_confirmed": event.cost_confirmed,
             },
         )
@@ -188,7 +190,7 @@ def from_environment(environ: Mapping[str, str], warn: TextIO) -> OtelExport | N
     """An OTLP/HTTP-exporting sink when an OTLP endpoint is configured, else None."""
     if not any(environ.get(name, "").strip() for name in ENDPOINT_VARIABLES):
         return None
-    try:
+    try:  # the optional extra, imported only when an endpoint is configured
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
@@ -196,9 +198,7 @@ def from_environment(environ: Mapping[str, str], warn: TextIO) -> OtelExport | N
     except ImportError:
         print(MISSING_EXTRA, file=warn)
         return None
-    from aoe import __version__
-
     provider = TracerProvider(resource=Resource.create({"service.name": "aoe"}))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))  # reads OTEL_* env
-    sink = OtelSink(provider.get_tracer("aoe", __version__))
+    sink = OtelSink(provider.get_tracer("aoe", version("aoe")))
     return OtelExport(sink, provider.shutdown)

@@ -1,35 +1,37 @@
-"""The outputs ``aoe run`` makes for CI and operators, set up before and finished after a run.
+"""The live outputs of ``aoe run`` for operators, set up before and closed after a run.
 
 ``RunOutputs.start`` opens what the flags ask for (``--events``, ``--metrics-port``,
 ``--pushgateway``, an OTLP endpoint in the environment) and fails as bad input (exit 2)
-before anything is spent; ``finish`` writes ``--junit`` and the GitHub step summary,
-pushes metrics and closes everything. A failed push or export is a warning: the run's
-exit code stays the run's.
+before anything is spent; ``finish`` pushes the final metrics and closes everything. A
+failed push or export is a warning: the run's exit code stays the run's. (The files a
+finished run leaves for CI, ``--junit`` and the GitHub step summary, are
+``aoe.report.outputs``.)
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
+from aoe.cost.budget import BudgetState
 from aoe.errors import UsageError
 from aoe.monitor.events import EventSink
+from aoe.monitor.jsonl import JsonlSink
+from aoe.monitor.otel import OtelExport, from_environment
+from aoe.monitor.view import NO_RUN, RunView
+from aoe.ratelimit import LimiterStats
 
-if TYPE_CHECKING:
-    from aoe.engine.results import RunResult
-    from aoe.monitor.jsonl import JsonlSink
+if TYPE_CHECKING:  # prometheus_client is imported only when metrics are asked for
     from aoe.monitor.metrics import MetricsServer, MetricsSink
-    from aoe.monitor.otel import OtelExport
 
 
 @dataclass(frozen=True, slots=True)
 class OutputOptions:
-    """The CI and monitoring flags of ``aoe run``."""
+    """The monitoring flags of ``aoe run``."""
 
-    junit: Path | None = None
     events: Path | None = None
     metrics_port: int | None = None
     metrics_addr: str = "127.0.0.1"
@@ -45,7 +47,7 @@ class RunOutputs:
         self.options = options
         self._warn = warn
         self._environ = environ
-        self._handle: Any = None
+        self._view: RunView = NO_RUN
         self.jsonl: JsonlSink | None = None
         self.metrics: MetricsSink | None = None
         self.server: MetricsServer | None = None
@@ -58,8 +60,6 @@ class RunOutputs:
         """Open the events file, the metrics endpoint and the OTLP exporter, as asked."""
         out = cls(options, warn, environ)
         if options.events is not None:
-            from aoe.monitor.jsonl import JsonlSink
-
             try:
                 out.jsonl = JsonlSink.open(options.events)
             except OSError as exc:
@@ -69,13 +69,11 @@ class RunOutputs:
                 ) from None
         if options.metrics_port is not None or options.pushgateway:
             out._start_metrics()
-        from aoe.monitor.otel import from_environment
-
         out.otel = from_environment(environ, warn)
         return out
 
     def _start_metrics(self) -> None:
-        from aoe.monitor.metrics import MetricsSink
+        from aoe.monitor.metrics import MetricsSink  # prometheus_client: only when asked for
 
         self.metrics = MetricsSink(
             limiter_stats=self._limiter_stats, budget_states=self._budget_states
@@ -100,52 +98,38 @@ class RunOutputs:
             file=self._warn,
         )
 
-    def _limiter_stats(self) -> Iterable[Any]:
-        limiters = getattr(self._handle, "limiters", None)
-        return limiters.all_stats() if limiters is not None else ()
+    def _limiter_stats(self) -> tuple[LimiterStats, ...]:
+        return self._view.limiter_stats()
 
-    def _budget_states(self) -> Iterable[Any]:
-        budgets = getattr(self._handle, "budgets", None)
-        return budgets.states() if budgets is not None else ()
+    def _budget_states(self) -> tuple[BudgetState, ...]:
+        return self._view.budget_states()
 
     @property
     def sinks(self) -> list[EventSink]:
         """The sinks to subscribe to the run's events."""
-        found: list[Any] = [self.jsonl, self.metrics, self.otel.sink if self.otel else None]
+        found: list[EventSink | None] = [
+            self.jsonl,
+            self.metrics,
+            self.otel.sink if self.otel else None,
+        ]
         return [s for s in found if s is not None]
 
-    def bind(self, handle: Any) -> None:
-        """The running ``RunHandle``: metrics read its limiters and budgets at scrape time."""
-        self._handle = handle
+    def bind(self, view: RunView) -> None:
+        """The running run: metrics read its limiters and budgets at scrape time."""
+        self._view = view
 
-    def finish(self, result: RunResult | None, jobs: Iterable[Any] = ()) -> None:
-        """Write the JUnit file and step summary, push metrics, close everything."""
+    def finish(self, run_id: str | None) -> None:
+        """Push the final metrics (of run ``run_id``, None if it never ran), close everything."""
         try:
-            if result is not None:
-                self._write_reports(result, jobs)
+            if run_id is not None:
+                self._push(run_id)
         finally:
             self.close()
 
-    def _write_reports(self, result: RunResult, jobs: Iterable[Any]) -> None:
-        from aoe.report.github import append_step_summary
-        from aoe.report.junit import agent_models, write_junit
-
-        models = agent_models(jobs)
-        if self.options.junit is not None:
-            try:
-                write_junit(result, self.options.junit, models)
-            except OSError as exc:
-                print(
-                    f"warning: cannot write --junit {self.options.junit}: {exc.strerror}",
-                    file=self._warn,
-                )
-        try:
-            append_step_summary(result, self._environ, models)
-        except OSError as exc:
-            print(f"warning: cannot append to GITHUB_STEP_SUMMARY: {exc.strerror}", file=self._warn)
+    def _push(self, run_id: str) -> None:
         if self.metrics is not None and self.options.pushgateway:
             try:
-                self.metrics.push(self.options.pushgateway, run_id=result.run_id)
+                self.metrics.push(self.options.pushgateway, run_id=run_id)
             except (OSError, ValueError) as exc:
                 print(
                     f"warning: cannot push metrics to {self.options.pushgateway}: {exc}",

@@ -143,7 +143,11 @@ class LLMClient(Protocol):
     name: str
 
     async def complete(self, request: CompletionRequest) -> Completion:
-        """Answer ``request`` (which has no tools), or raise a ``ProviderError``."""
+        """Answer ``request`` (which has no tools), or raise a ``ProviderError``.
+
+        The call's one deadline is ``request.timeout_s``: past it, raise ``ProviderTimeout``
+        (the engine sets no timer of its own around a client).
+        """
         ...
 
     async def complete_with_tools(self, request: CompletionRequest) -> Completion:

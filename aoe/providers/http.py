@@ -4,8 +4,12 @@ Everything that can go wrong on the wire becomes a ``ProviderError`` subclass he
 ``from`` its cause, so no httpx exception and no raw status reaches the engine:
 
     httpx.ConnectError / ConnectTimeout / PoolTimeout  -> ProviderConnectionError  (not sent)
-    httpx.ReadTimeout / WriteTimeout, deadline passed  -> ProviderTimeout          (outcome unknown)
+    the call's deadline (``timeout_s``) passed         -> ProviderTimeout          (outcome unknown)
     httpx.RemoteProtocolError / ReadError / WriteError -> ProviderConnectionError  (outcome unknown)
+
+The call's one deadline lives here: ``post_json`` bounds the whole call by ``timeout_s``
+(httpx only bounds connecting and waiting for a pooled connection, whose failure says the
+request never left).
     429 rate limit                                     -> RateLimitedError
     429 insufficient_quota / billing codes, 402,
         Anthropic enforced_spend_limit_reached         -> QuotaExceededError
@@ -92,9 +96,7 @@ class JsonResponse:
     latency_s: float
 
 
-def make_http_client(
-    *, timeout_s: float = 60.0, max_connections: int = MAX_CONNECTIONS
-) -> httpx.AsyncClient:
+def make_http_client(*, max_connections: int = MAX_CONNECTIONS) -> httpx.AsyncClient:
     """The pooled client one provider shares across all its calls (HTTP/1.1, no redirects)."""
     return httpx.AsyncClient(
         limits=httpx.Limits(
@@ -102,9 +104,15 @@ def make_http_client(
             max_keepalive_connections=MAX_KEEPALIVE,
             keepalive_expiry=30.0,
         ),
-        timeout=httpx.Timeout(timeout_s, connect=min(timeout_s, CONNECT_TIMEOUT_S)),
+        timeout=_timeout(CONNECT_TIMEOUT_S),
         follow_redirects=False,
     )
+
+
+def _timeout(connect_s: float) -> httpx.Timeout:
+    """httpx bounds only connecting and the wait for a pooled connection; the whole call is
+    bounded by ``post_json``'s deadline."""
+    return httpx.Timeout(None, connect=connect_s, pool=connect_s)
 
 
 async def post_json(
@@ -121,7 +129,7 @@ async def post_json(
     ``timeout_s`` bounds the whole call, not only each socket read, so a server that
     trickles bytes cannot hold an agent past its timeout.
     """
-    timeout = httpx.Timeout(timeout_s, connect=min(timeout_s, CONNECT_TIMEOUT_S))
+    timeout = _timeout(min(timeout_s, CONNECT_TIMEOUT_S))
     started = time.perf_counter()
     try:
         async with asyncio.timeout(timeout_s):

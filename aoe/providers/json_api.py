@@ -46,7 +46,7 @@ class JsonApiClient:
         self._endpoint = Endpoint(config.name, config.api_key_env, api_key)
         self._headers = {"content-type": "application/json", **self.auth_headers(api_key)}
         self._owns_http = http is None
-        self._http = http or make_http_client(timeout_s=config.timeout_s or 60.0)
+        self._http = http or make_http_client()
         self._warned_no_usage = False
 
     def auth_headers(self, api_key: str | None) -> dict[str, str]:

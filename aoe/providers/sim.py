@@ -91,6 +91,14 @@ class SimulatorClient:
         output_tokens = min(wanted, request.max_tokens)
         cut = wanted > request.max_tokens
         latency_s = sim.latency_s if sim.latency_s is not None else default_latency_s(output_tokens)
+        if latency_s > request.timeout_s:  # the call's deadline, as a real provider's
+            await self._clock.sleep(request.timeout_s)
+            raise ProviderTimeout(
+                f"no answer within timeout_s={request.timeout_s:g}",
+                provider=self.name,
+                outcome_unknown=True,
+                hint="raise timeout_s for this agent, or lower simulate.latency_s",
+            )
         if latency_s > 0:
             await self._clock.sleep(latency_s)
         failing = request.attempt <= sim.fail_times

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from decimal import Decimal
 from pathlib import Path
 
+from aoe.cost.money import format_usd
 from aoe.engine.results import RunResult
 from aoe.errors import Problem
 
@@ -52,10 +54,6 @@ def _cell(text: object) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def _usd(value: float) -> str:
-    return f"${value:.4f}" if value >= 0.01 or value == 0 else f"${value:.6f}"
-
-
 def step_summary(
     result: RunResult, models: Mapping[str, Mapping[str, tuple[str, str]]] | None = None
 ) -> str:
@@ -67,7 +65,7 @@ def step_summary(
     out = [
         f"## aoe run `{result.run_id}`{mode}: {result.state.value}",
         "",
-        f"Exit code **{result.exit_code}**, total cost **{_usd(result.cost_usd)}**, "
+        f"Exit code **{result.exit_code}**, total cost **{format_usd(result.cost_usd)}**, "
         f"{result.usage.total_tokens} tokens, {result.ended_at - result.started_at:.1f} s.",
         "",
         "### Workflows",
@@ -84,22 +82,23 @@ def step_summary(
         done = sum(1 for a in wf.agents.values() if a.state.value == "COMPLETED")
         out.append(
             f"| {_cell(wf.key)} | {wf.state.value} | {len(wf.agents)} | {done} | "
-            f"{failed} | {_usd(wf.cost_usd)} |"
+            f"{failed} | {format_usd(wf.cost_usd)} |"
         )
-    by_model: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    cost_by_model: dict[str, Decimal] = defaultdict(Decimal)
+    tokens_by_model: dict[str, int] = defaultdict(int)
     for wf in result.workflows:
         for agent_id, agent in wf.agents.items():
             model = (models or {}).get(wf.key, {}).get(agent_id, ("unknown", ""))[0]
-            by_model[model][0] += agent.cost_usd
-            by_model[model][1] += agent.usage.total_tokens
+            cost_by_model[model] += agent.cost_usd
+            tokens_by_model[model] += agent.usage.total_tokens
     out += ["", "### Cost", "", "| by | name | tokens | cost (USD) |", "|---|---|--:|--:|"]
     for wf in result.workflows:
         out.append(
-            f"| workflow | {_cell(wf.key)} | {wf.usage.total_tokens} | {_usd(wf.cost_usd)} |"
+            f"| workflow | {_cell(wf.key)} | {wf.usage.total_tokens} | {format_usd(wf.cost_usd)} |"
         )
-    for model, (cost, tokens) in sorted(by_model.items(), key=lambda kv: -kv[1][0]):
-        out.append(f"| model | {_cell(model)} | {int(tokens)} | {_usd(cost)} |")
-    out.append(f"| **total** | | {result.usage.total_tokens} | **{_usd(result.cost_usd)}** |")
+    for model, cost in sorted(cost_by_model.items(), key=lambda kv: -kv[1]):
+        out.append(f"| model | {_cell(model)} | {tokens_by_model[model]} | {format_usd(cost)} |")
+    out.append(f"| **total** | | {result.usage.total_tokens} | **{format_usd(result.cost_usd)}** |")
     agents = [(wf.key, a) for wf in result.workflows for a in wf.agents.values() if a.attempts]
     agents.sort(key=lambda pair: -pair[1].duration_s)
     if agents:

@@ -15,15 +15,10 @@ from decimal import Decimal
 from html import escape
 from itertools import pairwise
 
+from aoe.cost.money import decimal_text, format_usd
+from aoe.graph import WorkflowGraph
 from aoe.ledger.records import AgentDetail, RunDetail, WorkflowDetail
-from aoe.report.timeline import (
-    agent_duration_s,
-    attempt_bars,
-    cost_by,
-    critical_path,
-    levels,
-    run_bounds,
-)
+from aoe.report.timeline import agent_duration_s, attempt_bars, cost_by, graph_of, run_bounds
 
 COLORS = {
     "COMPLETED": "#2e9d57",
@@ -68,25 +63,17 @@ document.querySelectorAll('table.sortable th').forEach(function (th, col) {
 """
 
 
-def usd(value: Decimal | float) -> str:
-    """Dollars with enough decimals to see a cheap call."""
-    v = float(value)
-    return f"${v:.4f}" if v >= 0.01 or v == 0 else f"${v:.6f}"
-
-
 def _when(ts: float | None) -> str:
     if ts is None:
         return "-"
     return dt.datetime.fromtimestamp(ts, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def _dag(wf: WorkflowDetail, crit: list[str]) -> str:
+def _dag(wf: WorkflowDetail, graph: WorkflowGraph) -> str:
     states = {a.agent_id: a.state for a in wf.agents}
-    nodes = list(dict.fromkeys([*wf.needs, *states]))
-    depth = levels(wf.needs, nodes)
-    columns: dict[int, list[str]] = {}
-    for node in nodes:
-        columns.setdefault(depth[node], []).append(node)
+    crit = graph.critical_path
+    nodes = graph.agent_ids
+    columns = dict(enumerate(graph.levels))
     w, h, gap_x, gap_y = 150, 36, 60, 18
     pos = {
         n: (20 + d * (w + gap_x), 20 + i * (h + gap_y))
@@ -104,7 +91,7 @@ def _dag(wf: WorkflowDetail, crit: list[str]) -> str:
         '<path d="M0,0L10,5L0,10z" fill="#888"/></marker></defs>',
     ]
     for node in nodes:
-        for dep in wf.needs.get(node, ()):
+        for dep in graph.needs[node]:
             if dep not in pos:
                 continue
             (x1, y1), (x2, y2) = pos[dep], pos[node]
@@ -213,7 +200,7 @@ def _bars(title: str, rows: list[tuple[str, Decimal]], kind: str) -> str:
             f'<text x="4" y="{y + 14}">{escape(name[:32])}</text>'
             f'<rect x="{label_w}" y="{y + 2}" width="{w:.2f}" height="{row_h - 6}" '
             f'fill="#3b82f6"/><text x="{label_w + w + 6:.2f}" y="{y + 14}">'
-            f"{usd(value)}</text></g>"
+            f"{format_usd(value)}</text></g>"
         )
     parts.append("</svg>")
     return "".join(parts)
@@ -234,7 +221,7 @@ def _agent_row(wf: WorkflowDetail, agent: AgentDetail, crit: set[str]) -> str:
         f'<td class="state" style="color:{COLORS.get(agent.state, "#333")}">'
         f'{escape(agent.state)}</td><td class="num">{len(agent.attempts)}</td>'
         f'<td class="num">{agent.input_tokens}</td><td class="num">{agent.output_tokens}</td>'
-        f'<td class="num cost" data-sort="{agent.cost_usd}">{usd(agent.cost_usd)}</td>'
+        f'<td class="num cost" data-sort="{decimal_text(agent.cost_usd)}">{format_usd(agent.cost_usd)}</td>'
         f'<td class="num" data-sort="{duration:.3f}">{duration:.2f}</td></tr>'
     )
 
@@ -242,7 +229,7 @@ def _agent_row(wf: WorkflowDetail, agent: AgentDetail, crit: set[str]) -> str:
 def render_html(run: RunDetail) -> str:
     """The whole page for one run, as a string."""
     summary = run.run
-    crit = {wf.workflow_key: critical_path(wf) for wf in run.workflows}
+    graphs = {wf.workflow_key: graph_of(wf) for wf in run.workflows}
     legend = "".join(
         f'<span><i class="sw" style="background:{c}"></i>{s}</span>'
         for s, c in COLORS.items()
@@ -258,8 +245,8 @@ def render_html(run: RunDetail) -> str:
         f'<p class="meta">{escape(summary.command)}<br>started {_when(summary.started_at)}, '
         f"ended {_when(summary.ended_at)}{' (simulated)' if summary.simulate else ''}</p>",
         '<div class="figs">',
-        f'<div class="fig">total cost<b id="total-cost" data-usd="{summary.cost_usd}">'
-        f"{usd(summary.cost_usd)}</b></div>",
+        f'<div class="fig">total cost<b id="total-cost" data-usd="{decimal_text(summary.cost_usd)}">'
+        f"{format_usd(summary.cost_usd)}</b></div>",
         f'<div class="fig">tokens in / out<b id="tokens">{summary.input_tokens} / '
         f"{summary.output_tokens}</b></div>",
         f'<div class="fig">agents completed / failed<b id="agents">{summary.agents_completed} / '
@@ -269,17 +256,17 @@ def render_html(run: RunDetail) -> str:
         "<h2>Dependency graph</h2>",
     ]
     for wf in run.workflows:
-        path = crit[wf.workflow_key]
+        graph = graphs[wf.workflow_key]
         out.append(
             f"<h3>{escape(wf.workflow_key)} <small>({escape(wf.state)}, "
-            f"{usd(wf.cost_usd)})</small></h3>"
+            f"{format_usd(wf.cost_usd)})</small></h3>"
         )
         out.append(
             f'<p>Critical path: <span class="crit critical-path" '
             f'data-workflow="{escape(wf.workflow_key)}">'
-            f"{escape(' → '.join(path)) or '-'}</span></p>"
+            f"{escape(' → '.join(graph.critical_path)) or '-'}</span></p>"
         )
-        out.append(_dag(wf, path))
+        out.append(_dag(wf, graph))
     out += [
         "<h2>Timeline</h2>",
         '<p class="legend"><span><i class="sw" style="background:#fde68a;border:1px solid '
@@ -298,6 +285,7 @@ def render_html(run: RunDetail) -> str:
         "<th>output tokens</th><th>cost</th><th>time (s)</th></tr></thead><tbody>",
     ]
     for wf in run.workflows:
-        out += [_agent_row(wf, a, set(crit[wf.workflow_key])) for a in wf.agents]
+        on_path = set(graphs[wf.workflow_key].critical_path)
+        out += [_agent_row(wf, a, on_path) for a in wf.agents]
     out += ["</tbody></table>", f"<script>{JS}</script>", "</body></html>"]
     return "\n".join(out) + "\n"

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from aoe.cost.money import decimal_text
 from aoe.engine.results import AgentResult, AgentState, RunResult, WorkflowResult
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ def _properties(suite: ET.Element, wf: WorkflowResult, models: dict[str, tuple[s
         ET.SubElement(props, "property", name=name, value=str(value))
 
     prop("state", wf.state.value)
-    prop("cost_usd", f"{wf.cost_usd:.6f}")
+    prop("cost_usd", decimal_text(wf.cost_usd))
     prop("tokens", wf.usage.total_tokens)
     if wf.reason:
         prop("reason", wf.reason)
@@ -82,7 +83,7 @@ def _properties(suite: ET.Element, wf: WorkflowResult, models: dict[str, tuple[s
         prop(f"{agent_id}.tokens", agent.usage.total_tokens)
         prop(f"{agent_id}.input_tokens", agent.usage.input_tokens)
         prop(f"{agent_id}.output_tokens", agent.usage.output_tokens)
-        prop(f"{agent_id}.cost_usd", f"{agent.cost_usd:.6f}")
+        prop(f"{agent_id}.cost_usd", decimal_text(agent.cost_usd))
         prop(f"{agent_id}.attempts", len(agent.attempts))
         if model:
             prop(f"{agent_id}.model", model)

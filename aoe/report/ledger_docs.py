@@ -10,10 +10,9 @@ from __future__ import annotations
 import csv
 import io
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
-from aoe.cost.money import decimal_text, format_usd
+from aoe.cost.money import decimal_text, format_usd, optional_text
 from aoe.ledger.records import (
     AgentDetail,
     AttemptDetail,
@@ -44,10 +43,6 @@ def iso(epoch: float | None) -> str | None:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds")
 
 
-def _money(value: Decimal | None) -> str | None:
-    return None if value is None else decimal_text(value)
-
-
 def run_summary_json(run: RunSummary) -> dict[str, Any]:
     """One run of ``aoe runs --json``."""
     return {
@@ -58,14 +53,14 @@ def run_summary_json(run: RunSummary) -> dict[str, Any]:
         "command": run.command,
         "files": list(run.files),
         "simulate": run.simulate,
-        "budget_usd": _money(run.budget_usd),
+        "budget_usd": optional_text(run.budget_usd),
         "workflows": run.workflows,
         "agents_completed": run.agents_completed,
         "agents_failed": run.agents_failed,
         "input_tokens": run.input_tokens,
         "output_tokens": run.output_tokens,
-        "cost_usd": _money(run.cost_usd),
-        "unconfirmed_usd": _money(run.unconfirmed_usd),
+        "cost_usd": optional_text(run.cost_usd),
+        "unconfirmed_usd": optional_text(run.unconfirmed_usd),
     }
 
 
@@ -98,7 +93,7 @@ def _call_json(c: CallRecord) -> dict[str, Any]:
         "cache_read_tokens": c.cache_read_tokens,
         "cache_write_tokens": c.cache_write_tokens,
         "reasoning_tokens": c.reasoning_tokens,
-        "cost_usd": _money(c.cost_usd),
+        "cost_usd": optional_text(c.cost_usd),
         "cost_confirmed": c.cost_confirmed,
         "status": c.status,
         "request_id": c.request_id,
@@ -118,7 +113,7 @@ def _agent_json(a: AgentDetail) -> dict[str, Any]:
         "state": a.state,
         "input_tokens": a.input_tokens,
         "output_tokens": a.output_tokens,
-        "cost_usd": _money(a.cost_usd),
+        "cost_usd": optional_text(a.cost_usd),
         "output": thaw(a.output),
         "attempts": [_attempt_json(t) for t in a.attempts],
         "calls": [_call_json(c) for c in a.calls],
@@ -131,11 +126,11 @@ def _workflow_json(w: WorkflowDetail) -> dict[str, Any]:
         "name": w.name,
         "path": w.path,
         "inputs": thaw(w.inputs),
-        "budget_usd": _money(w.budget_usd),
+        "budget_usd": optional_text(w.budget_usd),
         "state": w.state,
         "started_at": iso(w.started_at),
         "ended_at": iso(w.ended_at),
-        "cost_usd": _money(w.cost_usd),
+        "cost_usd": optional_text(w.cost_usd),
         "agents": [_agent_json(a) for a in w.agents],
     }
 
@@ -156,8 +151,8 @@ def _cost_row_json(key_names: tuple[str, ...], row: CostRow) -> dict[str, Any]:
         "output_tokens": row.output_tokens,
         "cache_read_tokens": row.cache_read_tokens,
         "cache_write_tokens": row.cache_write_tokens,
-        "cost_usd": _money(row.cost_usd),
-        "unconfirmed_usd": _money(row.unconfirmed_usd),
+        "cost_usd": optional_text(row.cost_usd),
+        "unconfirmed_usd": optional_text(row.unconfirmed_usd),
     }
 
 

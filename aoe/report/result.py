@@ -1,25 +1,20 @@
-"""The ``--json`` result document of a run, described by ``schemas/result.schema.json``."""
+"""The ``--json`` result document of a run, described by ``schemas/result.schema.json``.
+
+Money is an exact decimal string (``"0.0000765"``), as in every JSON document aoe writes.
+"""
 
 from __future__ import annotations
 
-import datetime as dt
+import json
 from typing import Any
 
+from aoe.cost.money import decimal_text as _usd
 from aoe.engine.results import AgentResult, AttemptResult, RunResult, WorkflowResult
 from aoe.providers.base import Usage
+from aoe.report.ledger_docs import iso as _iso
+from aoe.spec.models import thaw
 
-DOCUMENT_VERSION = 1
-
-
-def _iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return dt.datetime.fromtimestamp(ts, tz=dt.UTC).isoformat(timespec="milliseconds")
-
-
-def _usd(value: float) -> float:
-    """Dollars to the pico-dollar the ledger keeps, without float noise (0.6097499999999999)."""
-    return round(value, 12)
+DOCUMENT_VERSION = 2
 
 
 def _usage(usage: Usage) -> dict[str, int]:
@@ -57,7 +52,7 @@ def _agent(a: AgentResult) -> dict[str, Any]:
         "usage": _usage(a.usage),
         "cost_usd": _usd(a.cost_usd),
         "error": a.error,
-        "output": a.output,
+        "output": thaw(a.output),
     }
 
 
@@ -74,7 +69,7 @@ def _workflow(w: WorkflowResult) -> dict[str, Any]:
         "duration_s": round(w.ended_at - w.started_at, 6),
         "usage": _usage(w.usage),
         "cost_usd": _usd(w.cost_usd),
-        "inputs": dict(w.inputs),
+        "inputs": thaw(w.inputs),
         "agents": {agent_id: _agent(a) for agent_id, a in w.agents.items()},
     }
 
@@ -98,3 +93,8 @@ def run_document(result: RunResult) -> dict[str, Any]:
         "workflow_counts": counts,
         "workflows": [_workflow(w) for w in result.workflows],
     }
+
+
+def result_json(result: RunResult) -> str:
+    """The result document as JSON text (``aoe run --json``)."""
+    return json.dumps(run_document(result), indent=2, ensure_ascii=False)

@@ -1,13 +1,14 @@
-"""What the HTML report draws, computed from a ledger ``RunDetail``: levels, critical path,
-attempt segments (waiting vs calling) and cost groups. Pure data, no markup."""
+"""What the HTML report draws, computed from a ledger ``RunDetail``: the stored DAG (levels,
+critical path, from ``aoe.graph``), attempt segments (waiting vs calling) and cost groups.
+Pure data, no markup."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 
+from aoe.graph import WorkflowGraph
 from aoe.ledger.records import AgentDetail, RunDetail, WorkflowDetail
 
 
@@ -68,41 +69,15 @@ def attempt_bars(agent: AgentDetail) -> list[AttemptBar]:
     return bars
 
 
-def levels(needs: Mapping[str, tuple[str, ...]], agents: list[str]) -> dict[str, int]:
-    """Each agent's depth: 0 without needs, else one more than its deepest need."""
-    depth: dict[str, int] = {}
-
-    def visit(node: str, seen: frozenset[str]) -> int:
-        if node in depth:
-            return depth[node]
-        deps = [d for d in needs.get(node, ()) if d not in seen]
-        depth[node] = 1 + max((visit(d, seen | {node}) for d in deps), default=-1)
-        return depth[node]
-
-    for agent in agents:
-        visit(agent, frozenset())
-    return depth
+def graph_of(wf: WorkflowDetail) -> WorkflowGraph:
+    """The workflow's stored DAG, each agent weighted by how long it really took."""
+    durations = {a.agent_id: agent_duration_s(a) for a in wf.agents}
+    return WorkflowGraph.from_needs(wf.needs, durations)
 
 
 def critical_path(wf: WorkflowDetail) -> list[str]:
     """The chain of needs with the longest total actual duration, first agent first."""
-    durations = {a.agent_id: agent_duration_s(a) for a in wf.agents}
-    nodes = list(dict.fromkeys([*wf.needs, *durations]))
-    depth = levels(wf.needs, nodes)
-    best: dict[str, tuple[float, str | None]] = {}
-    for node in sorted(nodes, key=lambda n: depth[n]):
-        prev = max(
-            ((best[d][0], d) for d in wf.needs.get(node, ()) if d in best), default=(0.0, None)
-        )
-        best[node] = (prev[0] + durations.get(node, 0.0), prev[1])
-    if not best:
-        return []
-    cursor: str | None = max(best, key=lambda n: best[n][0])
-    path = []
-    while cursor is not None:
-        path.append(cursor)
-        cursor = best[cursor][1]
-    return path[::-1]
+    return list(graph_of(wf).critical_path)
 
 
 def cost_by(run: RunDetail, key: str) -> list[tuple[str, Decimal]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import fields
+from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -114,10 +115,10 @@ def _build(data: Mapping[str, Any], path: Path | None) -> Config:
         providers[name] = _provider(name, merged)
     pricing = {
         model: PriceSpec(
-            input_per_mtok=float(p["input_per_mtok"]),
-            output_per_mtok=float(p["output_per_mtok"]),
-            cached_input_per_mtok=_float(p.get("cached_input_per_mtok")),
-            cache_write_per_mtok=_float(p.get("cache_write_per_mtok")),
+            input_per_mtok=Decimal(str(p["input_per_mtok"])),
+            output_per_mtok=Decimal(str(p["output_per_mtok"])),
+            cached_input_per_mtok=_usd(p.get("cached_input_per_mtok")),
+            cache_write_per_mtok=_usd(p.get("cache_write_per_mtok")),
         )
         for model, p in (data.get("pricing") or {}).items()
     }
@@ -166,3 +167,8 @@ def _provider(name: str, raw: Mapping[str, Any]) -> ProviderConfig:
 
 def _float(value: Any) -> float | None:
     return float(value) if value is not None else None
+
+
+def _usd(value: Any) -> Decimal | None:
+    """A price as written in the YAML, exactly (a float reads as its shortest text)."""
+    return Decimal(str(value)) if value is not None else None

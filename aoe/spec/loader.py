@@ -14,6 +14,7 @@ the frozen dataclasses of ``aoe.spec.models``. A file with problems raises one
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
+from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -149,7 +150,7 @@ class _WorkflowLoader:
             description=data.get("description"),
             inputs=_readonly(inputs),
             tools=_readonly(tools),
-            budget_usd=_float(data.get("budget_usd")),
+            budget_usd=_usd(data.get("budget_usd")),
             max_parallel_agents=_whole(data.get("max_parallel_agents")),
             allow_partial_completion=bool(data.get("allow_partial_completion", False)),
             max_failure_rate=float(data.get("max_failure_rate", 0.0)),
@@ -475,7 +476,7 @@ class _WorkflowLoader:
             max_tokens=int(merged.get("max_tokens", 1024)),
             timeout_s=float(merged.get("timeout_s", 60.0)),
             retry=self._retry_spec(merged.get("retry")),
-            cost_limit_usd=_float(merged.get("cost_limit_usd")),
+            cost_limit_usd=_usd(merged.get("cost_limit_usd")),
             output_schema=self._freeze(schema) if schema is not None else None,
             tools=tuple(merged.get("tools") or ()),
             max_turns=int(merged.get("max_turns", 8)),
@@ -581,6 +582,11 @@ def _close(name: str, options: Iterable[str]) -> str | None:
 
 def _float(value: Any) -> float | None:
     return float(value) if value is not None else None
+
+
+def _usd(value: Any) -> Decimal | None:
+    """Money as written in the YAML, exactly (a float reads as its shortest text)."""
+    return Decimal(str(value)) if value is not None else None
 
 
 def _readonly(items: Mapping[str, Any]) -> Mapping[str, Any]:

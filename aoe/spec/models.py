@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
@@ -150,7 +151,7 @@ class AgentSpec:
     max_tokens: int = 1024
     timeout_s: float = 60.0
     retry: RetrySpec = field(default_factory=RetrySpec)
-    cost_limit_usd: float | None = None
+    cost_limit_usd: Decimal | None = None
     output_schema: Mapping[str, Any] | None = None
     tools: tuple[str, ...] = ()
     max_turns: int = 8
@@ -193,7 +194,7 @@ class WorkflowSpec:
     description: str | None = None
     inputs: Mapping[str, InputSpec] = field(default_factory=lambda: EMPTY)
     tools: Mapping[str, ToolSpec] = field(default_factory=lambda: EMPTY)
-    budget_usd: float | None = None
+    budget_usd: Decimal | None = None
     max_parallel_agents: int | None = None
     allow_partial_completion: bool = False
     max_failure_rate: float = 0.0
@@ -232,10 +233,10 @@ class ProviderConfig:
 class PriceSpec:
     """A user's price for one model, in USD per million tokens."""
 
-    input_per_mtok: float
-    output_per_mtok: float
-    cached_input_per_mtok: float | None = None
-    cache_write_per_mtok: float | None = None
+    input_per_mtok: Decimal
+    output_per_mtok: Decimal
+    cached_input_per_mtok: Decimal | None = None
+    cache_write_per_mtok: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)

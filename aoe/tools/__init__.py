@@ -8,10 +8,18 @@ result for the model. ``checks`` holds what ``aoe validate`` checks of tools.
 from __future__ import annotations
 
 from aoe.tools.base import ToolFailed, ToolOutput, ToolResult
-from aoe.tools.toolbox import BoundTool, RunTools, Toolbox, result_message, tool_log
+from aoe.tools.toolbox import (
+    BoundTool,
+    PrivateTools,
+    RunTools,
+    Toolbox,
+    result_message,
+    tool_log,
+)
 
 __all__ = [
     "BoundTool",
+    "PrivateTools",
     "RunTools",
     "ToolFailed",
     "ToolOutput",

@@ -125,7 +125,10 @@ class Toolbox:
 
 
 class RunTools:
-    """Every tool of a run, built once; ``for_agent`` gives each agent its view."""
+    """Every tool of a run, built once; ``for_agent`` gives each agent its view.
+
+    A view's ``aclose`` closes nothing: the run's ``aclose`` ends every tool at the end.
+    """
 
     def __init__(self, *, max_result_chars: int = MAX_RESULT_CHARS) -> None:
         self.max_result_chars = max_result_chars
@@ -236,3 +239,17 @@ def _validator(schema: Mapping[str, Any]) -> Any:
     from jsonschema import Draft202012Validator
 
     return Draft202012Validator(thaw(schema))
+
+
+class PrivateTools:
+    """Tools for a run that shares none: each agent's toolbox is its own.
+
+    What a library run gets when it passes no tool source; the pipeline's
+    ``toolbox.aclose()`` then stops what that agent started (its MCP servers).
+    """
+
+    async def for_agent(self, workflow: WorkflowSpec, agent: AgentSpec) -> Toolbox:
+        return await Toolbox.open(workflow.tools[name] for name in agent.tools)
+
+    async def aclose(self) -> None:
+        return None

@@ -8,10 +8,9 @@ screen is redrawn by a task on the event loop at a fixed rate, never by the sink
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from decimal import Decimal
 
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
@@ -19,6 +18,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from aoe.clock import Clock, SystemClock
+from aoe.cost.money import ZERO, format_usd
 from aoe.monitor.events import (
     AgentFinished,
     AgentRetrying,
@@ -30,7 +31,7 @@ from aoe.monitor.events import (
     WorkflowFinished,
     WorkflowStarted,
 )
-from aoe.ui.plain import money
+from aoe.monitor.view import NO_RUN, RunView
 
 STATE_STYLE = {
     "RUNNING": "cyan",
@@ -50,12 +51,12 @@ class _Row:
     workflow: str
     agent: str
     model: str
+    started: float
     state: str = "RUNNING"
     attempt: int = 1
-    started: float = field(default_factory=time.monotonic)
     ended: float | None = None
     tokens: int = 0
-    cost_usd: float = 0.0
+    cost_usd: Decimal = ZERO
     tool_calls: int = 0
     last_tool: str = ""
     tool_failed: bool = False
@@ -77,10 +78,21 @@ class _Flow:
 
 
 class LiveView:
-    """An event sink that draws the run with Rich; use ``async with view.show():``."""
+    """An event sink that draws the run with Rich; use ``with view.live() as screen:``.
 
-    def __init__(self, console: Console, *, max_rows: int = 14, recent: int = 6) -> None:
+    Times come from the events and ``clock`` (wall time), so a test can drive it.
+    """
+
+    def __init__(
+        self,
+        console: Console,
+        *,
+        max_rows: int = 14,
+        recent: int = 6,
+        clock: Clock | None = None,
+    ) -> None:
         self.console = console
+        self.clock: Clock = clock or SystemClock()
         self.max_rows = max_rows
         self.flows: dict[str, _Flow] = {}
         self.running: dict[tuple[str, str], _Row] = {}
@@ -88,15 +100,15 @@ class LiveView:
         self.calls = 0
         self.tool_calls = 0
         self.tokens = 0
-        self.cost_usd = 0.0
-        self.started = time.monotonic()
+        self.cost_usd = ZERO
+        self.started = self.clock.wall()
         self.modules: dict[tuple[str, str], str] = {}
-        self.cost_by_module: dict[str, float] = {}
-        self._handle: Any = None
+        self.cost_by_module: dict[str, Decimal] = {}
+        self._view: RunView = NO_RUN
 
-    def bind(self, handle: Any) -> None:
-        """Read rate-limit and budget figures from a ``RunHandle`` while it runs."""
-        self._handle = handle
+    def bind(self, view: RunView) -> None:
+        """Read rate-limit and budget figures from the running run."""
+        self._view = view
 
     def handle(self, event: Event) -> None:
         match event:
@@ -107,7 +119,7 @@ class LiveView:
                 self.modules[key] = event.module or "-"
                 row = self.running.get(key)
                 if row is None:
-                    self.running[key] = _Row(event.workflow, event.agent, event.model)
+                    self.running[key] = _Row(event.workflow, event.agent, event.model, event.at)
                 else:
                     row.state, row.attempt = "RUNNING", event.attempt
             case AgentRetrying():
@@ -119,7 +131,7 @@ class LiveView:
                 self.tokens += event.usage.total_tokens
                 self.cost_usd += event.cost_usd
                 module = self.modules.get((event.workflow, event.agent), "-")
-                self.cost_by_module[module] = self.cost_by_module.get(module, 0.0) + event.cost_usd
+                self.cost_by_module[module] = self.cost_by_module.get(module, ZERO) + event.cost_usd
                 row = self.running.get((event.workflow, event.agent))
                 if row is not None:
                     row.tokens += event.usage.total_tokens
@@ -133,8 +145,8 @@ class LiveView:
             case AgentFinished():
                 row = self.running.pop((event.workflow, event.agent), None)
                 if row is None:
-                    row = _Row(event.workflow, event.agent, "")
-                row.state, row.ended, row.attempt = event.state, time.monotonic(), event.attempts
+                    row = _Row(event.workflow, event.agent, "", event.at)
+                row.state, row.ended, row.attempt = event.state, event.at, event.attempts
                 self.finished.append(row)
                 self._count(event.workflow, event.state)
             case AgentSkipped():
@@ -166,9 +178,7 @@ class LiveView:
         return Group(*parts)
 
     def _limits(self) -> RenderableType | None:
-        limiters = getattr(self._handle, "limiters", None)
-        stats = limiters.all_stats() if limiters is not None else ()
-        stats = [s for s in stats if s.tiers or s.concurrency_limit]
+        stats = [s for s in self._view.limiter_stats() if s.tiers or s.concurrency_limit]
         if not stats:
             return None
         table = Table(title="rate limits", title_justify="left", box=None, header_style="bold")
@@ -191,22 +201,22 @@ class LiveView:
         return table
 
     def _costs(self) -> RenderableType | None:
-        budgets = getattr(self._handle, "budgets", None)
-        if budgets is None:
+        states = self._view.budget_states()
+        if not states and not self.cost_by_module:
             return None
         table = Table(title="cost", title_justify="left", box=None, header_style="bold")
         for name in ("scope", "spent", "reserved", "budget"):
             table.add_column(name, justify="left" if name == "scope" else "right")
         shown = 0
-        for state in budgets.states():
+        for state in states:
             if state.name.startswith("agent:") or shown >= 6:
                 continue
             shown += 1
-            spent = float(state.spent_usd + state.unconfirmed_usd)
-            limit = "-" if state.limit_usd is None else money(float(state.limit_usd))
-            table.add_row(state.name, money(spent), money(float(state.reserved_usd)), limit)
+            spent = state.spent_usd + state.unconfirmed_usd
+            limit = "-" if state.limit_usd is None else format_usd(state.limit_usd)
+            table.add_row(state.name, format_usd(spent), format_usd(state.reserved_usd), limit)
         for module, cost in sorted(self.cost_by_module.items(), key=lambda kv: -kv[1])[:6]:
-            table.add_row(f"module {module}", money(cost), "", "")
+            table.add_row(f"module {module}", format_usd(cost), "", "")
         return table
 
     def _bars(self) -> RenderableType:
@@ -240,7 +250,7 @@ class LiveView:
             table.add_column(
                 name, justify="right" if name in ("try", "elapsed", "tokens", "cost") else "left"
             )
-        now = time.monotonic()
+        now = self.clock.wall()
         running = sorted(self.running.values(), key=lambda r: r.started)
         for row in running[: self.max_rows]:
             self._add(table, row, now)
@@ -262,16 +272,16 @@ class LiveView:
             str(row.attempt),
             f"{elapsed:.1f}s",
             str(row.tokens),
-            money(row.cost_usd),
+            format_usd(row.cost_usd),
             row.tools,
         )
 
     def _footer(self) -> RenderableType:
-        elapsed = time.monotonic() - self.started
+        elapsed = self.clock.wall() - self.started
         return Text(
             f"{len(self.running)} running | {self.calls} calls | {self.tool_calls} tool calls | "
             f"{self.tokens} tokens | "
-            f"{money(self.cost_usd)} | {elapsed:.1f}s",
+            f"{format_usd(self.cost_usd)} | {elapsed:.1f}s",
             style="bold",
         )
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import TextIO
 
+from aoe.cost.money import format_usd
 from aoe.monitor.events import (
     AgentFinished,
     AgentRetrying,
@@ -18,11 +19,6 @@ from aoe.monitor.events import (
     WorkflowFinished,
     WorkflowStarted,
 )
-
-
-def money(value: float) -> str:
-    """Dollars with enough decimals to see the cost of a cheap call."""
-    return f"${value:.4f}" if value >= 0.01 or value == 0 else f"${value:.6f}"
 
 
 class PlainProgress:
@@ -54,7 +50,7 @@ class PlainProgress:
                 )
             case AgentFinished():
                 tokens = event.usage.total_tokens
-                detail = f" in {event.duration_s:.2f}s, {tokens} tokens, {money(event.cost_usd)}"
+                detail = f" in {event.duration_s:.2f}s, {tokens} tokens, {format_usd(event.cost_usd)}"
                 error = f": {event.error}" if event.error else ""
                 self._line(event, f"{event.workflow}/{event.agent}: {event.state}{detail}{error}")
             case ToolCalled():
@@ -80,7 +76,7 @@ class PlainProgress:
                 self._line(
                     event,
                     f"{event.workflow}: {event.state} ({counts}) in {event.duration_s:.2f}s, "
-                    f"{money(event.cost_usd)}",
+                    f"{format_usd(event.cost_usd)}",
                 )
             case _:
                 pass

@@ -7,6 +7,7 @@ disagree about a plan.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from rich import box
@@ -14,16 +15,17 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from aoe.cost.money import format_usd
+
 __all__ = ["plan_renderable", "print_plan"]
 
 STAR = "★"
 _UNLIMITED = 1_000
 
 
-def _money(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"${value:,.2f}" if round(value, 2) == value else f"${value:,.4g}"
+def _money(value: str | None) -> str:
+    """A plan's exact decimal string on screen (``-`` when there is no limit)."""
+    return "-" if value is None else format_usd(Decimal(value))
 
 
 def _count(n: int, noun: str) -> str:
@@ -121,7 +123,8 @@ def print_plan(plan: Mapping[str, Any], console: Console | None = None) -> None:
 
 
 def _usd(value: str | None) -> str:
-    return "?" if value is None else f"${float(value):.6f}"
+    """An estimate's exact decimal string on screen (``?`` when the model has no price)."""
+    return "?" if value is None else format_usd(Decimal(value))
 
 
 def print_estimate(figures: Mapping[str, Any], console: Console | None = None) -> None:

@@ -6,9 +6,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from aoe.cost.money import format_usd
 from aoe.engine.results import AgentState, RunResult
 from aoe.ui.live import STATE_STYLE
-from aoe.ui.plain import money
 
 AGENT_TABLE_LIMIT = 40
 WORKFLOW_TABLE_LIMIT = 20
@@ -54,7 +54,7 @@ def _render(console: Console, result: RunResult) -> None:
             str(failed),
             str(skipped),
             str(w.usage.total_tokens),
-            money(w.cost_usd),
+            format_usd(w.cost_usd),
             f"{w.ended_at - w.started_at:.2f}s",
         )
     if len(shown) < len(workflows):
@@ -75,7 +75,7 @@ def _render(console: Console, result: RunResult) -> None:
                 Text(a.state.value, style=STATE_STYLE.get(a.state.value, "")),
                 str(len(a.attempts)),
                 str(a.usage.total_tokens),
-                money(a.cost_usd),
+                format_usd(a.cost_usd),
                 f"{a.duration_s:.2f}s",
                 Text(note[:100], style="dim"),
             )
@@ -85,6 +85,6 @@ def _render(console: Console, result: RunResult) -> None:
             console.print(Text(f"{w.key}: {w.state.value}: {w.reason}", style="bold"))
     mode = " (simulated: what a real run would cost)" if result.simulate else ""
     console.print(
-        f"total: {result.usage.total_tokens} tokens, {money(result.cost_usd)}{mode}, "
+        f"total: {result.usage.total_tokens} tokens, {format_usd(result.cost_usd)}{mode}, "
         f"{result.ended_at - result.started_at:.2f}s, exit code {result.exit_code}"
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import Decimal
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -11,11 +12,11 @@ import jsonschema
 import pytest
 from rich.console import Console
 
-from aoe.graph import WorkflowGraph
 from aoe.app.plan import plan_to_dict, plan_to_json, to_dot, to_mermaid
+from aoe.app.validate import CheckedWorkflow
+from aoe.graph import WorkflowGraph
 from aoe.spec.models import AgentSpec, Location, ModelRef, SimulateSpec, WorkflowSpec
 from aoe.ui.plan_view import print_plan
-from aoe.app.validate import CheckedWorkflow
 
 
 def agent(agent_id: str, *needs: str, latency_s: float, **extra: Any) -> AgentSpec:
@@ -36,12 +37,12 @@ def checked() -> CheckedWorkflow:
     spec = WorkflowSpec(
         name="seed",
         path=Path("seed.yaml"),
-        budget_usd=0.5,
+        budget_usd=Decimal("0.5"),
         agents={
             a.id: a
             for a in (
                 agent("A", latency_s=1.0, module="accounts_payable", priority=9),
-                agent("B", "A", latency_s=2.0, cost_limit_usd=0.05),
+                agent("B", "A", latency_s=2.0, cost_limit_usd=Decimal("0.05")),
                 agent("C", "A", latency_s=1.5, model="anthropic/claude-sonnet-4-5"),
                 agent("D", "B", latency_s=3.0),
                 agent("E", "C", "D", latency_s=0.5),
@@ -80,12 +81,12 @@ def test_json_plan_holds_levels_critical_path_and_agent_settings(
         "agents": ["A", "B", "D", "E"],
         "expected_latency_s": 6.5,
     }
-    assert plan["budget_usd"] == 0.5
+    assert plan["budget_usd"] == "0.5"
     by_id = {a["id"]: a for a in plan["agents"]}
     assert [a["id"] for a in plan["agents"]] == ["A", "B", "C", "D", "E"]
     assert by_id["A"]["module"] == "accounts_payable"
     assert by_id["A"]["priority"] == 9
-    assert by_id["B"]["cost_limit_usd"] == 0.05
+    assert by_id["B"]["cost_limit_usd"] == "0.05"
     assert by_id["C"]["model"] == "anthropic/claude-sonnet-4-5"
     assert by_id["E"]["needs"] == ["C", "D"]
     assert by_id["E"]["level"] == 3

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ def test_example_runs_simulated_and_the_document_matches_its_schema(
     assert workflow["state"] == "COMPLETED"
     assert {a["state"] for a in workflow["agents"].values()} == {"COMPLETED"}
     assert isinstance(workflow["agents"]["extract"]["output"], dict)
-    assert doc["cost_usd"] > 0
+    assert Decimal(doc["cost_usd"]) > 0
     assert main(["runs", "--json"]) == 0
     assert doc["run_id"] in capsys.readouterr().out
 

@@ -47,7 +47,7 @@ async def test_spend_never_passes_the_limit_and_the_rest_is_refused() -> None:
 async def test_resumed_spend_counts_against_every_scope() -> None:
     """Spend recorded before a resume is preloaded, so the budget is not spent twice."""
     budgets = RunBudgets(Decimal(2), {"run": Decimal("1.5"), "wf": Decimal("1.5")})
-    spec = workflow(agent("a"), budget_usd=5)
+    spec = workflow(agent("a"), budget_usd=Decimal(5))
     scopes = budgets.scopes_for_workflow("wf", spec)
     with pytest.raises(BudgetExceededError):
         await budgets.reserve(scopes, ONE)

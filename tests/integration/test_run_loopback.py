@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +107,7 @@ def test_a_hang_longer_than_the_timeout_is_retried_and_its_cost_kept_unconfirmed
     assert code == 0
     attempts = doc["workflows"][0]["agents"]["a"]["attempts"]
     assert attempts[0]["error_type"] == "ProviderTimeout"
-    assert attempts[0]["cost_usd"] > 0
+    assert Decimal(attempts[0]["cost_usd"]) > 0
     db = sqlite3.connect(tmp_path / "aoe-test.db")
     confirmed = [r[0] for r in db.execute("select cost_confirmed from calls order by started_at")]
     assert confirmed == [0, 1]
@@ -184,7 +185,7 @@ def test_both_wire_formats_in_one_workflow_with_structured_output(
     assert vendor in json.dumps(sent["messages"])
     assert fake_provider.requests[0].body["response_format"]["type"] == "json_schema"
     assert all(a["usage"]["input_tokens"] > 0 for a in agents_doc.values())
-    assert doc["cost_usd"] > 0
+    assert Decimal(doc["cost_usd"]) > 0
 
 
 @pytest.mark.usefixtures("keys")
@@ -235,7 +236,7 @@ def test_an_answer_without_usage_keeps_its_reservation_as_unconfirmed_spend(
     fake_provider.script(Fault.reply(body))
     code, doc, _ = _run(tmp_path, wf, capsys)
     assert code == 0
-    assert doc["cost_usd"] > 0
+    assert Decimal(doc["cost_usd"]) > 0
     db = sqlite3.connect(tmp_path / "aoe-test.db")
     assert db.execute("select cost_confirmed, cost_pusd > 0 from calls").fetchall() == [(0, 1)]
 

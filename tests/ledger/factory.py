@@ -15,7 +15,7 @@ def run_start(run_id: str = "run-1", **kw: Any) -> RunStart:
         "command": "aoe run wf.yaml",
         "files": ("wf.yaml",),
         "simulate": True,
-        "budget_usd": 1.25,
+        "budget_usd": Decimal("1.25"),
     }
     fields.update(kw)
     return RunStart(run_id, **fields)
@@ -26,7 +26,7 @@ def workflow_start(run_id: str = "run-1", key: str = "invoice", **kw: Any) -> Wo
         "name": key.partition("#")[0],
         "path": "wf.yaml",
         "inputs": {"invoice_text": "ACME 12 USD"},
-        "budget_usd": 0.5,
+        "budget_usd": Decimal("0.5"),
     }
     fields.update(kw)
     return WorkflowStart(run_id, key, **fields)

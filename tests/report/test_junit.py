@@ -80,7 +80,7 @@ def test_properties_carry_tokens_cost_attempts_model_and_module() -> None:
     assert props["match.attempts"] == "2"
     assert props["extract.model"] == "openai/gpt-4o-mini"
     assert props["extract.module"] == "ap"
-    assert props["cost_usd"] == "0.002100"
+    assert props["cost_usd"] == "0.0021"
 
 
 def test_written_file_is_utf8_xml_that_parses(tmp_path: Path) -> None:

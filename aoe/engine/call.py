@@ -1,0 +1,291 @@
+"""One provider call, inside its budget reservation and rate-limit permit.
+
+    reserve the worst-case cost -> take a rate-limit permit -> call the provider
+    -> settle the permit and the reservation -> (run the tools it asked for) -> record it
+
+The call's deadline is the provider's (``request.timeout_s``, enforced at the provider
+boundary); what comes back here is a ``Completion`` or a ``ProviderError``. A call whose
+outcome is unknown (timed out, cut off, cancelled in flight) may have been billed: its
+tokens stay taken and its reservation becomes unconfirmed spend, so a budget still holds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from aoe.cost.budget import BudgetReservation
+from aoe.cost.money import ZERO
+from aoe.cost.tokens import estimate_request
+from aoe.engine.task import Attempt
+from aoe.errors import BudgetExceededError, ProviderError, RateLimitedError
+from aoe.ledger.records import CallRecord
+from aoe.monitor.events import ApiCall, BudgetHit, RateLimitHit, ToolCalled
+from aoe.providers.base import Completion, CompletionRequest, ToolCall, Usage
+from aoe.ratelimit import Reservation
+from aoe.services import Limiter
+from aoe.tools import Toolbox, ToolResult, tool_log
+
+#: A rate-limit wait shorter than this is no wait worth an event.
+_WAIT_WORTH_TELLING_S = 0.001
+
+
+@dataclass(frozen=True, slots=True)
+class Turn:
+    """One provider call's answer and the results of the tool calls it asked for."""
+
+    completion: Completion
+    results: tuple[ToolResult, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class _Ticket:
+    """What one call holds while it is out: its budget hold and its rate-limit permit."""
+
+    provider: str
+    limiter: Limiter
+    hold: BudgetReservation
+    permit: Reservation
+    reserved_usd: Decimal
+    reserved_tokens: int
+    turn: int
+    started_at: float  # wall clock, for the ledger
+    started_mono: float  # monotonic, for the latency
+
+
+async def call(
+    attempt: Attempt, request: CompletionRequest, turn: int = 1, *, tools: Toolbox | None = None
+) -> Turn:
+    """One provider call; with ``tools`` a ``complete_with_tools`` turn.
+
+    Once the permit and reservation are settled, the tool calls the answer asked for are
+    run (except on the agent's last allowed turn) before the call is recorded, so its
+    ledger row holds them and their results.
+    """
+    rt, agent = attempt.rt, attempt.task.agent
+    client = rt.clients.client_for(agent.model)
+    ticket = await _take_ticket(attempt, request, client.name, turn)
+    try:
+        if tools is None:
+            completion = await client.complete(request)
+        else:
+            completion = await client.complete_with_tools(request)
+    except (ProviderError, asyncio.CancelledError) as raw:
+        await asyncio.shield(_call_failed(attempt, ticket, raw))
+        raise
+    except Exception as raw:  # a client bug must not keep the reservation and the permit
+        unexpected = ProviderError(
+            f"the {client.name} client failed: {type(raw).__name__}: {raw}",
+            provider=client.name,
+            where=attempt.task.where,
+            outcome_unknown=True,
+            hint="this is a bug in the provider client; rerun with --debug for the traceback",
+        )
+        await asyncio.shield(_call_failed(attempt, ticket, unexpected))
+        raise unexpected from raw
+    # A server that reports no usage (some compatible servers) billed an unknown amount:
+    # the reservation stays spent, as unconfirmed, so a budget still holds against it.
+    reported = completion.usage_reported
+    await ticket.limiter.settle(
+        ticket.permit, completion.usage.total_tokens if reported else ticket.reserved_tokens
+    )
+    if completion.rate_limits is not None:
+        await ticket.limiter.observe(completion.rate_limits)
+    cost = await _settle_budget(attempt, ticket, completion.usage if reported else None)
+    attempt.add_call(completion.usage, cost)
+    last_turn = turn >= agent.max_turns
+    answer = Turn(completion)
+    try:
+        if tools is not None and completion.tool_calls and not last_turn:
+            results = await _run_tools(attempt, tools, completion.tool_calls, turn)
+            answer = Turn(completion, results)
+    finally:  # the call came back: it is recorded even if the agent is cancelled mid-tool
+        not_run = (
+            f"not run: max_turns={agent.max_turns} reached" if last_turn else "not run: cancelled"
+        )
+        log = tool_log(completion.tool_calls, answer.results, not_run=not_run)
+        await asyncio.shield(
+            _record(
+                attempt,
+                ticket,
+                completion.usage,
+                cost,
+                confirmed=reported,
+                status="ok",
+                request_id=completion.request_id,
+                tool_calls=log,
+            )
+        )
+    return answer
+
+
+async def _take_ticket(
+    attempt: Attempt, request: CompletionRequest, provider: str, turn: int
+) -> _Ticket:
+    """Reserve the call's worst-case cost, then take its rate-limit permit (or neither)."""
+    rt, task = attempt.rt, attempt.task
+    model = task.agent.model
+    estimate = estimate_request(model, request)
+    reserved = rt.prices.max_cost_usd(model, estimate.input_tokens, request.max_tokens) or ZERO
+    try:
+        hold = await rt.budgets.reserve(task.budget_scopes, reserved)
+    except BudgetExceededError as err:
+        rt.events.publish(
+            BudgetHit(attempt.envelope, rt.clock.wall(), scope=err.where or "", message=err.message)
+        )
+        raise
+    limiter = rt.limiters.for_model(provider, model.name)
+    wait_started = rt.clock.now()
+    try:
+        permit = await limiter.acquire(
+            estimate.total_tokens, timeout_s=rt.rate_limit_timeout_s, priority=task.agent.priority
+        )
+    except BaseException:  # a wait that failed or was cancelled keeps no money held
+        await asyncio.shield(rt.budgets.release(hold))
+        raise
+    now = rt.clock.now()
+    if now - wait_started > _WAIT_WORTH_TELLING_S:
+        rt.events.publish(
+            RateLimitHit(
+                attempt.envelope, rt.clock.wall(), limiter=limiter.name, waited_s=now - wait_started
+            )
+        )
+    return _Ticket(
+        provider,
+        limiter,
+        hold,
+        permit,
+        reserved,
+        estimate.total_tokens,
+        turn,
+        started_at=rt.clock.wall(),
+        started_mono=now,
+    )
+
+
+async def _call_failed(attempt: Attempt, ticket: _Ticket, raw: BaseException) -> None:
+    """Settle and record a call that did not answer.
+
+    A call whose outcome is unknown (timed out, cut off, cancelled in flight) may have
+    been billed: its tokens stay taken and its reservation becomes unconfirmed spend.
+    """
+    error = raw if isinstance(raw, ProviderError) else None
+    usage = error.usage if error is not None else None
+    unknown = error.outcome_unknown if error is not None else True
+    spent_tokens = ticket.reserved_tokens if unknown else 0
+    await ticket.limiter.settle(ticket.permit, usage.total_tokens if usage else spent_tokens)
+    if isinstance(error, RateLimitedError):
+        await ticket.limiter.note_429(error.retry_after_s)
+    cost = await _settle_budget(attempt, ticket, usage, unknown=unknown)
+    status = type(raw).__name__
+    await _record(
+        attempt,
+        ticket,
+        usage or Usage(),
+        cost,
+        confirmed=not unknown,
+        status=status,
+        request_id=None,
+    )
+    if error is not None:
+        attempt.add_call(usage or Usage(), cost)
+
+
+async def _settle_budget(
+    attempt: Attempt, ticket: _Ticket, usage: Usage | None, *, unknown: bool = True
+) -> Decimal:
+    """Turn a reservation into spend: the true cost, or all of it when the outcome is unknown.
+
+    ``usage`` None with ``unknown`` is a call that may have been billed (no usage came
+    back); without ``unknown`` it is one that surely was not (released whole).
+    """
+    rt = attempt.rt
+    if usage is not None:
+        cost = rt.prices.cost_usd(attempt.task.agent.model, usage) or ZERO
+        await rt.budgets.settle(ticket.hold, cost, confirmed=True)
+        return cost
+    if unknown:
+        await rt.budgets.settle(ticket.hold, ticket.reserved_usd, confirmed=False)
+        return ticket.reserved_usd
+    await rt.budgets.release(ticket.hold)
+    return ZERO
+
+
+async def _run_tools(
+    attempt: Attempt, tools: Toolbox, calls: Sequence[ToolCall], turn: int
+) -> tuple[ToolResult, ...]:
+    """Run one turn's tool calls concurrently and publish a ``ToolCalled`` for each."""
+    results = await tools.run_all(calls)
+    rt = attempt.rt
+    for tool_call, result in zip(calls, results, strict=True):
+        rt.events.publish(
+            ToolCalled(
+                attempt.envelope,
+                rt.clock.wall(),
+                turn=turn,
+                tool=tool_call.name,
+                ok=not result.is_error,
+                duration_s=result.duration_s,
+                result_chars=len(result.content),
+                truncated=result.truncated,
+            )
+        )
+    return results
+
+
+async def _record(
+    attempt: Attempt,
+    ticket: _Ticket,
+    usage: Usage,
+    cost: Decimal,
+    *,
+    confirmed: bool,
+    status: str,
+    request_id: str | None,
+    tool_calls: tuple[Mapping[str, Any], ...] = (),
+) -> None:
+    """Publish the call and write it to the ledger (before the agent can be reported done)."""
+    rt, task = attempt.rt, attempt.task
+    ended_at = rt.clock.wall()
+    model = str(task.agent.model)
+    rt.events.publish(
+        ApiCall(
+            attempt.envelope,
+            ended_at,
+            provider=ticket.provider,
+            model=model,
+            usage=usage,
+            cost_usd=cost,
+            latency_s=rt.clock.now() - ticket.started_mono,
+            status=status,
+            cost_confirmed=confirmed,
+            turn=ticket.turn,
+        )
+    )
+    await rt.recorder.record_call(
+        CallRecord(
+            run_id=task.run_id,
+            workflow_key=task.workflow_key,
+            agent_id=task.agent.id,
+            attempt=attempt.number,
+            turn=ticket.turn,
+            provider=ticket.provider,
+            model=model,
+            input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens,
+            cache_read_tokens=usage.cache_read_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            cost_usd=cost,
+            cost_confirmed=confirmed,
+            started_at=ticket.started_at,
+            ended_at=ended_at,
+            status=status,
+            request_id=request_id,
+            tool_calls=tool_calls,
+            estimate_tokens=ticket.reserved_tokens,
+        )
+    )
