@@ -20,6 +20,7 @@ from typing import Any, Literal
 RetryStrategy = Literal["immediate", "constant", "linear", "exponential"]
 InputType = Literal["string", "number", "integer", "boolean", "object", "array"]
 ToolKind = Literal["python", "http", "command", "mcp"]
+HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 Convert = Callable[[Any], Any]
 
 DEFAULT_PRIORITY = 5
@@ -154,6 +155,24 @@ class ToolSpec:
     parameters: Mapping[str, Any] = field(default_factory=lambda: ANY_OBJECT)
     timeout_s: float = 30.0
     location: Location | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """The optional settings of an ``http:`` tool (its ``target``); ``timeout_s`` None
+    means the tool's own ``timeout_s``. Typed here so their defaults have one home."""
+
+    method: HttpMethod = "POST"
+    timeout_s: float | None = None
+    max_bytes: int = 8192
+
+    @classmethod
+    def of(cls, target: Mapping[str, Any]) -> HttpSettings:
+        """The settings an ``http:`` block writes, these defaults for the rest."""
+        return cls(**given(target, _HTTP_SETTINGS))
+
+
+_HTTP_SETTINGS: Mapping[str, Convert] = {"method": str, "timeout_s": float, "max_bytes": int}
 
 
 @dataclass(frozen=True, slots=True)
