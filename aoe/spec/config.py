@@ -16,7 +16,15 @@ from types import MappingProxyType
 from typing import Any
 
 from aoe.errors import Problem, SpecError, UsageError
-from aoe.spec.models import Config, LimitsSpec, PriceSpec, ProviderConfig
+from aoe.spec.models import (
+    Config,
+    Convert,
+    LimitsSpec,
+    PriceSpec,
+    ProviderConfig,
+    as_written,
+    given,
+)
 from aoe.spec.schema import validate
 from aoe.spec.yamlload import read_yaml
 
@@ -147,26 +155,26 @@ def _limits(raw: Mapping[str, Any] | None) -> LimitsSpec:
 
 
 def _provider(name: str, raw: Mapping[str, Any]) -> ProviderConfig:
-    extra: dict[str, Any] = {}
-    if raw.get("max_tokens_field"):
-        extra["max_tokens_field"] = raw["max_tokens_field"]
+    """The provider's spec from the keys its merged entry writes; the rest are the
+    ``ProviderConfig`` field defaults."""
     return ProviderConfig(
         name=name,
         type=str(raw["type"]),
-        api_key_env=raw.get("api_key_env"),
-        base_url=raw.get("base_url"),
         limits=_limits(raw.get("limits")),
         model_limits=MappingProxyType(
             {m: _limits(v) for m, v in (raw.get("model_limits") or {}).items()}
         ),
-        api_version=raw.get("api_version"),
-        timeout_s=_float(raw.get("timeout_s")),
-        **extra,
+        **given(raw, _PROVIDER_SETTINGS),
     )
 
 
-def _float(value: Any) -> float | None:
-    return float(value) if value is not None else None
+_PROVIDER_SETTINGS: Mapping[str, Convert] = {
+    "api_key_env": as_written,
+    "base_url": as_written,
+    "api_version": as_written,
+    "max_tokens_field": as_written,
+    "timeout_s": float,
+}
 
 
 def _usd(value: Any) -> Decimal | None:

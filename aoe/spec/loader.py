@@ -5,8 +5,9 @@ take ``tools:`` entries that say ``uses:`` from their tools file, resolve agents
 merge ``defaults`` < used agent file < agent entry (``retry`` and ``simulate`` key by
 key), check ``output_schema`` and tool parameters are JSON Schemas,
 check template syntax and the inputs / env / with names templates read, then build
-the frozen dataclasses of ``aoe.spec.models``. A file with problems raises one
-``SpecError`` listing all of them, in file order; checks that need the agent graph
+the frozen dataclasses of ``aoe.spec.models`` from the keys the file writes (their
+field defaults are aoe's defaults, so no default is written here). A file with problems
+raises one ``SpecError`` listing all of them, in file order; checks that need the agent graph
 (missing ``needs`` targets, cycles, templates naming non-upstream agents) live in
 ``aoe.app.validate``.
 """
@@ -24,6 +25,7 @@ from aoe.spec.agents import FILE_ONLY_KEYS, Layer, UsesResolver, check_with
 from aoe.spec.models import (
     EMPTY,
     AgentSpec,
+    Convert,
     InputSpec,
     Location,
     ModelRef,
@@ -33,7 +35,9 @@ from aoe.spec.models import (
     ToolKind,
     ToolSpec,
     WorkflowSpec,
+    as_written,
     freeze,
+    given,
 )
 from aoe.spec.schema import check_json_schema, describe, dotted, suggest, type_matches, validate
 from aoe.spec.templates import KINDS, TemplateRefs, TemplateSyntax, references
@@ -72,6 +76,7 @@ class _WorkflowLoader:
         self._frozen: dict[int, Any] = {}
         self._retry: dict[tuple[Any, ...], RetrySpec] = {}
         self._simulates: dict[tuple[Any, ...], SimulateSpec] = {}
+        self._simulate_settings: dict[str, Convert] = {**_SIMULATE_SETTINGS, "output": self._freeze}
         self._models: dict[str, ModelRef] = {}
 
     def problem(
@@ -105,8 +110,8 @@ class _WorkflowLoader:
                 "start the file with 'version: 1' and 'agents:'",
             )
             raise self.fail()
-        version = data.get("version", 1)
-        if isinstance(version, bool) or version != 1:
+        version = data.get("version")
+        if "version" in data and (isinstance(version, bool) or version != 1):
             self.problem(
                 self.doc,
                 ("version",),
@@ -146,16 +151,10 @@ class _WorkflowLoader:
             name=str(data.get("name") or self.path.stem),
             path=self.path,
             agents=_readonly(agents),
-            version=1,
-            description=data.get("description"),
             inputs=_readonly(inputs),
             tools=_readonly(tools),
-            budget_usd=_usd(data.get("budget_usd")),
-            max_parallel_agents=_whole(data.get("max_parallel_agents")),
-            allow_partial_completion=bool(data.get("allow_partial_completion", False)),
-            max_failure_rate=float(data.get("max_failure_rate", 0.0)),
-            critical_priority=_whole(data.get("critical_priority")),
             env=env,
+            **given(data, _WORKFLOW_SETTINGS),
         )
 
     # -- inputs and tools --------------------------------------------------------------
@@ -167,12 +166,16 @@ class _WorkflowLoader:
         for name, spec in raw.items():
             if not isinstance(spec, dict):
                 continue
-            type_name = spec.get("type", "string")
-            has_default = "default" in spec
-            default = spec.get("default")
+            line, col = self.doc.positions.key(("inputs", name))
+            declared = inputs[name] = InputSpec(
+                name=name,
+                required=bool(spec.get("required", "default" not in spec)),
+                location=Location(self.file, line, col),
+                **given(spec, _INPUT_SETTINGS),
+            )
+            default, type_name = spec.get("default"), declared.type
             if (
-                has_default
-                and default is not None
+                default is not None
                 and isinstance(type_name, str)
                 and (type_name in _JSON_TYPES and not type_matches(default, type_name))
             ):
@@ -181,16 +184,6 @@ class _WorkflowLoader:
                     ("inputs", name, "default"),
                     f"inputs.{name}.default: expected {type_name}, got {describe(default)}",
                 )
-            required = spec.get("required", not has_default)
-            line, col = self.doc.positions.key(("inputs", name))
-            inputs[name] = InputSpec(
-                name=name,
-                type=type_name,
-                description=spec.get("description"),
-                default=freeze(default),
-                required=bool(required),
-                location=Location(self.file, line, col),
-            )
         return inputs
 
     def _tools(self, raw: Any) -> dict[str, ToolSpec]:
@@ -226,7 +219,7 @@ class _WorkflowLoader:
         if len(kinds) != 1:
             return None  # the schema's oneOf already reported it
         kind = kinds[0]
-        parameters = spec.get("parameters", {"type": "object"})
+        parameters = spec.get("parameters")
         if isinstance(parameters, dict):
             self.problems.update(
                 check_json_schema(
@@ -243,11 +236,10 @@ class _WorkflowLoader:
         return ToolSpec(
             name=name,
             description=str(spec.get("description", "")),
-            parameters=freeze(parameters),
             kind=kind,
             target=freeze(target),
-            timeout_s=float(spec.get("timeout_s", 30.0)),
             location=Location(doc.file, line, col),
+            **given(spec, _TOOL_SETTINGS),
         )
 
     # -- agents ------------------------------------------------------------------------
@@ -467,23 +459,14 @@ class _WorkflowLoader:
             model=self._model(model),
             prompt=prompt,
             location=Location(self.file, line, col),
-            system=merged.get("system"),
             needs=tuple(entry.get("needs") or ()),
-            module=merged.get("module"),
-            description=merged.get("description"),
-            priority=int(merged.get("priority", 5)),
-            temperature=_float(merged.get("temperature")),
-            max_tokens=int(merged.get("max_tokens", 1024)),
-            timeout_s=float(merged.get("timeout_s", 60.0)),
             retry=self._retry_spec(merged.get("retry")),
-            cost_limit_usd=_usd(merged.get("cost_limit_usd")),
             output_schema=self._freeze(schema) if schema is not None else None,
-            tools=tuple(merged.get("tools") or ()),
-            max_turns=int(merged.get("max_turns", 8)),
             with_values=freeze(with_values) if with_values else EMPTY,
             simulate=self._simulate_spec(merged.get("simulate")),
             uses=entry.get("uses"),
             prompt_location=Location(prompt_layer.doc.file, p_line, p_col),
+            **given(merged, _AGENT_SETTINGS),
         )
 
     def _freeze(self, value: Any) -> Any:
@@ -500,27 +483,23 @@ class _WorkflowLoader:
         return found
 
     def _simulate_spec(self, raw: Any) -> SimulateSpec:
-        """Agents with the same simple simulate block share one (immutable) spec."""
-        if not raw:
-            return _DEFAULT_SIMULATE
+        """Agents with the same simple simulate block (or none: ``SimulateSpec()``) share
+        one immutable spec."""
+        raw = raw or {}
         if "output" in raw or "tool_calls" in raw:
-            return _simulate(raw, self._freeze)
+            return SimulateSpec(**given(raw, self._simulate_settings))
         key = tuple(sorted(raw.items()))
         spec = self._simulates.get(key)
         if spec is None:
-            spec = self._simulates[key] = _simulate(raw, self._freeze)
+            spec = self._simulates[key] = SimulateSpec(**given(raw, self._simulate_settings))
         return spec
 
     def _retry_spec(self, raw: Any) -> RetrySpec:
-        if not raw:
-            return _DEFAULT_RETRY
-        key = tuple(sorted(raw.items()))
+        """Agents with the same retry block (or none: ``RetrySpec()``) share one spec."""
+        key = tuple(sorted(raw.items())) if raw else ()
         spec = self._retry.get(key)
         if spec is None:
-            values: dict[str, Any] = {
-                k: float(v) if k in _RETRY_FLOATS else _whole(v) for k, v in raw.items()
-            }
-            spec = self._retry[key] = RetrySpec(**values)
+            spec = self._retry[key] = RetrySpec(**given(raw or {}, _RETRY_SETTINGS))
         return spec
 
 
@@ -529,9 +508,61 @@ def _whole(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+def _tool_calls(raw: Any) -> tuple[SimulatedToolCall, ...]:
+    """``simulate.tool_calls``, each call built from the keys it writes."""
+    return tuple(SimulatedToolCall(name=c["name"], **given(c, _TOOL_CALL_SETTINGS)) for c in raw)
+
+
+# The keys each spec takes from a file when written, and how a written value becomes the
+# spec's; a key left out gets the spec's field default (aoe.spec.models).
+def _usd(value: float | int) -> Decimal:
+    """Money as written in the YAML, exactly (a float reads as its shortest text)."""
+    return Decimal(str(value))
+
+
+_WORKFLOW_SETTINGS: Mapping[str, Convert] = {
+    "description": as_written,
+    "max_parallel_agents": _whole,
+    "allow_partial_completion": bool,
+    "max_failure_rate": float,
+    "critical_priority": _whole,
+    "budget_usd": _usd,
+}
+_INPUT_SETTINGS: Mapping[str, Convert] = {
+    "type": as_written,
+    "description": as_written,
+    "default": freeze,
+}
+_TOOL_SETTINGS: Mapping[str, Convert] = {"parameters": freeze, "timeout_s": float}
+_AGENT_SETTINGS: Mapping[str, Convert] = {
+    "system": as_written,
+    "module": as_written,
+    "description": as_written,
+    "priority": int,
+    "temperature": float,
+    "max_tokens": int,
+    "timeout_s": float,
+    "tools": tuple,
+    "max_turns": int,
+    "cost_limit_usd": _usd,
+}
+_RETRY_SETTINGS: Mapping[str, Convert] = {
+    "max_retries": _whole,
+    "strategy": as_written,
+    "base_delay_s": float,
+    "max_delay_s": float,
+    "exponential_base": float,
+    "jitter": as_written,
+}
+_SIMULATE_SETTINGS: Mapping[str, Convert] = {
+    "latency_s": float,
+    "output_tokens": _whole,
+    "fail_times": int,
+    "fail_with": as_written,
+    "tool_calls": _tool_calls,
+}
+_TOOL_CALL_SETTINGS: Mapping[str, Convert] = {"arguments": freeze, "turn": int}
 _JSON_TYPES = frozenset({"string", "number", "integer", "boolean", "object", "array"})
-_RETRY_FLOATS = frozenset({"base_delay_s", "max_delay_s", "exponential_base"})
-_DEFAULT_RETRY = RetrySpec()
 
 
 def _merge(layers: list[Layer]) -> tuple[dict[str, Any], dict[str, Layer]]:
@@ -551,42 +582,10 @@ def _merge(layers: list[Layer]) -> tuple[dict[str, Any], dict[str, Layer]]:
     return merged, origin
 
 
-def _simulate(raw: Any, freeze_once: Any) -> SimulateSpec:
-    if not raw:
-        return _DEFAULT_SIMULATE
-    calls = tuple(
-        SimulatedToolCall(
-            name=c["name"], arguments=freeze(c.get("arguments", {})), turn=int(c.get("turn", 1))
-        )
-        for c in raw.get("tool_calls", ())
-    )
-    latency = raw.get("latency_s")
-    return SimulateSpec(
-        latency_s=float(latency) if latency is not None else None,
-        output_tokens=_whole(raw.get("output_tokens")),
-        fail_times=int(raw.get("fail_times", 0)),
-        fail_with=raw.get("fail_with", "server_error"),
-        output=freeze_once(raw["output"]) if "output" in raw else None,
-        tool_calls=calls,
-    )
-
-
-_DEFAULT_SIMULATE = SimulateSpec()
-
-
 def _close(name: str, options: Iterable[str]) -> str | None:
     """A "did you mean" hint only when some option is close to ``name``."""
     hint = suggest(name, options)
     return hint if hint and hint.startswith("did you mean") else None
-
-
-def _float(value: Any) -> float | None:
-    return float(value) if value is not None else None
-
-
-def _usd(value: Any) -> Decimal | None:
-    """Money as written in the YAML, exactly (a float reads as its shortest text)."""
-    return Decimal(str(value)) if value is not None else None
 
 
 def _readonly(items: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -3,11 +3,15 @@
 Everything after the loader works with these objects, never with raw YAML dicts. JSON
 values that are data by nature (``output_schema``, ``with``, tool parameters, defaults)
 are kept as read-only mappings (``types.MappingProxyType``, recursively frozen).
+
+The field defaults below are aoe's defaults, written nowhere else: the loaders pass only
+the keys a file writes (``given``), and a test checks the schemas' ``default``
+annotations and the README against these fields.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -17,9 +21,26 @@ from typing import Any, Literal
 RetryStrategy = Literal["immediate", "constant", "linear", "exponential"]
 InputType = Literal["string", "number", "integer", "boolean", "object", "array"]
 ToolKind = Literal["python", "http", "command", "mcp"]
+HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
+Convert = Callable[[Any], Any]
 
 DEFAULT_PRIORITY = 5
 EMPTY: Mapping[str, Any] = MappingProxyType({})
+ANY_OBJECT: Mapping[str, Any] = MappingProxyType({"type": "object"})
+
+
+def given(raw: Mapping[str, Any], converts: Mapping[str, Convert]) -> dict[str, Any]:
+    """The keys ``raw`` writes, each converted, as keyword arguments for a spec.
+
+    Keys it leaves out are not passed, so the spec's field default applies: that keeps
+    each default in one place.
+    """
+    return {key: convert(raw[key]) for key, convert in converts.items() if key in raw}
+
+
+def as_written(value: Any) -> Any:
+    """The ``Convert`` of a setting a spec takes just as the file writes it."""
+    return value
 
 
 def freeze(value: Any) -> Any:
@@ -123,15 +144,36 @@ class InputSpec:
 
 @dataclass(frozen=True, slots=True)
 class ToolSpec:
-    """A tool an agent may call: ``kind`` says how, ``target`` holds that kind's settings."""
+    """A tool an agent may call: ``kind`` says how, ``target`` holds that kind's settings.
+
+    ``parameters`` (the JSON Schema of its arguments) defaults to any object.
+    """
 
     name: str
     description: str
-    parameters: Mapping[str, Any]
     kind: ToolKind
     target: Mapping[str, Any]
+    parameters: Mapping[str, Any] = field(default_factory=lambda: ANY_OBJECT)
     timeout_s: float = 30.0
     location: Location | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    """The optional settings of an ``http:`` tool (its ``target``); ``timeout_s`` None
+    means the tool's own ``timeout_s``. Typed here so their defaults have one home."""
+
+    method: HttpMethod = "POST"
+    timeout_s: float | None = None
+    max_bytes: int = 8192
+
+    @classmethod
+    def of(cls, target: Mapping[str, Any]) -> HttpSettings:
+        """The settings an ``http:`` block writes, these defaults for the rest."""
+        return cls(**given(target, _HTTP_SETTINGS))
+
+
+_HTTP_SETTINGS: Mapping[str, Convert] = {"method": str, "timeout_s": float, "max_bytes": int}
 
 
 @dataclass(frozen=True, slots=True)

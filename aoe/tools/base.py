@@ -19,7 +19,7 @@ from typing import Any
 from aoe.spec.models import ToolSpec
 
 MAX_RESULT_CHARS = 16_000  # what one tool result may put in front of the model
-MAX_OUTPUT_BYTES = 8_192  # default for http max_bytes and command stdout/stderr
+MAX_OUTPUT_BYTES = 8_192  # command stdout/stderr (http: HttpSettings.max_bytes)
 LOG_CHARS = 2_000  # arguments and results kept per tool call in the ledger
 
 

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 
 from aoe.errors import TemplateRenderError
-from aoe.spec.models import ToolSpec, thaw
-from aoe.tools.base import MAX_OUTPUT_BYTES, ToolFailed, ToolOutput, decode_truncated
+from aoe.spec.models import HttpSettings, ToolSpec, thaw
+from aoe.tools.base import ToolFailed, ToolOutput, decode_truncated
 
 _MASK = "[secret]"
 
@@ -33,7 +33,8 @@ class HttpTool:
     async def __call__(self, arguments: dict[str, Any]) -> ToolOutput:
         target = thaw(self.spec.target)
         context = {"args": arguments}
-        method = str(target.get("method", "POST"))
+        settings = HttpSettings.of(target)
+        method = settings.method
         url = self._render(str(target["url"]), context, "url")
         headers, secrets = self._headers(target.get("headers") or {}, context)
         body: Any = None
@@ -41,8 +42,8 @@ class HttpTool:
             body = self._render_value(target["body"], context)
         elif method in ("POST", "PUT", "PATCH"):
             body = arguments
-        limit = int(target.get("max_bytes", MAX_OUTPUT_BYTES))
-        timeout_s = float(target.get("timeout_s", self.spec.timeout_s))
+        limit = settings.max_bytes
+        timeout_s = float(self.spec.timeout_s if settings.timeout_s is None else settings.timeout_s)
         content = body if isinstance(body, str) else None
         payload = None if isinstance(body, str) or body is None else body
         try:
