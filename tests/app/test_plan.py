@@ -11,11 +11,11 @@ import jsonschema
 import pytest
 from rich.console import Console
 
-from aoe.graph import WorkflowGraph
 from aoe.app.plan import plan_to_dict, plan_to_json, to_dot, to_mermaid
+from aoe.app.validate import CheckedWorkflow
+from aoe.graph import WorkflowGraph
 from aoe.spec.models import AgentSpec, Location, ModelRef, SimulateSpec, WorkflowSpec
 from aoe.ui.plan_view import print_plan
-from aoe.app.validate import CheckedWorkflow
 
 
 def agent(agent_id: str, *needs: str, latency_s: float, **extra: Any) -> AgentSpec:

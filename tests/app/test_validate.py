@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from aoe.errors import SpecError
 from aoe.app.validate import CheckedWorkflow, check_files, check_workflow
+from aoe.errors import SpecError
 
 SEED = """\
 version: 1
@@ -181,8 +181,8 @@ def test_shipped_large_workflow_is_the_generators_output() -> None:
 
 def test_a_model_must_name_a_configured_provider(tmp_path: Path) -> None:
     """`nosuch/x` is caught by validate at the agent, naming the providers there are."""
-    from aoe.errors import SpecError
     from aoe.app.validate import check_workflow
+    from aoe.errors import SpecError
 
     path = tmp_path / "w.yaml"
     path.write_text("version: 1\nname: t\nagents:\n  a: {model: nosuch/x, prompt: hi}\n")

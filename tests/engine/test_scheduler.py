@@ -9,9 +9,9 @@ import pytest
 
 from aoe.clock import FakeClock
 from aoe.engine.results import AgentState, WorkflowState
+from aoe.engine.runtime import Runtime
 from aoe.engine.scheduler import Engine, EngineOptions, WorkflowJob
 from aoe.errors import AuthenticationError, ServerError
-from aoe.engine.runtime import Runtime
 from aoe.spec.models import RetrySpec
 from tests.engine.scripted import OneClient, ScriptedClient, agent, workflow
 

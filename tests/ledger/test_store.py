@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from aoe.cost.money import format_usd
 from aoe.errors import LedgerError, UsageError
 from aoe.ledger import Ledger, default_db_path
-from aoe.cost.money import format_usd
 from ledger.factory import attempt_end, attempt_start, call, run_start, workflow_start
 
 

@@ -14,8 +14,8 @@ from typing import ClassVar
 import httpx
 import pytest
 
-from aoe.monitor.outputs import OutputOptions, RunOutputs
 from aoe.app.run import RunHandle, RunOptions, prepare
+from aoe.monitor.outputs import OutputOptions, RunOutputs
 from aoe.spec.models import LimitsSpec, ProviderConfig
 from tests.monitor.events_data import every_event
 from tests.report.workflow_data import write_workflow

@@ -7,6 +7,7 @@ from textwrap import dedent
 
 import pytest
 
+from aoe.app.validate import check_workflow
 from aoe.errors import Problem, SpecError
 from aoe.spec import load_workflow
 from aoe.spec.fastcheck import compile_schema
@@ -14,7 +15,6 @@ from aoe.spec.schema import load_schema
 from aoe.tools.base import declared_in
 from aoe.tools.command_tool import CommandTool
 from aoe.tools.python_tool import PythonTool
-from aoe.app.validate import check_workflow
 
 WORKFLOW = """
 version: 1

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from aoe.errors import SpecError
 from aoe.app.validate import check_workflow
+from aoe.errors import SpecError
 from tests.tools.specs import module_name
 
 REPO = Path(__file__).resolve().parents[2]
