@@ -99,6 +99,12 @@ class Fault:
         return cls("ok", 200, delay_s=seconds)
 
     @classmethod
+    def silent(cls) -> Fault:
+        """Read the call and never answer (until the server stops): only the client's own
+        deadline ends it, however slow the machine is."""
+        return cls("silent")
+
+    @classmethod
     def drop(cls) -> Fault:
         """Send the headers and half the body, then close the connection."""
         return cls("drop", 200)
@@ -283,6 +289,8 @@ class FakeProvider:
         """Answer one call; it stops counting as in flight once its answer is being sent."""
         limited = (self.rpm_limit or self.concurrency_limit) and self._over_limit()
         fault = Fault.rate_limit(retry_after="1") if limited else self._next_fault(request.path)
+        if fault.kind == "silent":
+            await asyncio.get_running_loop().create_future()  # cancelled when the server stops
         delay = self.latency_s + fault.delay_s
         if delay > 0:
             await asyncio.sleep(delay)

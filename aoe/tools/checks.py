@@ -1,7 +1,7 @@
 """What ``aoe validate`` checks of a workflow's tools beyond the schema.
 
-``python:`` targets must import and be callable (this imports the user's module, with the
-workflow's directory on ``sys.path``, as a run would); ``command:`` and ``mcp:`` programs
+``python:`` targets must import and be callable (this imports the user's module from the
+directory of the file declaring it, as a run would); ``command:`` and ``mcp:`` programs
 must exist; ``mcp:`` needs the optional SDK. Each problem points at the tool's entry.
 That every tool an agent names is declared is the loader's check.
 """

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import jsonschema
-import pytest
+import xmlschema
 
 from tests.report.workflow_data import write_workflow
 
@@ -18,7 +18,6 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_ci_run_writes_junit_summary_events_and_json(tmp_path: Path) -> None:
     """Exit code, a valid JUnit file, a summary with the cost table, JSON that parses."""
-    xmlschema = pytest.importorskip("xmlschema")
     workflow = ROOT / "workflows" / "invoice-processing.yaml"
     if not workflow.exists():
         workflow = write_workflow(tmp_path)

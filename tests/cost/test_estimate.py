@@ -13,7 +13,8 @@ from aoe.cli.main import main
 from aoe.cost.tokens import count_tokens
 from aoe.spec.models import ModelRef
 
-SCHEMA = json.loads(Path("schemas/plan.schema.json").read_text())
+REPO = Path(__file__).resolve().parents[2]
+SCHEMA = json.loads((REPO / "schemas" / "plan.schema.json").read_text(encoding="utf-8"))
 
 
 def _write(tmp: Path, body: str) -> Path:

@@ -16,14 +16,11 @@ import pytest
 
 from aoe.app.prepare import RunOptions, prepare
 from aoe.app.run import RunHandle
+from aoe.monitor.metrics import MetricsSink
 from aoe.monitor.outputs import OutputOptions, RunOutputs
 from aoe.spec.models import LimitsSpec, ProviderConfig
 from tests.monitor.events_data import every_event
 from tests.report.workflow_data import write_workflow
-
-pytest.importorskip("prometheus_client")
-
-from aoe.monitor.metrics import MetricsSink
 
 
 def _value(text: str, series: str) -> float:

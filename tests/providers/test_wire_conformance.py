@@ -1,6 +1,6 @@
 """What we send and what the fake server answers match the official SDKs' own wire types.
 
-Runs only where the `openai` and `anthropic` packages are installed (the test extra).
+The `openai` and `anthropic` packages come with the test extra (a missing one fails here).
 TypedDict validation silently drops unknown keys and coerces values, so a strict
 validate-then-dump round trip must give back exactly the body we built.
 """
@@ -10,6 +10,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import anthropic.types as anthropic_types
+import anthropic.types.message_create_params as anthropic_params
+import openai.types.chat as openai_chat
+import openai.types.chat.completion_create_params as openai_params
+import pydantic
 import pytest
 
 from aoe.providers.anthropic import AnthropicClient
@@ -17,12 +22,6 @@ from aoe.providers.base import CompletionRequest, Message, ToolCall, ToolDefinit
 from aoe.providers.openai import OpenAIClient
 from aoe.spec.models import ProviderConfig, freeze
 from tests.fakeprovider import ANTHROPIC_PATH, OPENAI_PATH, FakeProvider, chat_request
-
-pydantic = pytest.importorskip("pydantic")
-openai_chat = pytest.importorskip("openai.types.chat")
-openai_params = pytest.importorskip("openai.types.chat.completion_create_params")
-anthropic_types = pytest.importorskip("anthropic.types")
-anthropic_params = pytest.importorskip("anthropic.types.message_create_params")
 
 SCHEMA = freeze({
     "type": "object",

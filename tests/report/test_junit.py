@@ -5,7 +5,7 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import pytest
+import xmlschema
 
 from aoe.engine.results import (
     AgentResult,
@@ -18,7 +18,6 @@ from aoe.engine.results import (
 from aoe.providers.base import Usage
 from aoe.report.junit import junit_tree, write_junit
 
-xmlschema = pytest.importorskip("xmlschema")
 XSD = Path(__file__).parent.parent / "data" / "junit.xsd"
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from textwrap import dedent
 
@@ -92,16 +91,11 @@ async def test_python_targets_import_from_the_tools_files_directory(tmp_path: Pa
     )
     (tmp_path / "shared" / "tmp_erp_b" / "__init__.py").write_text("")
     path = _setup(tmp_path, "python: tmp_erp_b.vendors:lookup")
-    try:
-        checked = check_workflow(path)  # `aoe validate` imports the target
-        tool = checked.spec.tools["lookup"]
-        assert declared_in(tool) == (tmp_path / "shared").resolve()
-        output = await PythonTool(tool)({"name": "ACME"})
-        assert output.text == '{"found": true}'
-    finally:
-        sys.path[:] = [p for p in sys.path if not p.startswith(str(tmp_path))]
-        for name in [m for m in sys.modules if m.startswith("tmp_erp_b")]:
-            del sys.modules[name]
+    checked = check_workflow(path)  # `aoe validate` imports the target
+    tool = checked.spec.tools["lookup"]
+    assert declared_in(tool) == (tmp_path / "shared").resolve()
+    output = await PythonTool(tool)({"name": "ACME"})
+    assert output.text == '{"found": true}'
 
 
 async def test_commands_run_in_the_tools_files_directory(tmp_path: Path) -> None:

@@ -13,8 +13,6 @@ from aoe.spec.models import ToolSpec
 from aoe.tools import Toolbox
 from tests.tools.specs import call, tool_spec
 
-pytest.importorskip("mcp", reason="the MCP SDK is the optional extra aoe[mcp]")
-
 REPO = Path(__file__).resolve().parents[2]
 SERVER = '''
 from mcp.server.mcpserver import MCPServer

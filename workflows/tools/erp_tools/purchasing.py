@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from erp_tools._data import rows
+from ._data import rows
 
 
 def purchase_order(po_number: str) -> dict[str, Any]:

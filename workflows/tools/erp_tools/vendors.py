@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from erp_tools._data import rows
+from ._data import rows
 
 _LEGAL_FORMS = re.compile(r"\b(inc|llc|ltd|gmbh|s\.?a|co|corp|corporation|company)\b\.?", re.I)
 
