@@ -44,10 +44,17 @@ FAKE_EPOCH_S = 1_767_225_600.0
 class FakeClock:
     """A clock that only moves when a test says so.
 
-    ``sleep`` parks the caller until ``advance`` moves time past its deadline; with
-    ``autojump=True`` a sleep moves time forward by itself, so code under test that waits
-    runs instantly while still observing the waited time. Wall time moves with it.
+    ``sleep`` parks the caller until ``advance`` moves time past its deadline. With
+    ``autojump=True`` time moves by itself: once every task has had ``AUTOJUMP_ROUNDS``
+    turns of the event loop to react to the last wake-up, time jumps to the earliest
+    sleeper's deadline. Code under test that waits runs instantly, and concurrent sleepers
+    overlap as they would in real time: two tasks that each sleep 1 s both wake at 1 s.
+    Wall time moves with it, from ``epoch_s``.
     """
+
+    # Turns of the event loop each task gets before time jumps: enough for a wake-up to
+    # ripple through many awaits (a finished call starting the next agent takes a few).
+    AUTOJUMP_ROUNDS = 100
 
     def __init__(
         self, start: float = 0.0, *, autojump: bool = False, epoch_s: float = FAKE_EPOCH_S
@@ -57,6 +64,7 @@ class FakeClock:
         self._autojump = autojump
         self._sleepers: list[tuple[float, int, asyncio.Future[None]]] = []
         self._seq = itertools.count()
+        self._jumper: asyncio.Task[None] | None = None
         self.slept: list[float] = []
 
     def now(self) -> float:
@@ -68,20 +76,38 @@ class FakeClock:
     async def sleep(self, seconds: float) -> None:
         seconds = max(0.0, seconds)
         self.slept.append(seconds)
-        if self._autojump:
-            self._now += seconds
+        if self._autojump and seconds == 0:
             await asyncio.sleep(0)
             return
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
         heapq.heappush(self._sleepers, (self._now + seconds, next(self._seq), fut))
+        jumper = self._jumper
+        if self._autojump and (jumper is None or jumper.done() or jumper.get_loop() is not loop):
+            self._jumper = loop.create_task(self._jump_while_asleep())
         await fut
 
     async def advance(self, seconds: float) -> None:
         """Move time forward and wake every sleeper whose deadline has passed."""
         self._now += seconds
+        self._wake_due()
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+    def _wake_due(self) -> None:
         while self._sleepers and self._sleepers[0][0] <= self._now:
             _, _, fut = heapq.heappop(self._sleepers)
             if not fut.done():
                 fut.set_result(None)
-        for _ in range(3):
-            await asyncio.sleep(0)
+
+    async def _jump_while_asleep(self) -> None:
+        """Autojump: let everyone react, then move time to the next deadline; repeat."""
+        while True:
+            for _ in range(self.AUTOJUMP_ROUNDS):
+                await asyncio.sleep(0)
+            while self._sleepers and self._sleepers[0][2].done():
+                heapq.heappop(self._sleepers)  # cancelled sleepers wait for nothing
+            if not self._sleepers:
+                return
+            self._now = max(self._now, self._sleepers[0][0])
+            self._wake_due()

@@ -36,6 +36,7 @@ from typing import Any
 
 import pytest
 
+from aoe.clock import Clock, SystemClock
 from aoe.providers.base import CompletionRequest, Message
 from aoe.providers.schema_example import example_for_schema
 
@@ -162,18 +163,28 @@ class FakeProvider:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.rpm_limit: int | None = None
         self.concurrency_limit: int | None = None
+        self._limit_clock: Clock = SystemClock()
         self.limit_429s = 0
         self._accepted: deque[float] = deque()
 
     def enforce(
-        self, *, requests_per_minute: int | None = None, concurrent: int | None = None
+        self,
+        *,
+        requests_per_minute: int | None = None,
+        concurrent: int | None = None,
+        clock: Clock | None = None,
     ) -> None:
-        """Answer 429 to any call over these limits, as a provider would, and count them."""
+        """Answer 429 to any call over these limits, as a provider would, and count them.
+
+        The per-minute limit holds in every sliding minute of ``clock`` (the wall clock by
+        default), read when a call arrives: a test whose run skips time shares its clock.
+        """
         self.rpm_limit = requests_per_minute
         self.concurrency_limit = concurrent
+        self._limit_clock = clock or SystemClock()
 
     def _over_limit(self) -> bool:
-        now = time.monotonic()
+        now = self._limit_clock.now()
         while self._accepted and self._accepted[0] <= now - 60.0:
             self._accepted.popleft()
         over = (self.concurrency_limit is not None and self.in_flight > self.concurrency_limit) or (

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,10 +18,23 @@ from tests.report.workflow_data import write_workflow
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def _example_without_waits(tmp: Path) -> Path:
+    """The README example (with its agents/, tools/ and data/) and its simulated latencies
+    at 0: what a CI job gets does not depend on how long the agents take, and the real
+    process cannot be given a fake clock, so it would sleep 4 s for nothing."""
+    shutil.copytree(ROOT / "workflows", tmp / "workflows")
+    path = tmp / "workflows" / "invoice-processing.yaml"
+    text, waits = re.subn(r"\blatency_s: [0-9.]+", "latency_s: 0", path.read_text("utf-8"))
+    assert waits == 5, "the example's simulate: blocks changed; update this test"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
 def test_ci_run_writes_junit_summary_events_and_json(tmp_path: Path) -> None:
     """Exit code, a valid JUnit file, a summary with the cost table, JSON that parses."""
-    workflow = ROOT / "workflows" / "invoice-processing.yaml"
-    if not workflow.exists():
+    if (ROOT / "workflows" / "invoice-processing.yaml").exists():
+        workflow = _example_without_waits(tmp_path)
+    else:
         workflow = write_workflow(tmp_path)
     summary = tmp_path / "summary.md"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "CI": "true",

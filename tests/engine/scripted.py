@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from aoe.clock import FakeClock
 from aoe.providers.base import Completion, CompletionRequest, LLMClient, ModelInfo, Usage
 from aoe.spec.models import (
     AgentSpec,
@@ -33,12 +32,15 @@ class Call:
 class ScriptedClient:
     """Answers each agent with the next step of its script (an exception is raised).
 
-    ``latency_s`` maps agent ids to how long each call takes (real seconds, kept small).
+    ``latency_s`` maps agent ids to how long each call takes, slept on ``clock``: by default
+    a ``FakeClock`` that jumps, so calls take no real time and ``Call`` stamps (in that
+    clock's seconds) still show which calls overlapped. Give the engine the same clock.
     """
 
     script: Mapping[str, list[Step]] = field(default_factory=dict)
     latency_s: Mapping[str, float] = field(default_factory=dict)
     name: str = "script"
+    clock: FakeClock = field(default_factory=lambda: FakeClock(autojump=True))
     calls: list[Call] = field(default_factory=list)
     in_flight: int = 0
     peak_in_flight: int = 0
@@ -46,14 +48,14 @@ class ScriptedClient:
 
     async def complete(self, request: CompletionRequest) -> Completion:
         agent = request.trace_id.rsplit("/", 1)[-1]
-        call = Call(agent, request.attempt, time.monotonic())
+        call = Call(agent, request.attempt, self.clock.now())
         self.calls.append(call)
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         try:
             delay = self.latency_s.get(agent, 0.0)
             if delay:
-                await asyncio.sleep(delay)
+                await self.clock.sleep(delay)
             steps = self.script.get(agent, [])
             index = self._cursor[agent]
             self._cursor[agent] += 1
@@ -66,7 +68,7 @@ class ScriptedClient:
             )
         finally:
             self.in_flight -= 1
-            call.ended = time.monotonic()
+            call.ended = self.clock.now()
 
     async def complete_with_tools(self, request: CompletionRequest) -> Completion:
         return await self.complete(request)

@@ -17,6 +17,7 @@ from tests.engine.scripted import OneClient, ScriptedClient, agent, workflow
 
 
 def runtime(client: ScriptedClient, **kw: object) -> Runtime:
+    kw.setdefault("clock", client.clock)  # latencies pass on the engine's clock, in no real time
     return Runtime(clients=OneClient(client), **kw)  # type: ignore[arg-type]
 
 
@@ -246,7 +247,7 @@ async def test_cancel_stops_the_run_promptly_with_exit_code_130() -> None:
     client = ScriptedClient(latency_s={"a": 10.0, "b": 10.0})
     engine = Engine(runtime(client))
     task = asyncio.create_task(engine.run([WorkflowJob.of("wf", spec)]))
-    await asyncio.sleep(0.05)
+    await client.clock.sleep(0.05)
     engine.cancel()
     result = await asyncio.wait_for(task, 2)
     wf = result.workflows[0]

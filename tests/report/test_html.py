@@ -23,7 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _aoe(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "CI": "1"}
+    # no *_API_KEY even where the autouse fixture has not run yet (module-scoped fixtures)
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env.update({"PYTHONPATH": str(ROOT), "CI": "1"})
     return subprocess.run([sys.executable, "-m", "aoe", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120, check=False)
 
@@ -38,9 +40,11 @@ def _chromium() -> str:
     pytest.fail("chromium is not on PATH: install it (.ci/run runs apt-get install chromium)")
 
 
-@pytest.fixture
-def report(tmp_path: Path) -> tuple[Path, str, Path]:
-    """A simulated run (a retry, a failure, a skip) and its report page."""
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str, Path]:
+    """A simulated run (a retry, a failure, a skip) and its report page, made once: the
+    tests only read them."""
+    tmp_path = tmp_path_factory.mktemp("report")
     db = tmp_path / "aoe.db"
     run = _aoe("run", str(write_workflow(tmp_path)), "--simulate", "--db", str(db), "--json",
                cwd=tmp_path)

@@ -57,7 +57,8 @@ def erp() -> Iterator[ThreadingHTTPServer]:
     server.daemon_threads = True
     server.seen = []  # type: ignore[attr-defined]
     server.released = threading.Event()  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # answer shutdown() within 10 ms, not serve_forever's default 0.5 s poll
+    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
     thread.start()
     yield server
     server.released.set()  # type: ignore[attr-defined]
