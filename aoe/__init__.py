@@ -13,9 +13,8 @@ Names are imported on first use, so ``import aoe`` (and ``aoe --help``) stays fa
 from __future__ import annotations
 
 import importlib
+import importlib.metadata
 from typing import TYPE_CHECKING, Any
-
-__version__ = "0.1.0"
 
 __all__ = [
     "AgentResult",
@@ -87,6 +86,8 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":  # one source: the version the package was installed with
+        return importlib.metadata.version("aoe")
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'aoe' has no attribute {name!r}")

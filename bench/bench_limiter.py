@@ -53,7 +53,7 @@ async def limiter_overhead(calls: int) -> float:
     start = time.perf_counter()
     for _ in range(calls):
         res = await limiter.acquire(800)
-        limiter.settle(res, 600)
+        await limiter.settle(res, 600)
     return (time.perf_counter() - start) / calls * 1e6
 
 
@@ -90,7 +90,7 @@ async def binding_run(speed: float, periods: int, tasks: int) -> dict[str, float
             grants.append((res, used))
             await clock.sleep(rng.uniform(0.3, 0.7))
             used[0] = int(tokens * rng.uniform(0.6, 1.0))
-            limiter.settle(res, used[0])
+            await limiter.settle(res, used[0])
 
     workers = [asyncio.create_task(agent()) for _ in range(tasks)]
     await clock.sleep(duration)

@@ -52,7 +52,7 @@ async def test_all_or_nothing_a_token_shortage_takes_no_request() -> None:
     await spin()
     assert not waiting.done()
     assert used(limiter) == {"requests_per_minute": 1, "tokens_per_minute": 900}
-    limiter.settle(first, 700)  # the refund makes room
+    await limiter.settle(first, 700)  # the refund makes room
     await spin()
     assert waiting.done()
     assert used(limiter) == {"requests_per_minute": 2, "tokens_per_minute": 900}
@@ -160,11 +160,11 @@ async def test_concurrency_slot_is_freed_by_settle_and_release() -> None:
     fourth = asyncio.create_task(limiter.acquire(10))
     await spin()
     assert not third.done()
-    limiter.settle(a, 10)
+    await limiter.settle(a, 10)
     await spin()
     assert third.done()
     assert not fourth.done()
-    limiter.release(b)
+    await limiter.release(b)
     await spin()
     assert fourth.done()
     assert limiter.stats().in_flight == 2
@@ -175,7 +175,7 @@ async def test_settle_charges_extra_usage() -> None:
     clock = FakeClock()
     limiter = make(clock, tokens_per_minute=1000)
     res = await limiter.acquire(100)
-    limiter.settle(res, 1100)
+    await limiter.settle(res, 1100)
     assert used(limiter) == {"tokens_per_minute": 1100}
     waiting = asyncio.create_task(limiter.acquire(1))
     await clock.advance(59)
@@ -189,7 +189,7 @@ async def test_release_gives_everything_back() -> None:
     clock = FakeClock()
     limiter = make(clock, requests_per_minute=1, tokens_per_minute=100, concurrent_requests=1)
     res = await limiter.acquire(100)
-    limiter.release(res)
+    await limiter.release(res)
     assert used(limiter) == {"requests_per_minute": 0, "tokens_per_minute": 0}
     await limiter.acquire(100)  # fits at once again
 
@@ -199,18 +199,18 @@ async def test_a_reservation_is_settled_only_once() -> None:
     clock = FakeClock()
     limiter = make(clock, concurrent_requests=1)
     res = await limiter.acquire(1)
-    limiter.settle(res, 1)
+    await limiter.settle(res, 1)
     with pytest.raises(ValueError, match="not open"):
-        limiter.settle(res, 1)
+        await limiter.settle(res, 1)
     with pytest.raises(ValueError, match="not open"):
-        limiter.release(Reservation(99, "openai", 1, 0.0, 0.0))
+        await limiter.release(Reservation(99, "openai", 1, 0.0, 0.0))
 
 
 async def test_pause_blocks_every_caller_until_it_ends() -> None:
     """A 429 with retry-after pauses the key for every agent, not only the one that got it."""
     clock = FakeClock()
     limiter = make(clock, requests_per_minute=100)
-    limiter.note_429(retry_after_s=10)
+    await limiter.note_429(retry_after_s=10)
     tasks = [asyncio.create_task(limiter.acquire(1)) for _ in range(3)]
     await clock.advance(9.9)
     assert not any(t.done() for t in tasks)
@@ -226,7 +226,7 @@ async def test_observe_lowers_remaining_until_the_reset() -> None:
     """Provider headers saying less is left than we think hold us to that until the reset."""
     clock = FakeClock()
     limiter = make(clock, requests_per_minute=100, tokens_per_minute=10_000)
-    limiter.observe(
+    await limiter.observe(
         RateLimitSnapshot(
             limit_requests=100,
             remaining_requests=2,
@@ -254,7 +254,7 @@ async def test_observe_never_loosens() -> None:
     limiter = make(clock, requests_per_minute=3)
     for _ in range(3):
         await limiter.acquire(0)
-    limiter.observe(RateLimitSnapshot(limit_requests=3, remaining_requests=3, reset_requests_s=1))
+    await limiter.observe(RateLimitSnapshot(limit_requests=3, remaining_requests=3, reset_requests_s=1))
     with pytest.raises(RateLimitTimeoutError):
         await limiter.acquire(0, timeout_s=0)
 
@@ -282,7 +282,7 @@ async def test_a_grant_racing_a_cancel_is_given_back() -> None:
     first = await limiter.acquire(0)
     waiting = asyncio.create_task(limiter.acquire(0))
     await spin()
-    limiter.settle(first, 0)
+    await limiter.settle(first, 0)
     for _ in range(10):  # let the waiter loop grant it, but not the task resume
         await asyncio.sleep(0)
         if limiter.stats().in_flight == 1:
@@ -302,7 +302,7 @@ async def test_unlimited_limiter_only_counts() -> None:
     limiter = make(clock)
     reservations = [await limiter.acquire(10**6) for _ in range(100)]
     for r in reservations:
-        limiter.settle(r, 5)
+        await limiter.settle(r, 5)
     assert limiter.stats().tiers == ()
     assert limiter.stats().in_flight == 0
 
@@ -337,7 +337,7 @@ async def test_windows_are_a_margin_longer_than_their_period_by_default() -> Non
 
     clock = FakeClock()
     limiter = RateLimiter(LimitsSpec(requests_per_minute=1), clock=clock, name="k")
-    limiter.settle(await limiter.acquire(0), 0)
+    await limiter.settle(await limiter.acquire(0), 0)
     waiting = asyncio.ensure_future(limiter.acquire(0))
     await clock.advance(60)
     assert not waiting.done()
@@ -349,7 +349,7 @@ async def test_a_pause_longer_than_the_deadline_fails_at_once() -> None:
     """After a 429 asking for an hour, a caller with a 10 s deadline is told at once."""
     clock = FakeClock()
     limiter = make(clock, requests_per_minute=100)
-    limiter.pause(3600)
+    await limiter.pause(3600)
     with pytest.raises(RateLimitTimeoutError, match="paused"):
         await limiter.acquire(1, timeout_s=10)
     assert clock.now() == 0

@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -110,9 +111,13 @@ class World:
             self.settle(grant, fraction)
 
     def settle(self, grant: Grant, fraction: float) -> None:
+        """Settle at once, from a done callback: the in-memory limiter's ``settle`` never
+        suspends, so its coroutine finishes on its first step (or this fails)."""
         self.open.remove(grant)
         grant.tokens = int(grant.reservation.tokens * fraction)
-        self.limiter.settle(grant.reservation, grant.tokens)
+        step = self.limiter.settle(grant.reservation, grant.tokens)
+        with pytest.raises(StopIteration):
+            step.send(None)
 
     async def run(self, op: Op) -> None:
         kind = op[0]
@@ -132,17 +137,17 @@ class World:
         elif kind == "release" and self.open:
             grant = self.open.pop(int(op[1]) % len(self.open))
             grant.requests = grant.tokens = 0
-            self.limiter.release(grant.reservation)
+            await self.limiter.release(grant.reservation)
         elif kind == "cancel" and self.pending:
             self.pending[int(op[1]) % len(self.pending)].cancel()
         elif kind == "pause":
             seconds = float(op[1])
             self.pauses.append((self.op_index, self.clock.now(), seconds))
-            self.limiter.pause(seconds)
+            await self.limiter.pause(seconds)
         elif kind == "observe":
             remaining, reset = int(op[1]), float(op[2])
             self.observations.append((self.op_index, self.clock.now(), reset, remaining))
-            self.limiter.observe(
+            await self.limiter.observe(
                 RateLimitSnapshot(
                     limit_requests=5, remaining_requests=remaining, reset_requests_s=reset
                 )
@@ -158,7 +163,7 @@ class World:
         await asyncio.gather(*self.pending, return_exceptions=True)
         while settle and self.open:
             grant = self.open.pop()
-            self.limiter.settle(grant.reservation, grant.tokens)
+            await self.limiter.settle(grant.reservation, grant.tokens)
 
 
 def window_totals(grants: list[Grant], period_s: float, attr: str) -> int:
@@ -254,7 +259,7 @@ def test_a_timed_out_acquisition_leaves_no_trace(
                 await asyncio.sleep(0)
             await with_wait.clock.advance(timeout)
             await without.clock.advance(timeout)
-            with_wait.limiter.release(await extra)  # it fitted after all: give it back
+            await with_wait.limiter.release(await extra)  # it fitted after all: give it back
         except RateLimitTimeoutError:
             timed_out = True
         follow = []

@@ -16,7 +16,11 @@ from pathlib import Path
 
 from aoe.errors import AoeError, Problem, SpecError
 from aoe.graph import WorkflowGraph
+from aoe.spec.config import load_config
+from aoe.spec.loader import load_workflow
 from aoe.spec.models import AgentSpec, Config, Location, WorkflowSpec
+from aoe.spec.templates import TemplateSyntax, references
+from aoe.tools.checks import tool_problems
 
 __all__ = ["CheckResult", "CheckedWorkflow", "check_files", "check_workflow"]
 
@@ -52,7 +56,6 @@ def _template_problems(
     spec: WorkflowSpec, agent: AgentSpec, graph: WorkflowGraph | None
 ) -> list[Problem]:
     """Names a prompt or system template uses that it cannot have at run time."""
-    from aoe.spec.templates import TemplateSyntax, references
 
     loc = agent.prompt_location or agent.location
     problems: list[Problem] = []
@@ -118,8 +121,6 @@ def check_workflow(path: Path | str, config: Config | None = None) -> CheckedWor
 
 
 def _check(path: Path, config: Config | None) -> CheckedWorkflow:
-    from aoe.spec.config import load_config
-    from aoe.spec.loader import load_workflow
 
     spec = load_workflow(path)
     graph, problems = WorkflowGraph.analyse(spec)
@@ -128,7 +129,6 @@ def _check(path: Path, config: Config | None) -> CheckedWorkflow:
     for agent in spec.agents.values():
         found.extend(_template_problems(spec, agent, graph))
     if spec.tools:
-        from aoe.tools.checks import tool_problems
 
         found.extend(tool_problems(spec))
     if found or graph is None:

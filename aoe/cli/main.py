@@ -12,12 +12,13 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from importlib.metadata import version
 from typing import NoReturn
 
 import typer
 
-from aoe import __version__
-from aoe.errors import AoeError, SpecError
+from aoe.cli.messages import format_error
+from aoe.errors import AoeError
 
 __all__ = ["app", "main", "run"]
 
@@ -64,7 +65,7 @@ def _env_debug() -> bool:
 
 def _show_version(value: bool) -> None:
     if value:
-        typer.echo(f"aoe {__version__}")
+        typer.echo(f"aoe {version('aoe')}")
         raise typer.Exit
 
 
@@ -93,21 +94,6 @@ def _register_commands() -> None:
 
 
 _register_commands()
-
-
-def format_error(err: AoeError) -> list[str]:
-    """The lines that report ``err``: every problem of a SpecError, each with its hint."""
-    if isinstance(err, SpecError):
-        lines = []
-        for problem in err.problems:
-            lines.append(f"{problem}")
-            if problem.hint:
-                lines.append(f"  hint: {problem.hint}")
-        return lines
-    lines = [f"error: {err}"]
-    if err.hint:
-        lines.append(f"hint: {err.hint}")
-    return lines
 
 
 def _eprint(text: str) -> None:

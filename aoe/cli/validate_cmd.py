@@ -7,6 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
+from aoe.cli.messages import format_error
+
 EXIT_BAD_INPUT = 2
 
 
@@ -18,8 +20,7 @@ def validate(
     Prints `ok  FILE (N agents, M levels)` for a good file and every problem of a bad one
     as FILE:LINE:COL: message. Exits 0 when every file is good, else 2.
     """
-    from aoe.app.validate import check_files
-    from aoe.cli.main import format_error
+    from aoe.app.validate import check_files  # loaded when the command runs, not for --help
 
     results = check_files(files)
     _annotate(results)

@@ -28,7 +28,9 @@ from aoe.cost.money import optional_text
 from aoe.cost.pricing import PriceBook
 from aoe.cost.tokens import estimate_request
 from aoe.providers.base import CompletionRequest, Message, ToolDefinition, Usage
+from aoe.providers.schema_example import example_for_schema
 from aoe.spec.models import AgentSpec, WorkflowSpec, thaw
+from aoe.spec.templates import render
 
 EXPECTED_TOOL_TURNS = 2
 
@@ -82,7 +84,6 @@ def _expected_output(agent: AgentSpec) -> int:
 
 def _stand_in(agent: AgentSpec, rng: random.Random) -> Any:
     """What an upstream agent's output might look like, for rendering downstream prompts."""
-    from aoe.providers.schema_example import example_for_schema
 
     if agent.simulate.output is not None:
         return thaw(agent.simulate.output)
@@ -94,7 +95,6 @@ def _stand_in(agent: AgentSpec, rng: random.Random) -> Any:
 def _request(
     workflow: WorkflowSpec, agent: AgentSpec, context: Mapping[str, Any]
 ) -> CompletionRequest:
-    from aoe.spec.templates import render
 
     where = f"{workflow.name}/{agent.id}"
     prompt = render(agent.prompt, context, where=f"{where} prompt")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -186,8 +187,6 @@ def _from_spec(spec: PriceSpec) -> ModelPrice:
 
 
 def _from_genai(info: ModelInfo) -> ModelPrice:
-    from datetime import UTC, datetime
-
     prices = info.get_prices(datetime.now(tz=UTC))
     tiered = False
 

@@ -42,8 +42,7 @@ class Envelope:
 
 
 @functools.cache
-def _kind(cls: type) -> str:
-    name = cls.__name__
+def _kind(name: str) -> str:
     return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
 
 
@@ -57,7 +56,7 @@ class Event:
     @property
     def kind(self) -> str:
         """The event's name in snake case, as written to JSON Lines (``api_call``)."""
-        return _kind(type(self))
+        return _kind(type(self).__name__)
 
     @property
     def run_id(self) -> str:

@@ -123,7 +123,8 @@ class OtelSink:
             wf_span = self._workflows.pop(event.workflow, None)
             if wf_span is None:
                 return
-            wf_span.set_attributes({"aoe.state": event.state, "aoe.cost_usd": float(event.cost_usd)})
+            cost = float(event.cost_usd)
+            wf_span.set_attributes({"aoe.state": event.state, "aoe.cost_usd": cost})
             if event.state not in ("COMPLETED", "PARTIALLY_COMPLETED"):
                 wf_span.set_attribute("error.type", event.state)
                 wf_span.set_status(Status(StatusCode.ERROR, event.state))

@@ -221,7 +221,8 @@ def _agent_row(wf: WorkflowDetail, agent: AgentDetail, crit: set[str]) -> str:
         f'<td class="state" style="color:{COLORS.get(agent.state, "#333")}">'
         f'{escape(agent.state)}</td><td class="num">{len(agent.attempts)}</td>'
         f'<td class="num">{agent.input_tokens}</td><td class="num">{agent.output_tokens}</td>'
-        f'<td class="num cost" data-sort="{decimal_text(agent.cost_usd)}">{format_usd(agent.cost_usd)}</td>'
+        f'<td class="num cost" data-sort="{decimal_text(agent.cost_usd)}">'
+        f"{format_usd(agent.cost_usd)}</td>"
         f'<td class="num" data-sort="{duration:.3f}">{duration:.2f}</td></tr>'
     )
 
@@ -245,7 +246,8 @@ def render_html(run: RunDetail) -> str:
         f'<p class="meta">{escape(summary.command)}<br>started {_when(summary.started_at)}, '
         f"ended {_when(summary.ended_at)}{' (simulated)' if summary.simulate else ''}</p>",
         '<div class="figs">',
-        f'<div class="fig">total cost<b id="total-cost" data-usd="{decimal_text(summary.cost_usd)}">'
+        '<div class="fig">total cost<b id="total-cost" '
+        f'data-usd="{decimal_text(summary.cost_usd)}">'
         f"{format_usd(summary.cost_usd)}</b></div>",
         f'<div class="fig">tokens in / out<b id="tokens">{summary.input_tokens} / '
         f"{summary.output_tokens}</b></div>",

@@ -15,6 +15,7 @@ from typing import Any
 from aoe.errors import AoeError, UsageError
 from aoe.spec.models import InputSpec, WorkflowSpec, freeze
 from aoe.spec.schema import describe, suggest, type_matches
+from aoe.spec.yamlload import read_yaml
 
 __all__ = ["parse_input_args", "resolve_inputs"]
 
@@ -58,7 +59,6 @@ def _read_text(path: Path, key: str) -> str:
 
 def _read_inputs_file(path: Path) -> Mapping[str, Any]:
     """A JSON or YAML mapping of input values."""
-    from aoe.spec.yamlload import read_yaml
 
     if path.suffix.lower() == ".json":
         text = _read_text(path, "--inputs")

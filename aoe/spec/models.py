@@ -11,6 +11,7 @@ annotations and the README against these fields.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -207,8 +208,6 @@ def agent_fingerprint(agent: AgentSpec) -> str:
     """A short hash of everything that shapes an agent's answer (model, prompts, schema,
     sampling, tools, ``with`` values, simulation), to tell on ``--resume`` whether an
     output recorded earlier was made by the agent as it is now."""
-    import hashlib
-
     shaping = (
         str(agent.model),
         agent.prompt,

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from aoe.errors import Problem, SpecError, UsageError
-from aoe.spec.yamlbuild import MAX_NODES, EventBuilder, PathKey, Positions, paused_gc
+from aoe.spec.yamlbuild import MAX_DEPTH, MAX_NODES, EventBuilder, PathKey, Positions, paused_gc
 
 __all__ = [
     "MAX_FILE_BYTES",
@@ -171,7 +171,6 @@ def _syntax_problem(text: str, file: str, exc: yaml.MarkedYAMLError) -> Problem:
             "YAML indents with spaces only; replace the tabs with spaces",
         )
     if "nesting depth" in problem:  # libyaml's own limit (PyYAML >= 6.0.4), same as ours
-        from aoe.spec.yamlbuild import MAX_DEPTH
 
         return Problem(
             file, line, col, f"YAML is nested more than {MAX_DEPTH} levels deep",

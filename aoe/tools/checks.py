@@ -11,6 +11,8 @@ from __future__ import annotations
 from aoe.errors import Problem
 from aoe.spec.models import ToolSpec, WorkflowSpec
 from aoe.tools.base import declared_in, resolve_executable
+from aoe.tools.mcp_tool import INSTALL_HINT, mcp_available
+from aoe.tools.python_tool import load_function
 
 
 def tool_problems(spec: WorkflowSpec) -> list[Problem]:
@@ -37,7 +39,6 @@ def _check(tool: ToolSpec) -> list[tuple[str, str]]:
     if tool.kind == "command":
         return _program(tool, [str(a) for a in tool.target["argv"]])
     if tool.kind == "mcp":
-        from aoe.tools.mcp_tool import INSTALL_HINT, mcp_available
 
         found = _program(tool, [str(a) for a in tool.target["command"]])
         if not mcp_available():
@@ -52,7 +53,6 @@ def _check(tool: ToolSpec) -> list[tuple[str, str]]:
 
 
 def _python(tool: ToolSpec) -> list[tuple[str, str]]:
-    from aoe.tools.python_tool import load_function
 
     target = str(tool.target["function"])
     base_dir = declared_in(tool)

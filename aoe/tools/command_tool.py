@@ -19,6 +19,7 @@ from typing import Any
 
 from aoe.errors import TemplateRenderError
 from aoe.spec.models import ToolSpec
+from aoe.spec.templates import render
 from aoe.tools.base import (
     MAX_OUTPUT_BYTES,
     ToolFailed,
@@ -67,7 +68,6 @@ class CommandTool:
         return output
 
     def _argv(self, arguments: dict[str, Any]) -> list[str]:
-        from aoe.spec.templates import render
 
         context = {"args": arguments}
         argv: list[str] = []

@@ -18,6 +18,7 @@ import httpx
 
 from aoe.errors import TemplateRenderError
 from aoe.spec.models import HttpSettings, ToolSpec, thaw
+from aoe.spec.templates import render
 from aoe.tools.base import ToolFailed, ToolOutput, decode_truncated
 
 _MASK = "[secret]"
@@ -68,7 +69,6 @@ class HttpTool:
         return ToolOutput(text, output.truncated)
 
     def _render(self, source: str, context: Mapping[str, Any], part: str) -> str:
-        from aoe.spec.templates import render
 
         try:
             return render(source, context, where=f"tool {self.spec.name} {part}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import re
@@ -27,8 +28,6 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 def mcp_available() -> bool:
     """Whether the optional MCP SDK is installed."""
-    import importlib.util
-
     return importlib.util.find_spec("mcp") is not None
 
 

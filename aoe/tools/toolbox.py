@@ -16,7 +16,10 @@ import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import httpx
+from jsonschema import Draft202012Validator
 
 from aoe.providers.base import Message, ToolCall, ToolDefinition
 from aoe.spec.models import AgentSpec, Location, ToolSpec, WorkflowSpec, thaw
@@ -29,11 +32,10 @@ from aoe.tools.base import (
     ToolResult,
     truncate_text,
 )
-
-if TYPE_CHECKING:
-    import httpx
-
-    from aoe.tools.mcp_tool import McpServer
+from aoe.tools.command_tool import CommandTool
+from aoe.tools.http_tool import HttpTool
+from aoe.tools.mcp_tool import McpServer
+from aoe.tools.python_tool import PythonTool
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,18 +166,14 @@ class RunTools:
     async def _bind(self, spec: ToolSpec) -> tuple[BoundTool, ...]:
         definition = ToolDefinition(spec.name, spec.description, spec.parameters)
         if spec.kind == "python":
-            from aoe.tools.python_tool import PythonTool
 
             return (BoundTool(definition, PythonTool(spec), spec.timeout_s),)
         if spec.kind == "command":
-            from aoe.tools.command_tool import CommandTool
 
             return (BoundTool(definition, CommandTool(spec), spec.timeout_s),)
         if spec.kind == "http":
-            from aoe.tools.http_tool import HttpTool
 
             return (BoundTool(definition, HttpTool(spec, self._client), spec.timeout_s),)
-        from aoe.tools.mcp_tool import McpServer
 
         server = McpServer(spec)
         await server.start()
@@ -186,8 +184,6 @@ class RunTools:
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
-            import httpx
-
             self._http = httpx.AsyncClient(follow_redirects=False)
         return self._http
 
@@ -235,9 +231,7 @@ def tool_log(
     return tuple(entries)
 
 
-def _validator(schema: Mapping[str, Any]) -> Any:
-    from jsonschema import Draft202012Validator
-
+def _validator(schema: Mapping[str, Any]) -> Draft202012Validator:
     return Draft202012Validator(thaw(schema))
 
 

@@ -50,7 +50,8 @@ class PlainProgress:
                 )
             case AgentFinished():
                 tokens = event.usage.total_tokens
-                detail = f" in {event.duration_s:.2f}s, {tokens} tokens, {format_usd(event.cost_usd)}"
+                cost = format_usd(event.cost_usd)
+                detail = f" in {event.duration_s:.2f}s, {tokens} tokens, {cost}"
                 error = f": {event.error}" if event.error else ""
                 self._line(event, f"{event.workflow}/{event.agent}: {event.state}{detail}{error}")
             case ToolCalled():

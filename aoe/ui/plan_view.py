@@ -129,8 +129,6 @@ def _usd(value: str | None) -> str:
 
 def print_estimate(figures: Mapping[str, Any], console: Console | None = None) -> None:
     """The ``--estimate`` table: tokens and cost per agent, min / expected / max, and totals."""
-    from rich.table import Table
-
     console = console or Console()
     table = Table(
         title="estimate (before anything is spent)", title_justify="left", header_style="bold"

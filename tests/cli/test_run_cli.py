@@ -17,7 +17,8 @@ from typing import Any
 import jsonschema
 import pytest
 
-from aoe.app.run import RunHandle, RunOptions, prepare
+from aoe.app.prepare import RunOptions, prepare
+from aoe.app.run import RunHandle
 from aoe.cli.main import main
 from aoe.clock import FakeClock
 from aoe.report.result import run_document

@@ -20,7 +20,7 @@ async def _spend(budgets: RunBudgets, scopes: tuple, actual: Decimal) -> bool:  
     except BudgetExceededError:
         return False
     await asyncio.sleep(0.001)
-    budgets.settle(hold, actual)
+    await budgets.settle(hold, actual)
     return True
 
 

@@ -36,7 +36,7 @@ def test_a_reservation_that_does_not_fit_touches_nothing() -> None:
         budgets.reserve([run, agent], D("0.02"))
     assert err.value.exit_code == 3
     assert err.value.where == "agent:a"
-    assert "cannot take $0.02 more: $0.01 left" in str(err.value)
+    assert "cannot take $0.0200 more: $0.0100 left" in str(err.value)
     assert budgets.state(run).reserved_usd == D("0.04")
     assert budgets.state(agent).reserved_usd == D("0.04")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 from decimal import Decimal
+from decimal import Decimal as D
 
 import pytest
 
@@ -73,7 +74,7 @@ def test_max_cost_is_all_input_uncached_plus_every_output_token() -> None:
 
 def test_user_overrides_win_over_the_snapshot() -> None:
     """A `pricing:` entry in aoe.yaml replaces the maintained price for that model."""
-    book = PriceBook({"openai/gpt-4o-mini": PriceSpec(input_per_mtok=1, output_per_mtok=2)})
+    book = PriceBook({"openai/gpt-4o-mini": PriceSpec(input_per_mtok=D(1), output_per_mtok=D(2))})
     usage = Usage(input_tokens=1_000_000, output_tokens=1_000_000, cache_read_tokens=500_000)
     assert book.cost_usd(MINI, usage) == Decimal(3)  # no cached price: cached input at $1
     price = book.price(MINI)
@@ -84,7 +85,10 @@ def test_user_overrides_win_over_the_snapshot() -> None:
 def test_override_prices_cached_reads_and_writes_separately() -> None:
     """Local or custom models can carry cached-input and cache-write prices."""
     spec = PriceSpec(
-        input_per_mtok=2, output_per_mtok=8, cached_input_per_mtok=0.5, cache_write_per_mtok=2.5
+        input_per_mtok=D(2),
+        output_per_mtok=D(8),
+        cached_input_per_mtok=D("0.5"),
+        cache_write_per_mtok=D("2.5"),
     )
     book = PriceBook({"local/llama3": spec})
     usage = Usage(
@@ -100,7 +104,7 @@ def test_override_prices_cached_reads_and_writes_separately() -> None:
 def test_simulated_models_are_free_unless_priced() -> None:
     """`sim/*` models cost nothing, so simulated runs never hit a budget by accident."""
     assert PriceBook().cost_usd(ModelRef("sim", "fast"), Usage(1000, 1000)) == 0
-    book = PriceBook({"sim/fast": PriceSpec(input_per_mtok=1, output_per_mtok=1)})
+    book = PriceBook({"sim/fast": PriceSpec(input_per_mtok=D(1), output_per_mtok=D(1))})
     assert book.cost_usd(ModelRef("sim", "fast"), Usage(500_000, 500_000)) == Decimal(1)
 
 

@@ -12,6 +12,8 @@ from aoe.engine.results import AgentState, WorkflowState
 from aoe.engine.runtime import Runtime
 from aoe.engine.scheduler import Engine, EngineOptions, WorkflowJob
 from aoe.errors import AuthenticationError, ServerError
+from aoe.graph import WorkflowGraph
+from aoe.services import NullRecorder
 from aoe.spec.models import RetrySpec
 from tests.engine.scripted import OneClient, ScriptedClient, agent, workflow
 
@@ -233,7 +235,7 @@ async def test_resumed_agents_are_not_called_again() -> None:
     spec = workflow(agent("a"), agent("b", "a", prompt="{{ agents.a.output }}!"))
     seen: list[str] = []
     client = ScriptedClient(script={"b": [lambda r: seen.append(r.messages[0].content) or "done"]})
-    job = WorkflowJob(spec.name, spec, {"a": (), "b": ("a",)}, {}, completed={"a": "earlier"})
+    job = WorkflowJob(spec.name, spec, WorkflowGraph.build(spec), completed={"a": "earlier"})
     result = await Engine(runtime(client)).run([job])
     assert result.exit_code == 0
     assert client.order() == ["b"]
@@ -265,11 +267,7 @@ async def test_a_resumed_chain_runs_only_what_is_left() -> None:
     seen: list[str] = []
     client = ScriptedClient(script={"c": [lambda r: seen.append(r.messages[0].content) or "ok"]})
     job = WorkflowJob(
-        spec.name,
-        spec,
-        {"a": (), "b": ("a",), "c": ("b",)},
-        {},
-        completed={"b": "from b", "a": "from a"},
+        spec.name, spec, WorkflowGraph.build(spec), completed={"b": "from b", "a": "from a"}
     )
     result = await Engine(runtime(client)).run([job])
     assert result.exit_code == 0
@@ -304,21 +302,12 @@ async def test_a_ledger_that_cannot_record_a_workflow_stops_the_run() -> None:
     """Nothing runs that the ledger cannot record: the error surfaces, nothing hangs."""
     from aoe.errors import LedgerError
 
-    class BrokenLedger:
-        async def start_run(self, record: object) -> None:
-            return None
-
+    class BrokenLedger(NullRecorder):
         async def start_workflow(self, record: object) -> None:
             raise LedgerError("database is locked", where="ledger.db")
 
-        async def finish_workflow(self, *args: object) -> None:
-            return None
-
-        async def finish_run(self, *args: object) -> None:
-            return None
-
     client = ScriptedClient()
-    engine = Engine(runtime(client, ledger=BrokenLedger()))
+    engine = Engine(runtime(client, recorder=BrokenLedger()))
     with pytest.raises(LedgerError, match="locked"):
         await asyncio.wait_for(engine.run([WorkflowJob.of("wf", workflow(agent("a")))]), 2)
     assert client.calls == []

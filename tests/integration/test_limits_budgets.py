@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from aoe.app.run import RunHandle, RunOptions, prepare
+from aoe.app.prepare import RunOptions, prepare
+from aoe.app.run import RunHandle
 from aoe.cli.main import main
 from aoe.engine.results import AgentState
 from tests.fakeprovider import FakeProvider, fake_provider
@@ -64,6 +65,9 @@ class SkipAheadClock:
     def now(self) -> float:
         return time.monotonic() + self.skipped_s
 
+    def wall(self) -> float:
+        return time.time() + self.skipped_s
+
     async def sleep(self, seconds: float) -> None:
         deadline = self.now() + max(0.0, seconds)
         self._deadlines.append(deadline)
@@ -105,7 +109,7 @@ async def test_hundreds_of_agents_under_a_small_limit_cause_no_429(
     """
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test-pacing")
     handle: RunHandle
-    clock = SkipAheadClock(idle=lambda: not any(s.in_flight for s in handle.limiters.all_stats()))
+    clock = SkipAheadClock(idle=lambda: not any(s.in_flight for s in handle.limiter_stats()))
     fake_provider.latency_s = 0.02
     fake_provider.enforce(requests_per_minute=250, concurrent=10, clock=clock)
     wf = _workflow(

@@ -77,7 +77,7 @@ async def test_metrics_endpoint_shows_a_run_while_it_runs(tmp_path: Path) -> Non
     assert _value(end, 'aoe_agent_duration_seconds_count{state="COMPLETED"}') == 3
     cost = sum(float(line.rsplit(" ", 1)[1]) for line in end.splitlines()
                if line.startswith("aoe_cost_usd_total{"))
-    assert cost == pytest.approx(result.cost_usd)
+    assert cost == pytest.approx(float(result.cost_usd))
     tokens = sum(float(line.rsplit(" ", 1)[1]) for line in end.splitlines()
                  if line.startswith("aoe_tokens_total{") and 'type="output"' in line)
     assert tokens == result.usage.output_tokens

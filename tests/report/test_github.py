@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -26,15 +27,15 @@ from aoe.report.github import (
 )
 
 
-def _agent(agent_id: str, seconds: float, cost: float, state: AgentState) -> AgentResult:
-    attempt = AttemptResult(1, state, 10.0, 10.0 + seconds, Usage(100, 50), cost)
+def _agent(agent_id: str, seconds: float, cost: str, state: AgentState) -> AgentResult:
+    attempt = AttemptResult(1, state, 10.0, 10.0 + seconds, Usage(100, 50), Decimal(cost))
     return AgentResult(agent_id, state, (attempt,), started_at=10.0, ended_at=10.0 + seconds)
 
 
 def _result() -> RunResult:
     agents = {
-        "extract": _agent("extract", 2.0, 0.02, AgentState.COMPLETED),
-        "post": _agent("post", 9.0, 0.5, AgentState.FAILED),
+        "extract": _agent("extract", 2.0, "0.02", AgentState.COMPLETED),
+        "post": _agent("post", 9.0, "0.5", AgentState.FAILED),
     }
     wf = WorkflowResult("ap|close", "ap-close", "ap.yaml", WorkflowState.FAILED, agents, 10.0, 20.0)
     return RunResult("r1", (wf,), 10.0, 20.0, simulate=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from decimal import Decimal
 from pathlib import Path
 
 import xmlschema
@@ -23,7 +24,7 @@ XSD = Path(__file__).parent.parent / "data" / "junit.xsd"
 
 def _result() -> RunResult:
     ok = AgentResult("extract", AgentState.COMPLETED, (
-        AttemptResult(1, AgentState.COMPLETED, 100.0, 101.5, Usage(120, 40), 0.0021),
+        AttemptResult(1, AgentState.COMPLETED, 100.0, 101.5, Usage(120, 40), Decimal("0.0021")),
     ), started_at=100.0, ended_at=101.5)
     failed = AgentResult("match", AgentState.FAILED, (
         AttemptResult(1, AgentState.FAILED, 101.5, 102.0, error="HTTP 503: overloaded",
@@ -75,7 +76,7 @@ def test_properties_carry_tokens_cost_attempts_model_and_module() -> None:
     tree = junit_tree(_result(), {"ap-close": {"extract": ("openai/gpt-4o-mini", "ap")}})
     props = {p.get("name"): p.get("value") for p in tree.getroot().iter("property")}
     assert props["extract.tokens"] == "160"
-    assert props["extract.cost_usd"] == "0.002100"
+    assert props["extract.cost_usd"] == "0.0021"
     assert props["match.attempts"] == "2"
     assert props["extract.model"] == "openai/gpt-4o-mini"
     assert props["extract.module"] == "ap"

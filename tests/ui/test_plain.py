@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 
-from aoe.monitor.events import AgentStarted, Event, ToolCalled
+from aoe.monitor.events import AgentStarted, Envelope, Event, ToolCalled
 from aoe.ui.plain import PlainProgress
 
 AT = 1_790_000_000.0
@@ -20,13 +20,11 @@ def _lines(*events: Event) -> list[str]:
     return out.getvalue().splitlines()
 
 
+ATTEMPT = Envelope("r1", "invoice", "check_vendor", 1)
+
+
 def _tool(**changes: object) -> ToolCalled:
     fields: dict[str, object] = {
-        "run_id": "r1",
-        "at": AT,
-        "workflow": "invoice",
-        "agent": "check_vendor",
-        "attempt": 1,
         "turn": 1,
         "tool": "lookup_vendor",
         "ok": True,
@@ -34,7 +32,7 @@ def _tool(**changes: object) -> ToolCalled:
         "result_chars": 123,
     }
     fields.update(changes)
-    return ToolCalled(**fields)  # type: ignore[arg-type]
+    return ToolCalled(ATTEMPT, AT, **fields)  # type: ignore[arg-type]
 
 
 def test_each_tool_call_gets_one_line_with_outcome_time_and_size() -> None:
@@ -60,9 +58,7 @@ def test_a_truncated_result_says_so() -> None:
 
 def test_tool_lines_come_in_event_order_with_the_agent_lines() -> None:
     """Tool calls appear between the agent's other lines, in the order they happened."""
-    started = AgentStarted(
-        run_id="r1", at=AT, workflow="invoice", agent="check_vendor", attempt=1, model="sim/fast"
-    )
+    started = AgentStarted(ATTEMPT, AT, model="sim/fast")
     lines = _lines(started, _tool(tool="a"), _tool(tool="b", ok=False))
     assert [line.split(": ", 1)[1] for line in lines] == [
         "RUNNING (sim/fast)",
