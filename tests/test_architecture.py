@@ -98,10 +98,11 @@ def _imports(module: str) -> Iterator[tuple[str, int, bool]]:
         elif isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         for name in names:
-            while name and name not in MODULES:
-                name = name.rpartition(".")[0]
-            if name and name != module:
-                yield name, node.lineno, node.lineno in typing_lines
+            target = name
+            while target and target not in MODULES:
+                target = target.rpartition(".")[0]
+            if target and target != module:
+                yield target, node.lineno, node.lineno in typing_lines
 
 
 def _graph() -> nx.DiGraph:  # type: ignore[type-arg]
@@ -144,9 +145,7 @@ def test_no_modules_import_each_other_in_a_circle() -> None:
     circles = list(itertools.islice(nx.simple_cycles(graph), 5))
     assert circles == []
     parts: nx.DiGraph = nx.DiGraph()  # type: ignore[type-arg]
-    parts.add_edges_from(
-        (_part(a), _part(b)) for a, b in graph.edges if _part(a) != _part(b)
-    )
+    parts.add_edges_from((_part(a), _part(b)) for a, b in graph.edges if _part(a) != _part(b))
     assert list(itertools.islice(nx.simple_cycles(parts), 5)) == []
 
 
@@ -161,8 +160,11 @@ def test_the_engine_can_be_used_without_a_terminal(library: str) -> None:
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             found = (
-                [node.module or ""] if isinstance(node, ast.ImportFrom) else
-                [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
             )
             if any(name == library or name.startswith(library + ".") for name in found):
                 offenders.append(f"{path.relative_to(ROOT)}:{node.lineno}")

@@ -254,7 +254,9 @@ async def test_observe_never_loosens() -> None:
     limiter = make(clock, requests_per_minute=3)
     for _ in range(3):
         await limiter.acquire(0)
-    await limiter.observe(RateLimitSnapshot(limit_requests=3, remaining_requests=3, reset_requests_s=1))
+    await limiter.observe(
+        RateLimitSnapshot(limit_requests=3, remaining_requests=3, reset_requests_s=1)
+    )
     with pytest.raises(RateLimitTimeoutError):
         await limiter.acquire(0, timeout_s=0)
 

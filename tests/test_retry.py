@@ -207,7 +207,11 @@ class _Serve:
 async def _run_one(client: LLMClient, retry: RetrySpec, clock: FakeClock) -> AgentResult:
     """One agent through the engine's one retry loop (``run_agent``)."""
     agent = AgentSpec(
-        id="a", model=ModelRef("p", "m"), prompt="go", location=Location("t.yaml", 1, 1), retry=retry
+        id="a",
+        model=ModelRef("p", "m"),
+        prompt="go",
+        location=Location("t.yaml", 1, 1),
+        retry=retry,
     )
     spec = WorkflowSpec(name="wf", path=Path("t.yaml"), agents={"a": agent})
     engine = Engine(Runtime(clients=_Serve(client), clock=clock))
@@ -218,7 +222,9 @@ async def _run_one(client: LLMClient, retry: RetrySpec, clock: FakeClock) -> Age
 async def test_the_retry_loop_waits_the_decided_delays_on_the_clock():
     """The loop sleeps each decided delay on the injected clock and ends at the first success."""
     clock = FakeClock(autojump=True)
-    client = _Flaky(ServerError("s", provider="p"), RateLimitedError("r", provider="p", retry_after_s=7))
+    client = _Flaky(
+        ServerError("s", provider="p"), RateLimitedError("r", provider="p", retry_after_s=7)
+    )
     agent = await _run_one(client, spec(base_delay_s=2), clock)
     assert agent.state is AgentState.COMPLETED
     assert agent.output == "ok on attempt 3"
@@ -265,7 +271,10 @@ async def test_cancellation_passes_through_the_retry_loop():
 async def test_immediate_strategy_does_not_sleep():
     """immediate retries at once: the clock is asked for no delay."""
     clock = FakeClock(autojump=True)
-    client = _Flaky(ProviderConnectionError("reset", provider="p"), ProviderConnectionError("reset", provider="p"))
+    client = _Flaky(
+        ProviderConnectionError("reset", provider="p"),
+        ProviderConnectionError("reset", provider="p"),
+    )
     agent = await _run_one(client, spec(strategy="immediate"), clock)
     assert agent.state is AgentState.COMPLETED
     assert client.attempts == [1, 2, 3]

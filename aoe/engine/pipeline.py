@@ -21,9 +21,7 @@ import asyncio
 import json
 from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Any
-
-from jsonschema import Draft202012Validator
+from typing import TYPE_CHECKING, Any
 
 from aoe.engine.call import call
 from aoe.engine.results import AgentResult, AgentState, AttemptResult
@@ -45,6 +43,9 @@ from aoe.retry import decide
 from aoe.spec.models import AgentSpec, agent_fingerprint, thaw
 from aoe.spec.templates import render
 from aoe.tools import result_message
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +247,8 @@ async def _tool_loop(attempt: Attempt, request: CompletionRequest) -> Completion
 
 @lru_cache(maxsize=1024)
 def _validator_for(schema_json: str) -> Draft202012Validator:
+    from jsonschema import Draft202012Validator  # noqa: PLC0415 - 140 ms, only for output_schema
+
     return Draft202012Validator(json.loads(schema_json))
 
 

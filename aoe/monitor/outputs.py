@@ -73,7 +73,7 @@ class RunOutputs:
         return out
 
     def _start_metrics(self) -> None:
-        from aoe.monitor.metrics import MetricsSink  # prometheus_client: only when asked for
+        from aoe.monitor.metrics import MetricsSink  # noqa: PLC0415 - prometheus_client, 65 ms
 
         self.metrics = MetricsSink(
             limiter_stats=self._limiter_stats, budget_states=self._budget_states

@@ -63,9 +63,13 @@ def _call(agent: str, cost: str, at: float, *, confirmed: bool = True) -> CallRe
 
 async def _populate(db: Path) -> None:
     async with Ledger.open(db) as ledger:
-        await ledger.start_run(RunStart(RUN, DAY, "aoe run wf.yaml", ("wf.yaml",), False, Decimal("1.0")))
+        await ledger.start_run(
+            RunStart(RUN, DAY, "aoe run wf.yaml", ("wf.yaml",), False, Decimal("1.0"))
+        )
         await ledger.start_workflow(
-            WorkflowStart(RUN, "invoice", "invoice", "wf.yaml", {"text": "ACME"}, Decimal("0.5"), DAY)
+            WorkflowStart(
+                RUN, "invoice", "invoice", "wf.yaml", {"text": "ACME"}, Decimal("0.5"), DAY
+            )
         )
         await ledger.start_attempt(
             AttemptStart(

@@ -77,8 +77,10 @@ async def agents(db: Path, run_id: str) -> None:
         next_attempt = dict(state.workflows["wf"].next_attempt) if "wf" in state.workflows else {}
     except UsageError:
         done, next_attempt = set(), {}
-    await ledger.start_run(RunStart(run_id, time.time(), "aoe run", ("wf.yaml",), True, Decimal("5.0")))
-    await ledger.start_workflow(WorkflowStart(run_id, "wf", "wf", "wf.yaml", {"n": 1}, Decimal("1.0")))
+    started = RunStart(run_id, time.time(), "aoe run", ("wf.yaml",), True, Decimal("5.0"))
+    await ledger.start_run(started)
+    flow = WorkflowStart(run_id, "wf", "wf", "wf.yaml", {"n": 1}, Decimal("1.0"))
+    await ledger.start_workflow(flow)
     print("started", flush=True)
     for k in range(10**6):
         agent = f"agent-{k}"
