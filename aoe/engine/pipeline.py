@@ -40,7 +40,7 @@ from aoe.monitor.events import AgentRetrying, AgentStarted
 from aoe.providers.base import Completion, CompletionRequest, Message
 from aoe.providers.json_api import wire_name
 from aoe.retry import decide
-from aoe.spec.models import AgentSpec, agent_fingerprint, thaw
+from aoe.spec.models import AgentSpec, thaw
 from aoe.spec.templates import render
 from aoe.tools import result_message
 
@@ -123,7 +123,7 @@ async def _run_attempt(task: AgentTask, rt: Runtime, number: int) -> _Outcome:
                 agent.module,
                 str(agent.model),
                 attempt.started_at,
-                fingerprint=agent_fingerprint(agent),
+                fingerprint=task.fingerprint,
             )
         )
         request = build_request(task, number)

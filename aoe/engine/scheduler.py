@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import heapq
-import itertools
 import os
 import uuid
 from collections import deque
@@ -40,7 +39,7 @@ from aoe.monitor.events import (
     WorkflowFinished,
     WorkflowStarted,
 )
-from aoe.spec.models import WorkflowSpec
+from aoe.spec.models import AgentSpec, WorkflowSpec, agent_fingerprint
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +74,6 @@ class EngineOptions:
     simulate: bool = False
     budget_usd: Decimal | None = None
     run_id: str | None = None
-    resume: bool = False
     command: str = ""
 
 
@@ -132,7 +130,9 @@ class Engine:
         self._done = asyncio.Event()
         self._interrupted = False
         self._fatal: BaseException | None = None
-        self._seq = itertools.count()
+        # agent_fingerprint per agent spec (shared by every instance of a workflow); the
+        # spec is kept beside its id so the id cannot be reused while the entry lives
+        self._fingerprints: dict[int, tuple[AgentSpec, str]] = {}
 
     # -- public -----------------------------------------------------------------------
 
@@ -311,6 +311,7 @@ class Engine:
             envelope=wf.envelope.of_agent(agent_id),
             workflow=spec,
             agent=agent,
+            fingerprint=self._fingerprint(agent),
             inputs=wf.job.inputs,
             upstream=wf.upstream,
             env=wf.env,
@@ -322,6 +323,12 @@ class Engine:
         wf.attempts[agent_id] = task.attempts
         self._running_total += 1
         runner.add_done_callback(functools.partial(self._on_done, wf, agent_id))
+
+    def _fingerprint(self, agent: AgentSpec) -> str:
+        found = self._fingerprints.get(id(agent))
+        if found is None:
+            found = self._fingerprints[id(agent)] = (agent, agent_fingerprint(agent))
+        return found[1]
 
     # -- completion ---------------------------------------------------------------------
 

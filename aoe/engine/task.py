@@ -20,13 +20,15 @@ from aoe.spec.models import AgentSpec, WorkflowSpec
 class AgentTask:
     """Everything one agent execution needs from the scheduler.
 
-    ``envelope`` says where its events happen (run, workflow, agent); ``upstream`` is a
-    live read-only view of the outputs of the agents it needs.
+    ``envelope`` says where its events happen (run, workflow, agent); ``fingerprint`` is
+    ``agent_fingerprint(agent)``, recorded with each attempt for ``--resume``; ``upstream``
+    is a live read-only view of the outputs of the agents it needs.
     """
 
     envelope: Envelope
     workflow: WorkflowSpec
     agent: AgentSpec
+    fingerprint: str
     inputs: Mapping[str, Any]
     upstream: Mapping[str, Mapping[str, Any]]
     env: Mapping[str, str] = field(default_factory=dict)

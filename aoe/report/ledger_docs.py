@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,6 +36,11 @@ _COST_COLUMNS = (
     "cost_usd",
     "unconfirmed_usd",
 )
+
+
+def json_text(document: Mapping[str, Any]) -> str:
+    """A JSON document as aoe prints it (``--json`` of every command): indented, UTF-8."""
+    return json.dumps(document, indent=2, ensure_ascii=False)
 
 
 def iso(epoch: float | None) -> str | None:

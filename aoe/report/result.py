@@ -5,13 +5,13 @@ Money is an exact decimal string (``"0.0000765"``), as in every JSON document ao
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aoe.cost.money import decimal_text as _usd
 from aoe.engine.results import AgentResult, AttemptResult, RunResult, WorkflowResult
 from aoe.providers.base import Usage
 from aoe.report.ledger_docs import iso as _iso
+from aoe.report.ledger_docs import json_text
 from aoe.spec.models import thaw
 
 DOCUMENT_VERSION = 2
@@ -97,4 +97,4 @@ def run_document(result: RunResult) -> dict[str, Any]:
 
 def result_json(result: RunResult) -> str:
     """The result document as JSON text (``aoe run --json``)."""
-    return json.dumps(run_document(result), indent=2, ensure_ascii=False)
+    return json_text(run_document(result))
