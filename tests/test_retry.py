@@ -37,6 +37,7 @@ from aoe.spec.models import (
     RetrySpec,
     WorkflowSpec,
 )
+from tests.engine.scripted import OneClient
 from tests.fakeprovider import OPENAI_PATH, FakeProvider, Fault, fake_provider
 
 __all__ = ["fake_provider"]  # the loopback server fixture used by the end-to-end tests below
@@ -193,17 +194,6 @@ class _Flaky:
         return None
 
 
-class _Serve:
-    def __init__(self, client: LLMClient) -> None:
-        self.client = client
-
-    def client_for(self, model: ModelRef) -> LLMClient:
-        return self.client
-
-    async def aclose(self) -> None:
-        return None
-
-
 async def _run_one(client: LLMClient, retry: RetrySpec, clock: FakeClock) -> AgentResult:
     """One agent through the engine's one retry loop (``run_agent``)."""
     agent = AgentSpec(
@@ -214,7 +204,7 @@ async def _run_one(client: LLMClient, retry: RetrySpec, clock: FakeClock) -> Age
         retry=retry,
     )
     spec = WorkflowSpec(name="wf", path=Path("t.yaml"), agents={"a": agent})
-    engine = Engine(Runtime(clients=_Serve(client), clock=clock))
+    engine = Engine(Runtime(clients=OneClient(client), clock=clock))
     result = await engine.run([WorkflowJob.of("wf", spec)])
     return result.workflows[0].agents["a"]
 
