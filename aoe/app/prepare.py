@@ -25,7 +25,7 @@ from aoe.ledger.store import Ledger, default_db_path
 from aoe.providers.registry import ClientPool
 from aoe.spec.config import load_config
 from aoe.spec.inputs import parse_input_args, resolve_inputs
-from aoe.spec.models import Config, WorkflowSpec, agent_fingerprint
+from aoe.spec.models import Config, WorkflowSpec, fingerprints
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,10 +139,11 @@ def _jobs(workflows: Sequence[CheckedWorkflow], options: RunOptions) -> list[Wor
     jobs: list[WorkflowJob] = []
     taken: set[str] = set()
     for spec, graph in ((w.spec, w.graph) for w in workflows):
+        prints = fingerprints(spec)
         own = given if len(specs) == 1 else {k: v for k, v in given.items() if k in spec.inputs}
         if rows is None:
             key = _unique_key(spec.name, taken)
-            jobs.append(WorkflowJob(key, spec, graph, resolve_inputs(spec, own)))
+            jobs.append(WorkflowJob(key, spec, graph, prints, resolve_inputs(spec, own)))
             continue
         for number, row in enumerate(rows, 1):
             try:
@@ -153,9 +154,8 @@ def _jobs(workflows: Sequence[CheckedWorkflow], options: RunOptions) -> list[Wor
                     where=f"{options.each}:{number}",
                     hint=err.hint,
                 ) from None
-            jobs.append(
-                WorkflowJob(_unique_key(f"{spec.name}#{number}", taken), spec, graph, inputs)
-            )
+            key = _unique_key(f"{spec.name}#{number}", taken)
+            jobs.append(WorkflowJob(key, spec, graph, prints, inputs))
     return jobs
 
 
@@ -287,15 +287,16 @@ def _prepare_resume(options: RunOptions) -> PreparedRun:
                 f"workflow file {wf.path} of run {state.run_id} is gone",
                 hint="restore the file, or start a new run",
             )
-        spec, graph = checked.spec, checked.graph
+        spec, graph, current = checked.spec, checked.graph, fingerprints(checked.spec)
         inputs = resolve_inputs(spec, dict(wf.inputs))
-        completed, rerun = _still_valid(graph, wf.completed, wf.fingerprints)
+        completed, rerun = _still_valid(graph, current, wf.completed, wf.fingerprints)
         if rerun:
             notes.append(
                 f"{key}: {', '.join(sorted(rerun))} changed since they completed "
                 "(or need an agent that did) and will run again"
             )
-        jobs.append(WorkflowJob(key, spec, graph, inputs, completed, dict(wf.next_attempt)))
+        attempts = dict(wf.next_attempt)
+        jobs.append(WorkflowJob(key, spec, graph, current, inputs, completed, attempts))
         spent[key] = wf.spent_usd
         for agent_id, amount in wf.agent_spent_usd.items():
             spent[f"{key}/{agent_id}"] = amount
@@ -318,21 +319,20 @@ def _prepare_resume(options: RunOptions) -> PreparedRun:
 
 
 def _still_valid(
-    graph: WorkflowGraph, completed: Mapping[str, Any], fingerprints: Mapping[str, str | None]
+    graph: WorkflowGraph,
+    current: Mapping[str, str],
+    completed: Mapping[str, Any],
+    recorded: Mapping[str, str | None],
 ) -> tuple[dict[str, Any], set[str]]:
     """Completed outputs a resume may reuse, and the agents that must run again.
 
-    An agent whose spec changed since it completed runs again, and so does every completed
-    agent downstream of it, which was fed the old output.
+    An agent whose fingerprint now (``current``) differs from the one ``recorded`` when it
+    completed runs again, and so does every completed agent downstream of it, which was
+    fed the old output. An agent no longer in the file is dropped.
     """
-    spec = graph.spec
-    assert spec is not None  # a graph validation built from a spec
     changed = [
-        a
-        for a in completed
-        if a in spec.agents
-        and (fingerprints.get(a) or "") not in ("", agent_fingerprint(spec.agents[a]))
+        a for a in completed if a in current and (recorded.get(a) or "") not in ("", current[a])
     ]
     stale = set(changed).union(*(graph.downstream(a) for a in changed))
-    keep = {a: o for a, o in completed.items() if a in spec.agents and a not in stale}
+    keep = {a: o for a, o in completed.items() if a in current and a not in stale}
     return keep, stale & set(completed)

@@ -39,20 +39,23 @@ from aoe.monitor.events import (
     WorkflowFinished,
     WorkflowStarted,
 )
-from aoe.spec.models import AgentSpec, WorkflowSpec, agent_fingerprint
+from aoe.spec.models import WorkflowSpec, fingerprints
 
 
 @dataclass(frozen=True, slots=True)
 class WorkflowJob:
     """One workflow instance to run: a spec, its validated graph, and its inputs.
 
-    ``completed`` holds outputs of agents that finished in an earlier run (``--resume``);
-    they are not called again. Instances of one spec share its graph.
+    ``fingerprints`` are the agents' ``agent_fingerprint``s, recorded with each attempt
+    for ``--resume``. ``completed`` holds outputs of agents that finished in an earlier run
+    (``--resume``); they are not called again. Instances of one spec share its graph and
+    fingerprints.
     """
 
     key: str
     spec: WorkflowSpec
     graph: WorkflowGraph
+    fingerprints: Mapping[str, str]
     inputs: Mapping[str, Any] = field(default_factory=dict)
     completed: Mapping[str, Any] = field(default_factory=dict)
     next_attempts: Mapping[str, int] = field(default_factory=dict)
@@ -62,7 +65,7 @@ class WorkflowJob:
         cls, key: str, spec: WorkflowSpec, inputs: Mapping[str, Any] | None = None
     ) -> WorkflowJob:
         """A job of ``spec``, its graph built here (raises ``SpecError`` if it has none)."""
-        return cls(key, spec, WorkflowGraph.build(spec), inputs or {})
+        return cls(key, spec, WorkflowGraph.build(spec), fingerprints(spec), inputs or {})
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,9 +133,6 @@ class Engine:
         self._done = asyncio.Event()
         self._interrupted = False
         self._fatal: BaseException | None = None
-        # agent_fingerprint per agent spec (shared by every instance of a workflow); the
-        # spec is kept beside its id so the id cannot be reused while the entry lives
-        self._fingerprints: dict[int, tuple[AgentSpec, str]] = {}
 
     # -- public -----------------------------------------------------------------------
 
@@ -311,7 +311,7 @@ class Engine:
             envelope=wf.envelope.of_agent(agent_id),
             workflow=spec,
             agent=agent,
-            fingerprint=self._fingerprint(agent),
+            fingerprint=wf.job.fingerprints[agent_id],
             inputs=wf.job.inputs,
             upstream=wf.upstream,
             env=wf.env,
@@ -323,12 +323,6 @@ class Engine:
         wf.attempts[agent_id] = task.attempts
         self._running_total += 1
         runner.add_done_callback(functools.partial(self._on_done, wf, agent_id))
-
-    def _fingerprint(self, agent: AgentSpec) -> str:
-        found = self._fingerprints.get(id(agent))
-        if found is None:
-            found = self._fingerprints[id(agent)] = (agent, agent_fingerprint(agent))
-        return found[1]
 
     # -- completion ---------------------------------------------------------------------
 

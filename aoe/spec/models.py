@@ -224,6 +224,11 @@ def agent_fingerprint(agent: AgentSpec) -> str:
     return hashlib.blake2b(repr(shaping).encode(), digest_size=8).hexdigest()
 
 
+def fingerprints(spec: WorkflowSpec) -> Mapping[str, str]:
+    """``agent_fingerprint`` of every agent of ``spec``, computed once per workflow file."""
+    return MappingProxyType({a.id: agent_fingerprint(a) for a in spec.agents.values()})
+
+
 @dataclass(frozen=True, slots=True)
 class WorkflowSpec:
     """A validated workflow file. ``agents`` keeps file order."""

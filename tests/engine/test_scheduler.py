@@ -14,7 +14,7 @@ from aoe.engine.scheduler import Engine, EngineOptions, WorkflowJob
 from aoe.errors import AuthenticationError, ServerError
 from aoe.graph import WorkflowGraph
 from aoe.services import NullRecorder
-from aoe.spec.models import RetrySpec
+from aoe.spec.models import RetrySpec, fingerprints
 from tests.engine.scripted import OneClient, ScriptedClient, agent, workflow
 
 
@@ -235,7 +235,9 @@ async def test_resumed_agents_are_not_called_again() -> None:
     spec = workflow(agent("a"), agent("b", "a", prompt="{{ agents.a.output }}!"))
     seen: list[str] = []
     client = ScriptedClient(script={"b": [lambda r: seen.append(r.messages[0].content) or "done"]})
-    job = WorkflowJob(spec.name, spec, WorkflowGraph.build(spec), completed={"a": "earlier"})
+    job = WorkflowJob(
+        spec.name, spec, WorkflowGraph.build(spec), fingerprints(spec), completed={"a": "earlier"}
+    )
     result = await Engine(runtime(client)).run([job])
     assert result.exit_code == 0
     assert client.order() == ["b"]
@@ -267,7 +269,11 @@ async def test_a_resumed_chain_runs_only_what_is_left() -> None:
     seen: list[str] = []
     client = ScriptedClient(script={"c": [lambda r: seen.append(r.messages[0].content) or "ok"]})
     job = WorkflowJob(
-        spec.name, spec, WorkflowGraph.build(spec), completed={"b": "from b", "a": "from a"}
+        spec.name,
+        spec,
+        WorkflowGraph.build(spec),
+        fingerprints(spec),
+        completed={"b": "from b", "a": "from a"},
     )
     result = await Engine(runtime(client)).run([job])
     assert result.exit_code == 0
