@@ -155,6 +155,20 @@ class _Tier:
         if self.hold_until <= now + _EPS_S:
             self.hold_until = -math.inf
 
+    def in_use(self, now: float) -> int:
+        """What counts against the limit at ``now``, without touching the log: ``stats`` may
+        be read from another thread (a metrics scrape) while the loop changes it."""
+        cutoff = now - self.period_s + _EPS_S
+        expired = 0
+        for entry in self.log:
+            if entry.t > cutoff:
+                break
+            expired += entry.amount
+        room = self.limit - (self.used - expired)
+        if self.hold_until > now + _EPS_S and self.hold_left < room:
+            room = self.hold_left
+        return self.limit - room
+
     def room(self) -> int:
         """What may still be granted now (call ``refresh`` first)."""
         room = self.limit - self.used
@@ -367,12 +381,9 @@ class RateLimiter:
             await self.pause(retry_after_s)
 
     def stats(self) -> LimiterStats:
-        """A frozen readout of every tier, the queue, waits and 429s."""
+        """A frozen readout of every tier, the queue, waits and 429s; changes nothing."""
         now = self._clock.now()
-        tiers = []
-        for tier in self._tiers:
-            tier.refresh(now)
-            tiers.append(TierStats(tier.name, tier.limit - tier.room(), tier.limit, tier.period_s))
+        tiers = [TierStats(t.name, t.in_use(now), t.limit, t.period_s) for t in self._tiers]
         return LimiterStats(
             name=self.name,
             tiers=tuple(tiers),

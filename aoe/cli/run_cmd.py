@@ -11,11 +11,13 @@ import math
 import os
 import shlex
 import sys
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from aoe.cost.money import optional_usd
 from aoe.errors import UsageError
 
 
@@ -25,6 +27,20 @@ def _positive(name: str, value: float | None) -> None:
             f"{name} must be greater than 0, got {value:g}",
             hint=f"pass a positive number to {name}, or leave it out for no limit",
         )
+
+
+def _money(name: str, text: str | None) -> Decimal | None:
+    """An amount as typed, exactly (``--budget 0.004128``), or a usage error."""
+    try:
+        amount = optional_usd(text)
+    except ValueError:
+        amount = Decimal(-1)
+    if amount is not None and amount <= 0:
+        raise UsageError(
+            f"{name} must be an amount greater than 0, got {text!r}",
+            hint=f"pass a positive number of dollars to {name}, e.g. {name} 0.50",
+        )
+    return amount
 
 
 def _live_wanted(no_live: bool) -> bool:
@@ -60,7 +76,7 @@ def run(
         ),
     ] = None,
     budget: Annotated[
-        float | None,
+        str | None,
         typer.Option("--budget", metavar="USD", help="Hard cap on the whole run's spend."),
     ] = None,
     max_parallel: Annotated[
@@ -150,14 +166,13 @@ def run(
     """Run workflows: every agent as soon as its needs are done, under limits and budgets."""
     # The engine and the views load when a run starts, not when `aoe --help` lists commands.
     from aoe.app.prepare import RunOptions, prepare
-    from aoe.cost.money import optional_usd
     from aoe.monitor.outputs import OutputOptions, RunOutputs
     from aoe.report.outputs import write_run_reports
     from aoe.report.result import result_json
     from aoe.ui.session import console, run_with_progress
     from aoe.ui.summary import render_summary
 
-    _positive("--budget", budget)
+    budget_usd = _money("--budget", budget)
     _positive("--max-parallel", max_parallel)
     _positive("--max-workflows", max_workflows)
     if not files and not resume:
@@ -170,7 +185,7 @@ def run(
         input_files=tuple(inputs_files or ()),
         each=each,
         simulate=simulate,
-        budget_usd=optional_usd(budget),
+        budget_usd=budget_usd,
         max_parallel=max_parallel,
         max_workflows=max_workflows,
         config_path=config,

@@ -86,40 +86,63 @@ async def call(
         )
         await asyncio.shield(_call_failed(attempt, ticket, unexpected))
         raise unexpected from raw
-    # A server that reports no usage (some compatible servers) billed an unknown amount:
-    # the reservation stays spent, as unconfirmed, so a budget still holds against it.
-    reported = completion.usage_reported
-    await ticket.limiter.settle(
-        ticket.permit, completion.usage.total_tokens if reported else ticket.reserved_tokens
-    )
-    if completion.rate_limits is not None:
-        await ticket.limiter.observe(completion.rate_limits)
-    cost = await _settle_budget(attempt, ticket, completion.usage if reported else None)
-    attempt.add_call(completion.usage, cost)
+    # Settling and recording are shielded as one: once the provider answered, the call is
+    # settled and in the ledger even if the agent is cancelled meanwhile (or mid-tool).
+    settled = asyncio.ensure_future(_settle_answer(attempt, ticket, completion))
     last_turn = turn >= agent.max_turns
     answer = Turn(completion)
     try:
+        await asyncio.shield(settled)
         if tools is not None and completion.tool_calls and not last_turn:
             results = await _run_tools(attempt, tools, completion.tool_calls, turn)
             answer = Turn(completion, results)
-    finally:  # the call came back: it is recorded even if the agent is cancelled mid-tool
+    finally:
         not_run = (
             f"not run: max_turns={agent.max_turns} reached" if last_turn else "not run: cancelled"
         )
         log = tool_log(completion.tool_calls, answer.results, not_run=not_run)
-        await asyncio.shield(
-            _record(
-                attempt,
-                ticket,
-                completion.usage,
-                cost,
-                confirmed=reported,
-                status="ok",
-                request_id=completion.request_id,
-                tool_calls=log,
-            )
-        )
+        await asyncio.shield(_record_answer(attempt, ticket, completion, settled, log))
     return answer
+
+
+async def _settle_answer(attempt: Attempt, ticket: _Ticket, completion: Completion) -> Decimal:
+    """Correct the permit and turn the reservation into the call's cost.
+
+    A server that reports no usage (some compatible servers) billed an unknown amount: the
+    reservation stays spent, as unconfirmed, so a budget still holds against it.
+    """
+    reported = completion.usage_reported
+    used = completion.usage.total_tokens if reported else ticket.reserved_tokens
+    await ticket.limiter.settle(ticket.permit, used)
+    if completion.rate_limits is not None:
+        await ticket.limiter.observe(completion.rate_limits)
+    return await _settle_budget(attempt, ticket, completion.usage if reported else None)
+
+
+async def _record_answer(
+    attempt: Attempt,
+    ticket: _Ticket,
+    completion: Completion,
+    settled: asyncio.Future[Decimal],
+    tool_calls: tuple[Mapping[str, Any], ...],
+) -> None:
+    """Count and record an answered call; if settling it failed, at its whole reservation."""
+    confirmed = completion.usage_reported
+    try:
+        cost = await settled
+    except Exception:
+        cost, confirmed = ticket.reserved_usd, False
+    attempt.add_call(completion.usage, cost)
+    await _record(
+        attempt,
+        ticket,
+        completion.usage,
+        cost,
+        confirmed=confirmed,
+        status="ok",
+        request_id=completion.request_id,
+        tool_calls=tool_calls,
+    )
 
 
 async def _take_ticket(
@@ -128,6 +151,7 @@ async def _take_ticket(
     """Reserve the call's worst-case cost, then take its rate-limit permit (or neither)."""
     rt, task = attempt.rt, attempt.task
     model = task.agent.model
+    limiter = rt.limiters.for_model(provider, model.name)
     estimate = estimate_request(model, request)
     reserved = rt.prices.max_cost_usd(model, estimate.input_tokens, request.max_tokens) or ZERO
     try:
@@ -137,7 +161,6 @@ async def _take_ticket(
             BudgetHit(attempt.envelope, rt.clock.wall(), scope=err.where or "", message=err.message)
         )
         raise
-    limiter = rt.limiters.for_model(provider, model.name)
     wait_started = rt.clock.now()
     try:
         permit = await limiter.acquire(

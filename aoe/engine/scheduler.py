@@ -16,7 +16,7 @@ import heapq
 import os
 import uuid
 from collections import deque
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from types import MappingProxyType
@@ -59,6 +59,12 @@ class WorkflowJob:
     inputs: Mapping[str, Any] = field(default_factory=dict)
     completed: Mapping[str, Any] = field(default_factory=dict)
     next_attempts: Mapping[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.graph.agent_ids != tuple(self.spec.agents) or self.fingerprints.keys() != (
+            self.spec.agents.keys()
+        ):
+            raise ValueError(f"job {self.key}: its graph and fingerprints are not of its spec")
 
     @classmethod
     def of(
@@ -208,8 +214,7 @@ class Engine:
         for wf in self._active:
             wf.cancelled = True
             wf.stop_reason = "interrupted"
-            for task in wf.running.values():
-                task.cancel()
+            _cancel(wf.running.values())
         self._admit()
         for wf in list(self._active):
             self._maybe_finish(wf)
@@ -257,7 +262,10 @@ class Engine:
             self._maybe_finish(wf)
             return
         wf.opened = True
-        self._begin(wf)
+        try:
+            self._begin(wf)
+        except Exception as exc:  # a bug here must end the run, not leave it waiting
+            self._fail(exc)
 
     def _begin(self, wf: _WorkflowRun) -> None:
         """Settle resumed agents, queue the ready ones, and start what fits."""
@@ -327,6 +335,24 @@ class Engine:
     # -- completion ---------------------------------------------------------------------
 
     def _on_done(self, wf: _WorkflowRun, agent_id: str, task: asyncio.Task[AgentResult]) -> None:
+        try:
+            self._agent_done(wf, agent_id, task)
+        except Exception as exc:  # a bug here must end the run, not leave it waiting
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        """Stop everything and let ``run`` raise ``exc`` once the agents have wound down."""
+        if self._fatal is None:
+            self._fatal = exc
+        try:
+            self.cancel()
+        finally:
+            if not any(wf.running for wf in self._active):
+                self._done.set()
+
+    def _agent_done(
+        self, wf: _WorkflowRun, agent_id: str, task: asyncio.Task[AgentResult]
+    ) -> None:
         wf.running.pop(agent_id, None)
         self._running_total -= 1
         attempts = tuple(wf.attempts.pop(agent_id, ()))
@@ -355,8 +381,7 @@ class Engine:
         if wf.stop_reason is None and result.state is not AgentState.COMPLETED:
             wf.stop_reason = policy.stop_reason(wf.job.spec, wf.states)
             if wf.stop_reason is not None and policy.cancels_running(wf.states):
-                for other in wf.running.values():
-                    other.cancel()
+                _cancel(wf.running.values())
         self._dispatch()
         self._maybe_finish(wf)
 
@@ -461,3 +486,11 @@ class Engine:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._bookkeeping.add(task)
         task.add_done_callback(self._bookkeeping.discard)
+
+
+def _cancel(tasks: Iterable[asyncio.Task[AgentResult]]) -> None:
+    """Cancel agents once: an agent already winding down (recording what its call cost)
+    is not interrupted a second time by another Ctrl-C or a stopping policy."""
+    for task in tasks:
+        if not task.cancelling():
+            task.cancel()

@@ -129,7 +129,9 @@ async def post_json(
     ``timeout_s`` bounds the whole call, not only each socket read, so a server that
     trickles bytes cannot hold an agent past its timeout.
     """
-    timeout = _timeout(min(timeout_s, CONNECT_TIMEOUT_S))
+    # connecting (or waiting for a pooled connection) gives up before the call's deadline,
+    # so a request that never left is told apart from one whose outcome is unknown
+    timeout = _timeout(min(timeout_s / 2, CONNECT_TIMEOUT_S))
     started = time.perf_counter()
     try:
         async with asyncio.timeout(timeout_s):

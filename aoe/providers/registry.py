@@ -9,7 +9,9 @@ Adding a provider from another package:
 1. Write a class that implements ``aoe.providers.base.LLMClient`` and is built as
    ``cls(config: ProviderConfig, *, api_key: str | None, http: httpx.AsyncClient | None = None,
    clock: Clock | None = None)``. Raise ``aoe.errors.ProviderError`` subclasses (the helpers
-   in ``aoe.providers.http`` do the translation for HTTP APIs).
+   in ``aoe.providers.http`` do the translation for HTTP APIs), and ``ProviderTimeout``
+   once ``request.timeout_s`` has passed (``aoe.providers.deadline`` ends a plugin's call
+   a second later if it does not).
 2. Declare it in that package's ``pyproject.toml``::
 
        [project.entry-points."aoe.providers"]
@@ -30,6 +32,7 @@ from typing import Any
 from aoe.clock import Clock
 from aoe.errors import ConfigError, MissingKeyError
 from aoe.providers.base import LLMClient
+from aoe.providers.deadline import Bounded
 from aoe.spec.models import ProviderConfig
 
 ENTRY_POINT_GROUP = "aoe.providers"
@@ -102,7 +105,8 @@ def create_client(
         client: LLMClient = cls(config, api_key=None, clock=clock, seed=seed)
     else:
         client = cls(config, api_key=api_key, clock=clock)
-    return client
+    # a plugin is held to the call deadline the built-ins keep themselves
+    return client if config.type in BUILTINS else Bounded(client)
 
 
 class ClientPool:

@@ -244,3 +244,26 @@ def test_a_config_beside_another_file_is_not_silently_ignored(
     code = main(["run", str(first), str(second), "--simulate", "--no-live", "-i", "invoice=1"])
     assert code == 0
     assert f"{other / 'aoe.yaml'} is not read" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("budget", ["0", "-1", "nan", "inf", "ten"])
+def test_a_budget_that_is_no_positive_amount_is_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], budget: str
+) -> None:
+    """--budget takes a positive amount of dollars; anything else is bad input, exit 2."""
+    wf = _flaky(tmp_path, "ap", fail=False)
+    assert main(["run", str(wf), "--simulate", "--budget", budget, "--no-live"]) == 2
+    assert "--budget must be an amount greater than 0" in capsys.readouterr().err
+
+
+def test_the_budget_is_kept_digit_for_digit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A budget typed with more digits than a float holds reaches the ledger unchanged."""
+    wf = _flaky(tmp_path, "ap", fail=False)
+    budget = "1234567.123456789012"
+    args = ["run", str(wf), "--simulate", "--budget", budget, "-i", "invoice=1", "--json"]
+    assert main([*args, "--no-live"]) == 0
+    run_id = json.loads(capsys.readouterr().out)["run_id"]
+    assert main(["show", run_id, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["run"]["budget_usd"] == budget
