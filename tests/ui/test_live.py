@@ -409,7 +409,8 @@ async def test_no_line_is_wider_or_the_frame_taller_than_the_terminal(
     width: int, height: int
 ) -> None:
     """However much there is to show (long names, many agents, big totals), every line fits
-    the terminal's width and the frame its height, so a redraw never garbles the screen."""
+    the terminal's width and the frame its height, so a redraw never garbles the screen,
+    and the totals wrap rather than lose their end."""
     view, feed, clock = _view(width, height)
     view.bind(Readouts((await _busy_limiter(clock),), await _budgets()))
     for i in range(10):
