@@ -5,10 +5,14 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any
 
 from aoe.clock import FakeClock
+from aoe.ledger.records import CallRecord
 from aoe.providers.base import Completion, CompletionRequest, LLMClient, ModelInfo, Usage
+from aoe.ratelimit import LimiterStats, RateLimiter
+from aoe.services import NullRecorder
 from aoe.spec.models import (
     AgentSpec,
     Location,
@@ -100,6 +104,42 @@ class OneClient:
 
     async def aclose(self) -> None:
         return None
+
+
+class FlatPrices:
+    """A price source by which every call reserves, and costs, the same amount."""
+
+    def __init__(self, per_call_usd: Decimal | str) -> None:
+        self.per_call_usd = Decimal(per_call_usd)
+
+    def cost_usd(self, model: ModelRef, usage: Usage) -> Decimal:
+        return self.per_call_usd
+
+    def max_cost_usd(self, model: ModelRef, input_tokens: int, max_output_tokens: int) -> Decimal:
+        return self.per_call_usd
+
+
+class OneLimiter:
+    """A limiter source that puts every model behind the same limiter."""
+
+    def __init__(self, limiter: RateLimiter) -> None:
+        self.limiter = limiter
+
+    def for_model(self, provider: str, model: str) -> RateLimiter:
+        return self.limiter
+
+    def all_stats(self) -> tuple[LimiterStats, ...]:
+        return (self.limiter.stats(),)
+
+
+class CallLog(NullRecorder):
+    """A recorder that keeps the call records the ledger would write, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[CallRecord] = []
+
+    async def record_call(self, record: CallRecord) -> None:
+        self.calls.append(record)
 
 
 NO_RETRY = RetrySpec(max_retries=0)

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+from decimal import Decimal
 
 import pytest
 
 from aoe.clock import FakeClock
+from aoe.cost.book import RunBudgets
 from aoe.engine.results import AgentState, WorkflowState
 from aoe.engine.runtime import Runtime
 from aoe.engine.scheduler import Engine, EngineOptions, WorkflowJob
 from aoe.errors import AuthenticationError, ServerError
 from aoe.graph import WorkflowGraph
+from aoe.monitor.events import AgentSkipped
 from aoe.services import NullRecorder
-from aoe.spec.models import RetrySpec, fingerprints
-from tests.engine.scripted import OneClient, ScriptedClient, agent, workflow
+from aoe.spec.models import RetrySpec, WorkflowSpec, fingerprints
+from tests.engine.scripted import FlatPrices, OneClient, ScriptedClient, agent, workflow
 
 
 def runtime(client: ScriptedClient, **kw: object) -> Runtime:
@@ -357,3 +360,120 @@ async def test_a_client_bug_fails_the_agent_and_holds_no_budget_or_slot() -> Non
     assert run_budget.reserved_usd == 0
     assert run_budget.unconfirmed_usd == Decimal("0.01")
     assert limiter.stats().in_flight == 0
+
+
+# -- the run's exit code: the worst workflow outcome -----------------------------------------
+
+# DESIGN.md section 1: exit codes of the outcomes a workflow can reach, and (results.SEVERITY)
+# which outcome is worse, worst first. Written out here so the test does not trust the code.
+EXIT_CODE = {
+    WorkflowState.COMPLETED: 0,
+    WorkflowState.FAILED: 1,
+    WorkflowState.BUDGET_EXCEEDED: 3,
+    WorkflowState.PARTIALLY_COMPLETED: 4,
+    WorkflowState.CANCELLED: 130,
+}
+WORST_FIRST = [
+    WorkflowState.CANCELLED,
+    WorkflowState.FAILED,
+    WorkflowState.BUDGET_EXCEEDED,
+    WorkflowState.PARTIALLY_COMPLETED,
+    WorkflowState.COMPLETED,
+]
+
+
+def _ending(outcome: WorkflowState, name: str) -> WorkflowSpec:
+    """A workflow that reaches ``outcome`` in the scripts of ``_outcome_client``."""
+    if outcome is WorkflowState.PARTIALLY_COMPLETED:
+        return workflow(
+            agent("flaky"),
+            agent("fine"),
+            allow_partial_completion=True,
+            max_failure_rate=0.5,
+            name=name,
+        )
+    if outcome is WorkflowState.FAILED:
+        return workflow(agent("broken"), name=name)
+    if outcome is WorkflowState.BUDGET_EXCEEDED:  # a cent per call, a tenth of a cent budget
+        return workflow(agent("fine"), budget_usd=Decimal("0.001"), name=name)
+    if outcome is WorkflowState.CANCELLED:  # still running when the run is cancelled
+        return workflow(agent("endless"), name=name)
+    return workflow(agent("fine"), name=name)
+
+
+def _outcome_client() -> ScriptedClient:
+    return ScriptedClient(
+        script={
+            "flaky": [ServerError("boom", provider="script", status=500)] * 2,
+            "broken": [AuthenticationError("bad key", provider="script", status=401)] * 2,
+        },
+        latency_s={"fine": 1.0, "flaky": 1.0, "broken": 1.0, "endless": 1000.0},
+    )
+
+
+@pytest.mark.parametrize("second", list(EXIT_CODE), ids=str)
+@pytest.mark.parametrize("first", list(EXIT_CODE), ids=str)
+async def test_the_run_exits_with_the_code_of_its_worst_workflow(
+    first: WorkflowState, second: WorkflowState
+) -> None:
+    """Two workflows in one run, every pair of outcomes: the exit code is the worst one's
+    (interrupted 130 > failed 1 > budget 3 > partial 4 > completed 0)."""
+    client = _outcome_client()
+    rt = runtime(client, budgets=RunBudgets(), prices=FlatPrices("0.01"))
+    engine = Engine(rt)
+    jobs = [
+        WorkflowJob.of("first", _ending(first, "first")),
+        WorkflowJob.of("second", _ending(second, "second")),
+    ]
+    running = asyncio.create_task(engine.run(jobs))
+    if WorkflowState.CANCELLED in (first, second):
+        await client.clock.sleep(50)  # every other workflow has ended by now
+        engine.cancel()
+    result = await asyncio.wait_for(running, 2)
+    assert [w.state for w in result.workflows] == [first, second]
+    worst = min(first, second, key=WORST_FIRST.index)
+    assert result.state is worst
+    assert result.exit_code == EXIT_CODE[worst]
+
+
+# -- skipping downstream of a failure ---------------------------------------------------------
+
+
+async def test_everything_downstream_of_a_failure_is_skipped_naming_it() -> None:
+    """a -> b -> c -> d, a fails for good: b, c and d are SKIPPED, each with a reason naming
+    a and an AgentSkipped event, none of them called; the side branch runs to completion."""
+    spec = workflow(
+        agent("a"),
+        agent("b", "a"),
+        agent("c", "b"),
+        agent("d", "c"),
+        agent("side"),
+        agent("side_next", "side"),
+        allow_partial_completion=True,
+        max_failure_rate=0.7,
+    )
+    client = ScriptedClient(
+        script={"a": [AuthenticationError("bad key", provider="script", status=401)]},
+        latency_s={"side": 1.0, "side_next": 1.0},  # still running when a fails
+    )
+    engine = Engine(runtime(client))
+    skipped: list[AgentSkipped] = []
+
+    class Watch:
+        def handle(self, event: object) -> None:
+            if isinstance(event, AgentSkipped):
+                skipped.append(event)
+
+    engine.rt.events.subscribe(Watch())
+    result = await engine.run([WorkflowJob.of("wf", spec)])
+    wf = result.workflows[0]
+    for downstream in "bcd":
+        assert wf.agents[downstream].state is AgentState.SKIPPED
+        assert wf.agents[downstream].error == "needs 'a', which ended FAILED"
+    assert sorted((e.agent, e.reason) for e in skipped) == [
+        (x, "needs 'a', which ended FAILED") for x in "bcd"
+    ]
+    assert client.order() == ["a", "side", "side_next"]
+    assert wf.agents["side"].state is wf.agents["side_next"].state is AgentState.COMPLETED
+    assert wf.state is WorkflowState.PARTIALLY_COMPLETED
+    assert result.exit_code == 4

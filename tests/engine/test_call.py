@@ -1,0 +1,169 @@
+"""One provider call: what its budget hold and its rate-limit permit become when it fails."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+import pytest
+
+from aoe.clock import FakeClock
+from aoe.cost.book import RunBudgets
+from aoe.engine.results import AgentState, RunResult, WorkflowState
+from aoe.engine.runtime import Runtime
+from aoe.engine.scheduler import Engine, WorkflowJob
+from aoe.errors import ProviderConnectionError, ProviderError, ProviderTimeout
+from aoe.ratelimit import RateLimiter, TierStats
+from aoe.spec.models import LimitsSpec, WorkflowSpec
+from tests.engine.scripted import (
+    CallLog,
+    FlatPrices,
+    OneClient,
+    OneLimiter,
+    ScriptedClient,
+    agent,
+    workflow,
+)
+
+CENT = Decimal("0.01")
+
+
+def _runtime(client: ScriptedClient, limiter: RateLimiter, **kw: object) -> Runtime:
+    return Runtime(
+        clients=OneClient(client),
+        clock=client.clock,
+        limiters=OneLimiter(limiter),
+        prices=FlatPrices(CENT),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def _one_slot(clock: FakeClock) -> RateLimiter:
+    return RateLimiter(LimitsSpec(concurrent_requests=1), clock=clock, name="key")
+
+
+def _hog_and_waiter() -> WorkflowSpec:
+    """``hog`` takes the only slot for 10 s; ``waiter`` queues behind it."""
+    return workflow(
+        agent("hog", priority=9),
+        agent("waiter", priority=1),
+        allow_partial_completion=True,
+        max_failure_rate=0.5,
+    )
+
+
+async def _later_call_fits(budgets: RunBudgets, clock: FakeClock) -> RunResult:
+    """A second run on the same budget book: one more call of a cent."""
+    client = ScriptedClient(clock=clock)
+    rt = _runtime(client, _one_slot(clock), budgets=budgets)
+    spec = workflow(agent("later"), name="later")
+    return await asyncio.wait_for(Engine(rt).run([WorkflowJob.of("later", spec)]), 2)
+
+
+async def test_a_rate_limit_wait_that_times_out_holds_no_budget() -> None:
+    """A call that gave up waiting for a rate-limit slot gives its budget reservation back,
+    so the money it never spent stays available to later calls."""
+    client = ScriptedClient(latency_s={"hog": 10.0})
+    budgets = RunBudgets(Decimal("0.02"))  # the hog's cent and one more
+    rt = _runtime(client, _one_slot(client.clock), budgets=budgets, rate_limit_timeout_s=1.0)
+    result = await asyncio.wait_for(Engine(rt).run([WorkflowJob.of("wf", _hog_and_waiter())]), 2)
+    agents = result.workflows[0].agents
+    assert agents["hog"].state is AgentState.COMPLETED
+    assert agents["waiter"].state is AgentState.RATE_LIMITED
+    assert "rate limits" in (agents["waiter"].error or "")
+    assert client.order() == ["hog"]  # the waiter never called
+    assert {s.name: s.reserved_usd for s in budgets.states()} == {
+        "run": 0,
+        "workflow:wf": 0,
+        "agent:wf/hog": 0,
+        "agent:wf/waiter": 0,
+    }
+    assert budgets.state("run").spent_usd == CENT
+    later = await _later_call_fits(budgets, client.clock)
+    assert later.workflows[0].agents["later"].state is AgentState.COMPLETED
+    assert budgets.state("run").spent_usd == 2 * CENT
+
+
+async def test_a_rate_limit_wait_cut_short_by_cancel_holds_no_budget() -> None:
+    """Ctrl-C while a call waits for a rate-limit slot gives its reservation back; only
+    the call in flight keeps its reservation (as unconfirmed spend: it may be billed)."""
+    client = ScriptedClient(latency_s={"hog": 10.0})
+    budgets = RunBudgets(Decimal("0.02"))
+    rt = _runtime(client, _one_slot(client.clock), budgets=budgets)
+    engine = Engine(rt)
+    running = asyncio.create_task(engine.run([WorkflowJob.of("wf", _hog_and_waiter())]))
+    await client.clock.sleep(1.0)
+    assert budgets.state("run").reserved_usd == 2 * CENT  # both hold a cent while they wait
+    engine.cancel()
+    result = await asyncio.wait_for(running, 2)
+    assert result.exit_code == 130
+    assert {a.state for a in result.workflows[0].agents.values()} == {AgentState.CANCELLED}
+    assert all(s.reserved_usd == 0 for s in budgets.states())
+    run = budgets.state("run")
+    assert (run.spent_usd, run.unconfirmed_usd) == (0, CENT)  # the hog's call, in flight
+    later = await _later_call_fits(budgets, client.clock)
+    assert later.workflows[0].state is WorkflowState.COMPLETED
+
+
+def _tiers(limiter: RateLimiter) -> dict[str, int]:
+    tiers: tuple[TierStats, ...] = limiter.stats().tiers
+    return {t.name: t.used for t in tiers}
+
+
+@pytest.mark.parametrize(
+    ("error", "tokens_kept"),
+    [
+        pytest.param(
+            ProviderTimeout("no answer in 60 s", provider="script", outcome_unknown=True),
+            True,
+            id="timeout-after-sending",
+        ),
+        pytest.param(
+            ProviderConnectionError("connection broke", provider="script", outcome_unknown=True),
+            True,
+            id="connection-cut-after-sending",
+        ),
+        pytest.param(
+            ProviderConnectionError("cannot connect", provider="script", outcome_unknown=False),
+            False,
+            id="connection-refused",
+        ),
+    ],
+)
+async def test_tokens_of_a_call_of_unknown_outcome_stay_taken(
+    error: ProviderError, tokens_kept: bool
+) -> None:
+    """A call that may have reached the provider keeps its tokens in the per-minute window
+    (the provider may have counted them); one that surely never left gives them back."""
+    client = ScriptedClient(script={"a": [error]})
+    limits = LimitsSpec(requests_per_minute=100, tokens_per_minute=100_000, concurrent_requests=4)
+    limiter = RateLimiter(limits, clock=client.clock, name="key")
+    log = CallLog()
+    rt = _runtime(client, limiter, recorder=log)
+    result = await Engine(rt).run([WorkflowJob.of("wf", workflow(agent("a")))])
+    assert result.workflows[0].agents["a"].state is AgentState.FAILED
+    (record,) = log.calls
+    assert record.status == type(error).__name__
+    assert record.cost_confirmed is not tokens_kept
+    reserved = record.estimate_tokens or 0
+    assert reserved > 0
+    assert _tiers(limiter)["tokens_per_minute"] == (reserved if tokens_kept else 0)
+    assert limiter.stats().in_flight == 0
+
+
+async def test_tokens_of_a_call_cancelled_in_flight_stay_taken() -> None:
+    """Ctrl-C during a call: the provider may still bill it, so its tokens stay counted."""
+    client = ScriptedClient(latency_s={"a": 10.0})
+    limits = LimitsSpec(tokens_per_minute=100_000)
+    limiter = RateLimiter(limits, clock=client.clock, name="key")
+    log = CallLog()
+    engine = Engine(_runtime(client, limiter, recorder=log))
+    running = asyncio.create_task(engine.run([WorkflowJob.of("wf", workflow(agent("a")))]))
+    await client.clock.sleep(1.0)
+    engine.cancel()
+    result = await asyncio.wait_for(running, 2)
+    assert result.exit_code == 130
+    (record,) = log.calls
+    assert record.status == "CancelledError"
+    assert _tiers(limiter) == {"tokens_per_minute": record.estimate_tokens}
+    assert limiter.stats().in_flight == 0
