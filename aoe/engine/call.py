@@ -203,18 +203,16 @@ async def _call_failed(attempt: Attempt, ticket: _Ticket, raw: BaseException) ->
     if isinstance(error, RateLimitedError):
         await ticket.limiter.note_429(error.retry_after_s)
     cost = await _settle_budget(attempt, ticket, usage, unknown=unknown)
-    status = type(raw).__name__
+    attempt.add_call(usage or Usage(), cost)
     await _record(
         attempt,
         ticket,
         usage or Usage(),
         cost,
         confirmed=not unknown,
-        status=status,
+        status=type(raw).__name__,
         request_id=None,
     )
-    if error is not None:
-        attempt.add_call(usage or Usage(), cost)
 
 
 async def _settle_budget(

@@ -23,9 +23,10 @@ GRACE_S: Final = 1.0
 class Bounded:
     """A plugin client, its calls bounded by their deadline."""
 
-    def __init__(self, client: LLMClient) -> None:
+    def __init__(self, client: LLMClient, *, grace_s: float = GRACE_S) -> None:
         self.client = client
         self.name = client.name
+        self.grace_s = grace_s
 
     async def complete(self, request: CompletionRequest) -> Completion:
         return await self._bounded(self.client.complete(request), request)
@@ -43,7 +44,7 @@ class Bounded:
         self, call: Awaitable[Completion], request: CompletionRequest
     ) -> Completion:
         try:
-            async with asyncio.timeout(request.timeout_s + GRACE_S):
+            async with asyncio.timeout(request.timeout_s + self.grace_s):
                 return await call
         except TimeoutError as exc:
             raise ProviderTimeout(

@@ -12,9 +12,11 @@ from aoe.cost.book import RunBudgets
 from aoe.engine.results import AgentState, RunResult, WorkflowState
 from aoe.engine.runtime import Runtime
 from aoe.engine.scheduler import Engine, WorkflowJob
-from aoe.errors import ProviderConnectionError, ProviderError, ProviderTimeout
+from aoe.errors import ConfigError, ProviderConnectionError, ProviderError, ProviderTimeout
+from aoe.graph import WorkflowGraph
+from aoe.ledger.records import CallRecord
 from aoe.ratelimit import RateLimiter, TierStats
-from aoe.spec.models import LimitsSpec, WorkflowSpec
+from aoe.spec.models import LimitsSpec, WorkflowSpec, fingerprints
 from tests.engine.scripted import (
     CallLog,
     FlatPrices,
@@ -167,3 +169,93 @@ async def test_tokens_of_a_call_cancelled_in_flight_stay_taken() -> None:
     assert record.status == "CancelledError"
     assert _tiers(limiter) == {"tokens_per_minute": record.estimate_tokens}
     assert limiter.stats().in_flight == 0
+
+
+class _NoLimiterFor:
+    """A limiter source that knows no key for the model (a plugin naming itself apart)."""
+
+    def for_model(self, provider: str, model: str) -> RateLimiter:
+        raise ConfigError(f"no provider {provider!r} is configured")
+
+    def all_stats(self) -> tuple[()]:
+        return ()
+
+
+async def test_a_call_whose_limiter_cannot_be_found_holds_no_budget() -> None:
+    """A config error finding the limiter fails the agent with nothing reserved; the run ends."""
+    clock = FakeClock(autojump=True)
+    client = ScriptedClient(clock=clock)
+    budgets = RunBudgets(Decimal(1))
+    rt = Runtime(
+        clients=OneClient(client),
+        clock=clock,
+        limiters=_NoLimiterFor(),
+        prices=FlatPrices(CENT),
+        budgets=budgets,
+    )
+    spec = workflow(agent("a"), agent("b"), allow_partial_completion=True, max_failure_rate=1)
+    result = await asyncio.wait_for(Engine(rt).run([WorkflowJob.of("wf", spec)]), 2)
+    states = {a.state for a in result.workflows[0].agents.values()}
+    assert states == {AgentState.FAILED}
+    assert all(s.reserved_usd == 0 for s in budgets.states())
+    assert client.calls == []
+
+
+async def test_a_call_cancelled_in_flight_counts_its_unconfirmed_cost_in_the_results() -> None:
+    """Ctrl-C mid-call: the summary, --json and events show the cost the ledger keeps."""
+    clock = FakeClock(autojump=True)
+    client = ScriptedClient(latency_s={"a": 10.0}, clock=clock)
+    log = CallLog()
+    engine = Engine(_runtime(client, _one_slot(clock), recorder=log))
+    run = asyncio.create_task(engine.run([WorkflowJob.of("wf", workflow(agent("a")))]))
+    await clock.sleep(1)
+    engine.cancel()
+    result = await asyncio.wait_for(run, 2)
+    (call,) = log.calls
+    assert (call.cost_usd, call.cost_confirmed) == (CENT, False)
+    agent_result = result.workflows[0].agents["a"]
+    assert agent_result.state is AgentState.CANCELLED
+    assert agent_result.cost_usd == CENT
+    assert result.cost_usd == CENT
+
+
+class _SlowLog(CallLog):
+    """A recorder whose call writes take a while (a busy disk, a remote database)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.finished_run_after: int | None = None
+
+    async def record_call(self, record: CallRecord) -> None:
+        await self.clock.sleep(0.5)
+        await super().record_call(record)
+
+    async def finish_run(self, run_id: str, state: str, ended_at: float) -> None:
+        self.finished_run_after = len(self.calls)
+
+
+async def test_a_second_cancel_does_not_lose_the_record_of_a_call_in_flight() -> None:
+    """Ctrl-C twice: the call in flight is still recorded, before the run is closed."""
+    clock = FakeClock(autojump=True)
+    client = ScriptedClient(latency_s={"a": 10.0}, clock=clock)
+    log = _SlowLog(clock)
+    engine = Engine(_runtime(client, _one_slot(clock), recorder=log))
+    run = asyncio.create_task(engine.run([WorkflowJob.of("wf", workflow(agent("a")))]))
+    await clock.sleep(1)
+    engine.cancel()
+    await asyncio.sleep(0)
+    engine.cancel()
+    result = await asyncio.wait_for(run, 2)
+    assert result.exit_code == 130
+    assert [c.cost_confirmed for c in log.calls] == [False]
+    assert log.finished_run_after == 1
+
+
+def test_a_job_whose_graph_is_of_another_spec_is_refused() -> None:
+    """A job built by hand with a graph or fingerprints of another file fails at once."""
+    spec, other = workflow(agent("a")), workflow(agent("b"))
+    with pytest.raises(ValueError, match="not of its spec"):
+        WorkflowJob("wf", spec, WorkflowGraph.build(other), fingerprints(spec))
+    with pytest.raises(ValueError, match="not of its spec"):
+        WorkflowJob("wf", spec, WorkflowGraph.build(spec), fingerprints(other))

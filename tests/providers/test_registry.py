@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import textwrap
@@ -9,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from aoe.errors import AuthenticationError, ConfigError, MissingKeyError
+from aoe.errors import AuthenticationError, ConfigError, MissingKeyError, ProviderTimeout
 from aoe.providers.anthropic import AnthropicClient
+from aoe.providers.base import Completion, CompletionRequest, ModelInfo
+from aoe.providers.deadline import Bounded
 from aoe.providers.openai import OpenAIClient
 from aoe.providers.registry import (
     ENTRY_POINT_GROUP,
@@ -167,5 +170,42 @@ def test_third_party_provider_is_found_through_its_entry_point(
     monkeypatch.delitem(sys.modules, "aoe_echo", raising=False)
     assert known_types()["echo"] == "aoe_echo:EchoClient"
     client = create_client(ProviderConfig("e", "echo", "ECHO_KEY"), environ={"ECHO_KEY": "k"})
-    assert type(client).__name__ == "EchoClient"
+    assert isinstance(client, Bounded)  # held to the call deadline the built-ins keep
+    assert type(client.client).__name__ == "EchoClient"
     assert provider_class("openai") is OpenAIClient  # plugins cannot replace built-ins
+
+
+class _Sleepy:
+    """A plugin that never answers, and one whose SDK raises a bare TimeoutError."""
+
+    name = "sleepy"
+
+    async def complete(self, request: CompletionRequest) -> Completion:
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+    async def complete_with_tools(self, request: CompletionRequest) -> Completion:
+        raise TimeoutError("the SDK's own timer fired")
+
+    def model_info(self, model: str) -> ModelInfo:
+        return ModelInfo(self.name, model)
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def test_a_plugin_that_never_answers_times_out_at_its_deadline() -> None:
+    """A plugin cannot hold an agent past timeout_s: the call ends as a retriable timeout."""
+    client = Bounded(_Sleepy(), grace_s=0)
+    with pytest.raises(ProviderTimeout, match=r"timeout_s=0\.05") as err:
+        await client.complete(chat_request(timeout_s=0.05))
+    assert err.value.retriable
+    assert err.value.outcome_unknown
+
+
+async def test_a_plugins_own_timeout_error_is_a_provider_timeout() -> None:
+    """A bare TimeoutError from a plugin's SDK is retried like any provider timeout."""
+    with pytest.raises(ProviderTimeout) as err:
+        await Bounded(_Sleepy()).complete_with_tools(chat_request(timeout_s=5))
+    assert err.value.outcome_unknown
+    assert isinstance(err.value.__cause__, TimeoutError)
