@@ -162,11 +162,12 @@ class _NoLimit:
 
     name = "none"
     _STATS = LimiterStats("none", (), 0, None, 0, 0, 0.0, 0, 0.0)
+    _GRANT = Reservation(0, "none", 0, 0.0, 0.0)  # one for all: nothing reads it back
 
     async def acquire(
         self, tokens: int, *, timeout_s: float | None = None, priority: int = 0
     ) -> Reservation:
-        return Reservation(0, self.name, tokens, 0.0, 0.0)
+        return self._GRANT
 
     async def settle(self, reservation: Reservation, actual_tokens: int) -> None:
         return None
@@ -213,6 +214,7 @@ class NoBudgets:
     """No budget anywhere: every reservation fits and nothing is counted."""
 
     _RUN = BudgetScope("run", None)
+    _HOLD = BudgetReservation(0, (), _ZERO)  # one for all: nothing reads it back
 
     def scopes_for_workflow(self, key: str, spec: WorkflowSpec) -> tuple[BudgetScope, ...]:
         return ()
@@ -223,7 +225,7 @@ class NoBudgets:
     async def reserve(
         self, scopes: tuple[BudgetScope, ...], amount_usd: Decimal
     ) -> BudgetReservation:
-        return BudgetReservation(0, (), amount_usd)
+        return self._HOLD
 
     async def settle(
         self, reservation: BudgetReservation, actual_usd: Decimal, *, confirmed: bool = True

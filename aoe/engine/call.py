@@ -12,7 +12,7 @@ tokens stay taken and its reservation becomes unconfirmed spend, so a budget sti
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -29,6 +29,9 @@ from aoe.ratelimit import Reservation
 from aoe.services import Limiter
 from aoe.tools import Toolbox, ToolResult, tool_log
 
+#: What the ledger keeps of a turn's tool calls (see ``aoe.tools.tool_log``).
+ToolLog = tuple[Mapping[str, Any], ...]
+
 #: A rate-limit wait shorter than this is no wait worth an event.
 _WAIT_WORTH_TELLING_S = 0.001
 
@@ -41,7 +44,7 @@ class Turn:
     results: tuple[ToolResult, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Ticket:
     """What one call holds while it is out: its budget hold and its rate-limit permit."""
 
@@ -86,13 +89,14 @@ async def call(
         )
         await asyncio.shield(_call_failed(attempt, ticket, unexpected))
         raise unexpected from raw
-    # Settling and recording are shielded as one: once the provider answered, the call is
-    # settled and in the ledger even if the agent is cancelled meanwhile (or mid-tool).
-    settled = asyncio.ensure_future(_settle_answer(attempt, ticket, completion))
+    # Once the provider answered, one shielded task settles the call and records it, so it
+    # is settled and in the ledger even if the agent is cancelled meanwhile (or mid-tool).
+    # The tools it asked for run beside the settling; their log joins the record.
+    logged: asyncio.Future[ToolLog] = asyncio.get_running_loop().create_future()
+    after = asyncio.ensure_future(_settle_and_record(attempt, ticket, completion, logged))
     last_turn = turn >= agent.max_turns
     answer = Turn(completion)
     try:
-        await asyncio.shield(settled)
         if tools is not None and completion.tool_calls and not last_turn:
             results = await _run_tools(attempt, tools, completion.tool_calls, turn)
             answer = Turn(completion, results)
@@ -100,49 +104,41 @@ async def call(
         not_run = (
             f"not run: max_turns={agent.max_turns} reached" if last_turn else "not run: cancelled"
         )
-        log = tool_log(completion.tool_calls, answer.results, not_run=not_run)
-        await asyncio.shield(_record_answer(attempt, ticket, completion, settled, log))
+        logged.set_result(tool_log(completion.tool_calls, answer.results, not_run=not_run))
+        await asyncio.shield(after)
     return answer
 
 
-async def _settle_answer(attempt: Attempt, ticket: _Ticket, completion: Completion) -> Decimal:
-    """Correct the permit and turn the reservation into the call's cost.
+async def _settle_and_record(
+    attempt: Attempt, ticket: _Ticket, completion: Completion, logged: Awaitable[ToolLog]
+) -> None:
+    """Correct the permit, turn the reservation into the call's cost, count and record it.
 
     A server that reports no usage (some compatible servers) billed an unknown amount: the
-    reservation stays spent, as unconfirmed, so a budget still holds against it.
+    reservation stays spent, as unconfirmed, so a budget still holds against it. If
+    settling fails, the call is recorded at its whole reservation, unconfirmed.
     """
     reported = completion.usage_reported
-    used = completion.usage.total_tokens if reported else ticket.reserved_tokens
-    await ticket.limiter.settle(ticket.permit, used)
-    if completion.rate_limits is not None:
-        await ticket.limiter.observe(completion.rate_limits)
-    return await _settle_budget(attempt, ticket, completion.usage if reported else None)
-
-
-async def _record_answer(
-    attempt: Attempt,
-    ticket: _Ticket,
-    completion: Completion,
-    settled: asyncio.Future[Decimal],
-    tool_calls: tuple[Mapping[str, Any], ...],
-) -> None:
-    """Count and record an answered call; if settling it failed, at its whole reservation."""
-    confirmed = completion.usage_reported
+    cost, confirmed = ticket.reserved_usd, False  # what stands if settling fails
     try:
-        cost = await settled
-    except Exception:
-        cost, confirmed = ticket.reserved_usd, False
-    attempt.add_call(completion.usage, cost)
-    await _record(
-        attempt,
-        ticket,
-        completion.usage,
-        cost,
-        confirmed=confirmed,
-        status="ok",
-        request_id=completion.request_id,
-        tool_calls=tool_calls,
-    )
+        used = completion.usage.total_tokens if reported else ticket.reserved_tokens
+        await ticket.limiter.settle(ticket.permit, used)
+        if completion.rate_limits is not None:
+            await ticket.limiter.observe(completion.rate_limits)
+        cost = await _settle_budget(attempt, ticket, completion.usage if reported else None)
+        confirmed = reported
+    finally:
+        attempt.add_call(completion.usage, cost)
+        await _record(
+            attempt,
+            ticket,
+            completion.usage,
+            cost,
+            confirmed=confirmed,
+            status="ok",
+            request_id=completion.request_id,
+            tool_calls=await logged,
+        )
 
 
 async def _take_ticket(
@@ -266,7 +262,7 @@ async def _record(
     confirmed: bool,
     status: str,
     request_id: str | None,
-    tool_calls: tuple[Mapping[str, Any], ...] = (),
+    tool_calls: ToolLog = (),
 ) -> None:
     """Publish the call and write it to the ledger (before the agent can be reported done)."""
     rt, task = attempt.rt, attempt.task

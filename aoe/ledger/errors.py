@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 from aoe.errors import LedgerError
@@ -56,9 +57,27 @@ def connect(path: Path, *, busy_timeout_s: float) -> sqlite3.Connection:
         raise ledger_error(exc, path, "open") from exc
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        _use_wal(conn, busy_timeout_s)
         conn.execute("PRAGMA synchronous = NORMAL")
     except sqlite3.Error as exc:
         conn.close()
         raise ledger_error(exc, path, "open") from exc
     return conn
+
+
+def _use_wal(conn: sqlite3.Connection, wait_s: float) -> None:
+    """Switch the file to WAL (once; it stays so). The switch needs the file to itself and
+    SQLite answers "locked" at once rather than waiting, so two processes opening a new
+    ledger together retry here for up to ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    delay = 0.005
+    while True:
+        try:
+            if conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)

@@ -1,10 +1,12 @@
 """What the ledger stores and what it gives back, as frozen data.
 
 Write records (``RunStart`` ... ``AttemptEnd``) are what the engine and the agent pipeline
-hand to ``Ledger``; read models (``RunSummary``, ``RunDetail``, ``CostReport``,
-``ResumeState``) are what ``aoe runs``, ``aoe show``, ``aoe cost-report`` and
-``aoe run --resume`` read back. Times are epoch seconds (``time.time()``), money is
-``Decimal`` USD, never float.
+hand to ``Ledger``; the three written for every attempt and call (``AttemptStart``,
+``CallRecord``, ``AttemptEnd``) are named tuples, a third of the cost of a frozen
+dataclass to build on the engine's hot path. Read models (``RunSummary``, ``RunDetail``,
+``CostReport``, ``ResumeState``) are what ``aoe runs``, ``aoe show``, ``aoe cost-report``
+and ``aoe run --resume`` read back. Times are epoch seconds (from the run's clock), money
+is ``Decimal`` USD, never float.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, NamedTuple
 
 from aoe.spec.models import EMPTY
 
@@ -63,8 +65,7 @@ class WorkflowStart:
     needs: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: EMPTY)
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptStart:
+class AttemptStart(NamedTuple):
     """One try of one agent; ``attempt`` is 1-based and unique per agent within a run."""
 
     run_id: str
@@ -77,8 +78,7 @@ class AttemptStart:
     fingerprint: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class CallRecord:
+class CallRecord(NamedTuple):
     """One provider call and what it cost; also the read model of ``aoe show``'s calls.
 
     ``cost_confirmed`` is false when the outcome is unknown (timeout after sending): the
@@ -107,9 +107,11 @@ class CallRecord:
     estimate_tokens: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class AttemptEnd:
-    """How an attempt ended; ``output`` (parsed JSON or text) is kept for resume and show."""
+class AttemptEnd(NamedTuple):
+    """How an attempt ended; ``output`` (parsed JSON or text) is kept for resume and show.
+
+    ``state`` is one of ``ATTEMPT_STATES``; the ledger refuses any other.
+    """
 
     run_id: str
     workflow_key: str
@@ -119,10 +121,6 @@ class AttemptEnd:
     ended_at: float
     error: str | None = None
     output: Any = None
-
-    def __post_init__(self) -> None:
-        if self.state not in ATTEMPT_STATES:
-            raise ValueError(f"unknown attempt state {self.state!r}")
 
 
 # --- read back by the commands and by --resume ----------------------------------------

@@ -31,7 +31,14 @@ from typing import Any, Final
 from aoe.cost.money import optional_text, to_pusd
 from aoe.errors import LedgerError
 from aoe.ledger.errors import connect, ledger_error
-from aoe.ledger.records import AttemptEnd, AttemptStart, CallRecord, RunStart, WorkflowStart
+from aoe.ledger.records import (
+    ATTEMPT_STATES,
+    AttemptEnd,
+    AttemptStart,
+    CallRecord,
+    RunStart,
+    WorkflowStart,
+)
 from aoe.spec.models import thaw
 
 Statement = Callable[[sqlite3.Connection, Any], None]
@@ -137,6 +144,8 @@ def write_call(conn: sqlite3.Connection, c: CallRecord) -> None:
 
 def write_attempt_end(conn: sqlite3.Connection, e: AttemptEnd) -> None:
     """End an attempt (creating it if it never started, e.g. SKIPPED) and keep its output."""
+    if e.state not in ATTEMPT_STATES:
+        raise ValueError(f"unknown attempt state {e.state!r}")
     conn.execute(
         "INSERT INTO attempts (run_id, workflow_key, agent_id, attempt, module, model,"
         " started_at, ended_at, state, error) VALUES (?, ?, ?, ?, NULL, '', ?, ?, ?, ?)"
