@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from aoe.clock import Clock
-from aoe.cost.budget import BudgetReservation, BudgetScope, BudgetState
+from aoe.cost.budget import BudgetOverrun, BudgetReservation, BudgetScope, BudgetState
 from aoe.ledger.records import AttemptEnd, AttemptStart, CallRecord, RunStart, WorkflowStart
 from aoe.monitor.events import EventSink
 from aoe.providers.base import LLMClient, RateLimitSnapshot, Usage
@@ -114,7 +114,9 @@ class BudgetBook(Protocol):
     """The budget scopes of a run and the reservations held against them.
 
     ``reserve`` commits an amount to every scope or to none (``BudgetExceededError``);
-    ``settle`` turns it into spend, confirmed or unconfirmed; ``release`` gives it back.
+    ``settle`` turns it into spend, confirmed or unconfirmed, naming the ``call`` should it
+    bill past its reservation and a limit; ``release`` gives it back; ``overruns`` lists the
+    scopes a provider billed past (each then closed).
     """
 
     def scopes_for_workflow(self, key: str, spec: WorkflowSpec) -> tuple[BudgetScope, ...]: ...
@@ -126,12 +128,19 @@ class BudgetBook(Protocol):
     ) -> BudgetReservation: ...
 
     async def settle(
-        self, reservation: BudgetReservation, actual_usd: Decimal, *, confirmed: bool = True
+        self,
+        reservation: BudgetReservation,
+        actual_usd: Decimal,
+        *,
+        confirmed: bool = True,
+        call: str = "",
     ) -> None: ...
 
     async def release(self, reservation: BudgetReservation) -> None: ...
 
     def states(self) -> tuple[BudgetState, ...]: ...
+
+    def overruns(self) -> tuple[BudgetOverrun, ...]: ...
 
 
 class Recorder(Protocol):
@@ -228,7 +237,12 @@ class NoBudgets:
         return self._HOLD
 
     async def settle(
-        self, reservation: BudgetReservation, actual_usd: Decimal, *, confirmed: bool = True
+        self,
+        reservation: BudgetReservation,
+        actual_usd: Decimal,
+        *,
+        confirmed: bool = True,
+        call: str = "",
     ) -> None:
         return None
 
@@ -236,6 +250,9 @@ class NoBudgets:
         return None
 
     def states(self) -> tuple[BudgetState, ...]:
+        return ()
+
+    def overruns(self) -> tuple[BudgetOverrun, ...]:
         return ()
 
 

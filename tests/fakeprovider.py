@@ -14,6 +14,11 @@ Calls that offer tools can be scripted turn by turn, so a test drives a tool loo
     # the next tools call asks for two lookups at once, the one after gives its final answer
 
 Point an OpenAI client at ``fake.openai_base_url`` and an Anthropic one at ``fake.base_url``.
+
+Like a real provider it counts tokens its own way, which aoe cannot know: ``counting``
+picks how (``json/4`` of the messages, the default; ``chars/4``, ``bytes`` or ``tiktoken``
+over every text sent), and ``output_fill`` bills that fraction of the request's max
+tokens as output (a real answer never passes max tokens).
 """
 
 from __future__ import annotations
@@ -148,6 +153,8 @@ class FakeProvider:
 
     def __init__(self, *, latency_s: float = 0.0) -> None:
         self.latency_s = latency_s
+        self.counting = "json/4"
+        self.output_fill: float | None = None
         self.requests: list[Recorded] = []
         self.responses: list[bytes] = []  # each body sent back, in order (cut ones in full)
         self.port = 0
@@ -366,11 +373,15 @@ class FakeProvider:
         number = next(self._ids)
         rng = random.Random(number)
         body = request.body if isinstance(request.body, dict) else {}
-        prompt_tokens = math.ceil(len(json.dumps(body.get("messages", []))) / 4)
+        prompt_tokens = _prompt_tokens(body, self.counting)
         turn = self._next_tool_turn() if body.get("tools") else None
         if wire == "openai":
-            return _openai_answer(body, number, rng, prompt_tokens, turn)
-        return _anthropic_answer(body, number, rng, prompt_tokens, turn)
+            answer = _openai_answer(body, number, rng, prompt_tokens, turn)
+        else:
+            answer = _anthropic_answer(body, number, rng, prompt_tokens, turn)
+        if self.output_fill is not None:
+            _bill_output(answer, wire, body, self.output_fill)
+        return answer
 
     def _success_headers(self, wire: str) -> dict[str, str]:
         number = len(self.requests)
@@ -397,6 +408,49 @@ class FakeProvider:
             "anthropic-ratelimit-tokens-remaining": "79000",
             "anthropic-ratelimit-tokens-reset": reset,
         }
+
+
+def _texts(value: Any) -> Iterator[str]:
+    """Every string in a request body, keys of mappings included (what a tokenizer sees)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield str(key)
+            yield from _texts(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _texts(item)
+
+
+def _prompt_tokens(body: Mapping[str, Any], counting: str) -> int:
+    """Input tokens as this server bills them."""
+    if counting == "json/4":
+        return math.ceil(len(json.dumps(body.get("messages", []))) / 4)
+    sent = {k: v for k, v in body.items() if k not in ("model", "max_tokens", "temperature")}
+    text = "".join(_texts(sent))
+    if counting == "chars/4":
+        return math.ceil(len(text) / 4)
+    if counting == "bytes":
+        return len(text.encode("utf-8"))
+    if counting == "tiktoken":  # o200k, from the files aoe ships (never downloaded)
+        from aoe.cost.tokens import count_tokens
+        from aoe.spec.models import ModelRef
+
+        return count_tokens(ModelRef("openai", "gpt-4o"), text).tokens + 3
+    raise ValueError(f"unknown counting {counting!r}")
+
+
+def _bill_output(answer: dict[str, Any], wire: str, body: Mapping[str, Any], fill: float) -> None:
+    """Bill ``fill`` of the request's max tokens as output (never more than it allows)."""
+    cap = int(body.get("max_completion_tokens") or body.get("max_tokens") or 16)
+    tokens = max(1, min(cap, math.ceil(cap * fill)))
+    usage = answer["usage"]
+    if wire == "openai":
+        usage["completion_tokens"] = tokens
+        usage["total_tokens"] = usage["prompt_tokens"] + tokens
+    else:
+        usage["output_tokens"] = tokens
 
 
 def _arguments_text(arguments: Any) -> str:

@@ -18,7 +18,7 @@ import asyncio
 from collections.abc import Mapping
 from decimal import Decimal
 
-from aoe.cost.budget import BudgetReservation, Budgets, BudgetScope, BudgetState
+from aoe.cost.budget import BudgetOverrun, BudgetReservation, Budgets, BudgetScope, BudgetState
 from aoe.errors import BudgetExceededError
 from aoe.spec.models import AgentSpec, WorkflowSpec
 
@@ -89,9 +89,14 @@ class RunBudgets:
                 waiter.set_result(None)
 
     async def settle(
-        self, reservation: BudgetReservation, actual_usd: Decimal, *, confirmed: bool = True
+        self,
+        reservation: BudgetReservation,
+        actual_usd: Decimal,
+        *,
+        confirmed: bool = True,
+        call: str = "",
     ) -> None:
-        self.budgets.settle(reservation, actual_usd, confirmed=confirmed)
+        self.budgets.settle(reservation, actual_usd, confirmed=confirmed, call=call)
         self._wake()
 
     async def release(self, reservation: BudgetReservation) -> None:
@@ -100,6 +105,9 @@ class RunBudgets:
 
     def states(self) -> tuple[BudgetState, ...]:
         return self.budgets.states()
+
+    def overruns(self) -> tuple[BudgetOverrun, ...]:
+        return self.budgets.overruns()
 
     def state(self, name: str) -> BudgetState:
         return self.budgets.state(name)

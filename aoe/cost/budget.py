@@ -11,6 +11,12 @@ After the call the reservation is settled to the true cost. A call whose outcome
 unknown (timed out, cut off after sending) may still have been billed, so it settles at its
 full reserved amount as *unconfirmed* spend, which counts against the budget like any other.
 
+A reservation is an upper bound of what the provider can bill, so a call never costs more.
+If a provider bills past it anyway and that takes a scope over its limit, the scope is
+*overrun*: it is closed at once (every later reservation in it is refused) and
+``overruns()`` says which scope, by how much and which calls did it, so the run can end
+as stopped by a budget instead of completed.
+
 All methods are synchronous and never await: on one event loop, each runs to completion
 before another task can run, so check-then-commit needs no lock.
 """
@@ -18,7 +24,7 @@ before another task can run, so check-then-commit needs no lock.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -26,8 +32,7 @@ from aoe.cost.money import ZERO as _ZERO
 from aoe.cost.money import format_usd
 from aoe.errors import BudgetExceededError
 
-__all__ = ["BudgetReservation", "BudgetScope", "BudgetState", "Budgets"]
-
+__all__ = ["BudgetOverrun", "BudgetReservation", "BudgetScope", "BudgetState", "Budgets"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,14 +77,38 @@ class BudgetState:
         return self.limit_usd - self.committed_usd
 
 
+@dataclass(frozen=True, slots=True)
+class BudgetOverrun:
+    """A scope a provider billed past: what it holds now against its limit, and the calls
+    that cost more than aoe reserved for them while taking it over."""
+
+    scope: str
+    limit_usd: Decimal
+    committed_usd: Decimal
+    calls: tuple[str, ...]
+
+    @property
+    def over_usd(self) -> Decimal:
+        return self.committed_usd - self.limit_usd
+
+    @property
+    def message(self) -> str:
+        return (
+            f"budget {self.scope} ({format_usd(self.limit_usd)}) was passed by "
+            f"{format_usd(self.over_usd)}: the provider billed more than aoe reserved for "
+            f"{', '.join(self.calls)}"
+        )
+
+
 class _Account:
-    __slots__ = ("limit", "reserved", "spent", "unconfirmed")
+    __slots__ = ("limit", "overrun_by", "reserved", "spent", "unconfirmed")
 
     def __init__(self, limit: Decimal | None) -> None:
         self.limit = limit
         self.spent = _ZERO
         self.unconfirmed = _ZERO
         self.reserved = _ZERO
+        self.overrun_by: list[str] = []  # calls that billed past their reservation and limit
 
     def committed(self) -> Decimal:
         return self.spent + self.unconfirmed + self.reserved
@@ -91,6 +120,7 @@ class Budgets:
     def __init__(self) -> None:
         self._accounts: dict[str, _Account] = {}
         self._open: dict[int, BudgetReservation] = {}
+        self._overrun: list[str] = []  # scopes in the order a provider billed past them
         self._ids = itertools.count(1)
 
     def reserve(self, scopes: Sequence[BudgetScope], amount_usd: Decimal) -> BudgetReservation:
@@ -104,6 +134,12 @@ class Budgets:
         scopes = list({scope.name: scope for scope in scopes}.values())  # once per name
         accounts = [self._account(scope) for scope in scopes]
         for scope, account in zip(scopes, accounts, strict=True):
+            if account.overrun_by:
+                raise BudgetExceededError(
+                    f"budget {scope.name} is closed: the provider billed past it",
+                    where=scope.name,
+                    hint="raise the budget, or check how the provider counts tokens",
+                )
             if account.limit is not None and account.committed() + amount_usd > account.limit:
                 left = max(_ZERO, account.limit - account.committed())
                 raise BudgetExceededError(
@@ -124,25 +160,32 @@ class Budgets:
         return reservation
 
     def settle(
-        self, reservation: BudgetReservation, actual_usd: Decimal, *, confirmed: bool = True
+        self,
+        reservation: BudgetReservation,
+        actual_usd: Decimal,
+        *,
+        confirmed: bool = True,
+        call: str = "",
     ) -> None:
-        """Replace the reservation with the call's cost.
+        """Replace the reservation with the call's cost, even one past the reservation.
 
         ``confirmed=False`` records spend the provider may or may not have billed (outcome
-        unknown); pass the full reserved amount, see ``settle_unknown``.
+        unknown): the full reserved amount. ``call`` names the call in an overrun.
         """
         if actual_usd < 0:
             raise ValueError(f"a cost cannot be negative: {actual_usd}")
-        for account in self._close(reservation):
+        past_bound = actual_usd > reservation.amount_usd
+        accounts = self._close(reservation)
+        for name, account in zip(reservation.scopes, accounts, strict=True):
             account.reserved -= reservation.amount_usd
             if confirmed:
                 account.spent += actual_usd
             else:
                 account.unconfirmed += actual_usd
-
-    def settle_unknown(self, reservation: BudgetReservation) -> None:
-        """A call that may have been billed: keep its whole reservation, as unconfirmed."""
-        self.settle(reservation, reservation.amount_usd, confirmed=False)
+            if past_bound and account.limit is not None and account.committed() > account.limit:
+                if not account.overrun_by:
+                    self._overrun.append(name)
+                account.overrun_by.append(call or f"reservation {reservation.id}")
 
     def release(self, reservation: BudgetReservation) -> None:
         """Give a reservation back whole: the call never went out."""
@@ -172,14 +215,17 @@ class Budgets:
         """Every scope seen so far, by name."""
         return tuple(self.state(name) for name in sorted(self._accounts))
 
-    def fits(self, scopes: Iterable[BudgetScope], amount_usd: Decimal) -> bool:
-        """Whether ``reserve`` would succeed now (for planning; reserve is what guarantees)."""
-        for scope in scopes:
-            state = self.state(scope)
-            remaining = state.remaining_usd
-            if remaining is not None and amount_usd > remaining:
-                return False
-        return True
+    def overruns(self) -> tuple[BudgetOverrun, ...]:
+        """Every scope a provider billed past its limit, in the order it happened (cheap:
+        the engine asks after every agent)."""
+        found = []
+        for name in self._overrun:
+            account = self._accounts[name]
+            assert account.limit is not None
+            found.append(
+                BudgetOverrun(name, account.limit, account.committed(), tuple(account.overrun_by))
+            )
+        return tuple(found)
 
     def _account(self, scope: BudgetScope) -> _Account:
         account = self._accounts.get(scope.name)

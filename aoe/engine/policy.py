@@ -4,7 +4,8 @@ Without ``allow_partial_completion`` the first permanent failure fails the workf
 stops it. With it, the workflow fails when an agent at or above ``critical_priority``
 fails, or when more than ``max_failure_rate`` of its agents did not complete (skipped
 ones count); otherwise it ends PARTIALLY_COMPLETED. A budget stop wins over both: the
-workflow ends BUDGET_EXCEEDED. The same rules decide early whether to stop, so no money
+workflow ends BUDGET_EXCEEDED, also when every agent completed but a provider billed past
+one of the workflow's budgets (an overrun). The same rules decide early whether to stop, so no money
 is spent once the outcome is settled.
 """
 
@@ -72,11 +73,20 @@ def cancels_running(states: Mapping[str, AgentState]) -> bool:
 
 
 def outcome(
-    spec: WorkflowSpec, states: Mapping[str, AgentState], *, cancelled: bool = False
+    spec: WorkflowSpec,
+    states: Mapping[str, AgentState],
+    *,
+    cancelled: bool = False,
+    overrun: str | None = None,
 ) -> tuple[WorkflowState, str | None]:
-    """The final state of a workflow whose agents are all in a final state, with a reason."""
+    """The final state of a workflow whose agents are all in a final state, with a reason.
+
+    ``overrun`` says how a provider billed past one of the workflow's budgets, if it did.
+    """
     if cancelled:
         return WorkflowState.CANCELLED, "interrupted"
+    if overrun is not None:
+        return WorkflowState.BUDGET_EXCEEDED, overrun
     if any(s is AgentState.BUDGET_EXCEEDED for s in states.values()):
         return WorkflowState.BUDGET_EXCEEDED, stop_reason(spec, states)
     if all(s is AgentState.COMPLETED for s in states.values()):

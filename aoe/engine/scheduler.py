@@ -110,6 +110,7 @@ class _WorkflowRun:
         self.opened = False
         self.started_at = now
         self.budget_scopes: tuple[BudgetScope, ...] = ()
+        self.scope_names: set[str] = set()  # every budget scope of this instance
         self.env = {name: os.environ.get(name, "") for name in spec.env}
 
     def push_ready(self, agent_id: str) -> None:
@@ -232,6 +233,7 @@ class Engine:
         """Record the workflow before any of its agents can record an attempt."""
         spec = wf.job.spec
         wf.budget_scopes = self.rt.budgets.scopes_for_workflow(wf.job.key, spec)
+        wf.scope_names.update(s.name for s in wf.budget_scopes)
         wf.started_at = self.rt.clock.wall()
         self.rt.events.publish(
             WorkflowStarted(
@@ -315,6 +317,8 @@ class Engine:
         spec = wf.job.spec
         agent = spec.agents[agent_id]
         wf.states[agent_id] = AgentState.RUNNING
+        agent_scope = self.rt.budgets.scope_for_agent(wf.job.key, agent)
+        wf.scope_names.add(agent_scope.name)
         task = AgentTask(
             envelope=wf.envelope.of_agent(agent_id),
             workflow=spec,
@@ -323,7 +327,7 @@ class Engine:
             inputs=wf.job.inputs,
             upstream=wf.upstream,
             env=wf.env,
-            budget_scopes=(*wf.budget_scopes, self.rt.budgets.scope_for_agent(wf.job.key, agent)),
+            budget_scopes=(*wf.budget_scopes, agent_scope),
             first_attempt=wf.job.next_attempts.get(agent_id, 1),
         )
         runner = asyncio.create_task(run_agent(task, self.rt), name=task.where)
@@ -377,7 +381,10 @@ class Engine:
         else:
             result = task.result()
         self._settle(wf, result)
-        # Only a failure can settle a workflow's outcome early; completions never do.
+        # A provider billing past a budget stops the workflow (letting running agents end);
+        # otherwise only a failure can settle a workflow's outcome early.
+        if wf.stop_reason is None:
+            wf.stop_reason = self._overrun(wf)
         if wf.stop_reason is None and result.state is not AgentState.COMPLETED:
             wf.stop_reason = policy.stop_reason(wf.job.spec, wf.states)
             if wf.stop_reason is not None and policy.cancels_running(wf.states):
@@ -450,7 +457,9 @@ class Engine:
                 )
             else:
                 self.rt.events.publish(AgentSkipped(envelope, now, reason=reason))
-        outcome, why = policy.outcome(spec, wf.states, cancelled=wf.cancelled)
+        outcome, why = policy.outcome(
+            spec, wf.states, cancelled=wf.cancelled, overrun=self._overrun(wf)
+        )
         result = WorkflowResult(
             wf.job.key,
             spec.name,
@@ -481,6 +490,13 @@ class Engine:
         self._admit()
         if not self._active and not self._queue:
             self._done.set()
+
+    def _overrun(self, wf: _WorkflowRun) -> str | None:
+        """How a provider billed past one of this instance's budgets, if it did."""
+        for overrun in self.rt.budgets.overruns():
+            if overrun.scope in wf.scope_names:
+                return overrun.message
+        return None
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)

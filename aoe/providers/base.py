@@ -125,7 +125,12 @@ class Completion:
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
-    """What aoe knows about a model without calling it."""
+    """What aoe knows about a model without calling it.
+
+    ``tokenizer`` names the encoding this endpoint bills the model's tokens with, when aoe
+    has it (OpenAI's models at OpenAI's own API); None means aoe cannot know how the
+    endpoint counts, so a budget reserves an upper bound instead of a count.
+    """
 
     provider: str
     name: str

@@ -44,7 +44,11 @@ class OpenAIClient(JsonApiClient):
         return _usage(body)
 
     def model_info(self, model: str) -> ModelInfo:
-        return ModelInfo(provider=self.name, name=model, tokenizer=_tokenizer_for(model))
+        """The tokenizer is OpenAI's only at OpenAI's own API: a compatible server behind
+        another ``base_url`` may count tokens its own way, so budgets reserve a bound."""
+        own_api = self._url.startswith(DEFAULT_BASE_URL + "/")
+        tokenizer = _tokenizer_for(model) if own_api else None
+        return ModelInfo(provider=self.name, name=model, tokenizer=tokenizer)
 
     def build_body(self, request: CompletionRequest, *, with_tools: bool) -> dict[str, Any]:
         """The JSON body for ``request`` (public so tests can check it against the SDK types)."""

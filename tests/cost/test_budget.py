@@ -60,10 +60,11 @@ def test_unknown_outcome_counts_as_unconfirmed_spend() -> None:
     """A call that may have been billed keeps its whole reservation, marked unconfirmed."""
     budgets = Budgets()
     run = BudgetScope("run", D("0.10"))
-    budgets.settle_unknown(budgets.reserve([run], D("0.06")))
+    held = budgets.reserve([run], D("0.06"))
+    budgets.settle(held, held.amount_usd, confirmed=False)
     state = budgets.state(run)
     assert (state.spent_usd, state.unconfirmed_usd, state.reserved_usd) == (D(0), D("0.06"), D(0))
-    with pytest.raises(BudgetExceededError, match=r"unconfirmed \$0.06"):
+    with pytest.raises(BudgetExceededError, match=r"unconfirmed \$0.0600"):
         budgets.reserve([run], D("0.05"))
 
 
@@ -140,7 +141,7 @@ async def test_hundreds_of_parallel_agents_never_pass_any_budget() -> None:
             await asyncio.sleep(0)
             outcome = rng.random()
             if outcome < 0.1:
-                budgets.settle_unknown(res)
+                budgets.settle(res, res.amount_usd, confirmed=False)
             elif outcome < 0.2:
                 budgets.release(res)
             else:
@@ -185,9 +186,35 @@ def test_committed_spend_never_passes_a_limit(ops: list[tuple[str, int, int, int
             if kind == "settle":
                 budgets.settle(res, res.amount_usd * pct / 100)
             elif kind == "unknown":
-                budgets.settle_unknown(res)
+                budgets.settle(res, res.amount_usd, confirmed=False)
             else:
                 budgets.release(res)
         for state in budgets.states():
             assert state.limit_usd is not None
             assert state.committed_usd <= state.limit_usd
+
+
+def test_a_provider_billing_past_the_bound_and_the_limit_closes_the_scope() -> None:
+    """A call that cost more than its reservation and took a scope over: the scope is
+    overrun (which, by how much, which call) and refuses every later reservation."""
+    budgets = Budgets()
+    run = BudgetScope("run", D("0.10"))
+    agent = BudgetScope("agent:wf/a", None)
+    held = budgets.reserve([run, agent], D("0.08"))
+    budgets.settle(held, D("0.13"), call="wf/a#1")
+    (overrun,) = budgets.overruns()
+    assert (overrun.scope, overrun.limit_usd, overrun.over_usd) == ("run", D("0.10"), D("0.03"))
+    assert overrun.calls == ("wf/a#1",)
+    assert "budget run ($0.1000) was passed by $0.0300" in overrun.message
+    assert "wf/a#1" in overrun.message
+    with pytest.raises(BudgetExceededError, match="closed"):
+        budgets.reserve([run], D(0))
+
+
+def test_a_call_past_its_reservation_but_within_the_limit_is_no_overrun() -> None:
+    """Billing past a reservation matters only when it passes a limit."""
+    budgets = Budgets()
+    run = BudgetScope("run", D("1"))
+    budgets.settle(budgets.reserve([run], D("0.01")), D("0.05"), call="wf/a#1")
+    assert budgets.overruns() == ()
+    budgets.reserve([run], D("0.5"))

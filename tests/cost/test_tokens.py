@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aoe.cost.tokens import (
     ESTIMATE_BYTES_MARGIN,
@@ -19,12 +21,15 @@ from aoe.cost.tokens import (
     TOKENS_PER_MESSAGE,
     TOKENS_PER_TOOL,
     TOOLS_BLOCK_TOKENS,
+    bound_request,
+    budget_input_tokens,
     count_tokens,
     encoding_name_for,
     estimate_request,
 )
 from aoe.providers.base import CompletionRequest, Message, ToolDefinition
-from aoe.spec.models import ModelRef
+from aoe.providers.openai import OpenAIClient
+from aoe.spec.models import ModelRef, ProviderConfig
 
 REPO = Path(__file__).resolve().parents[2]
 O200K_FILE = hashlib.sha1(
@@ -249,3 +254,46 @@ def test_estimated_requests_with_tools_count_the_hidden_tool_prompt() -> None:
     model = ModelRef("anthropic", "claude-sonnet-4-5")
     with_schema = estimate_request(model, schema).input_tokens
     assert with_schema - estimate_request(model, plain).input_tokens >= HIDDEN_TOOL_PROMPT_TOKENS
+
+
+_TEXT = st.text(
+    alphabet=st.characters(blacklist_categories=("Cs",)), min_size=0, max_size=400
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(system=_TEXT, prompts=st.lists(_TEXT, min_size=1, max_size=4), with_schema=st.booleans())
+def test_the_budget_bound_is_never_below_any_way_of_counting(
+    system: str, prompts: list[str], with_schema: bool
+) -> None:
+    """Whatever the server counts (bytes, characters, characters/4, o200k tokens), it
+    counts at most what a budget reserves for the request."""
+    request = CompletionRequest(
+        model="m",
+        messages=tuple(Message("user", p) for p in prompts),
+        max_tokens=16,
+        system=system or None,
+        output_schema={"type": "object"} if with_schema else None,
+    )
+    texts = [system, *prompts]
+    bound = bound_request(request)
+    assert bound >= sum(len(t.encode("utf-8")) for t in texts)
+    assert bound >= sum(len(t) for t in texts)
+    exact = sum(count_tokens(ModelRef("openai", "gpt-4o"), t).tokens for t in texts)
+    assert bound >= exact + 3 * len(texts)
+
+
+def test_only_the_models_own_api_counts_exactly(tmp_path: Path) -> None:
+    """A budget counts exactly at OpenAI's own API; behind any other base_url it bounds."""
+    own = OpenAIClient(ProviderConfig("openai", "openai", None, None), api_key=None)
+    compat = OpenAIClient(
+        ProviderConfig("gw", "openai", None, "http://127.0.0.1:9/v1"), api_key=None
+    )
+    assert own.model_info("gpt-4o-mini").tokenizer == "o200k_base"
+    assert compat.model_info("gpt-4o-mini").tokenizer is None
+    request = CompletionRequest(
+        model="gpt-4o-mini", messages=(Message("user", "Hello " * 50),), max_tokens=16
+    )
+    estimate = estimate_request(ModelRef("openai", "gpt-4o-mini"), request)
+    assert budget_input_tokens(estimate, request, own_api=True) == estimate.input_tokens
+    assert budget_input_tokens(estimate, request, own_api=False) >= bound_request(request)

@@ -15,8 +15,9 @@ from aoe.engine.scheduler import Engine, WorkflowJob
 from aoe.errors import ConfigError, ProviderConnectionError, ProviderError, ProviderTimeout
 from aoe.graph import WorkflowGraph
 from aoe.ledger.records import CallRecord
+from aoe.providers.base import Usage
 from aoe.ratelimit import RateLimiter, TierStats
-from aoe.spec.models import LimitsSpec, WorkflowSpec, fingerprints
+from aoe.spec.models import LimitsSpec, ModelRef, WorkflowSpec, fingerprints
 from tests.engine.scripted import (
     CallLog,
     FlatPrices,
@@ -259,3 +260,33 @@ def test_a_job_whose_graph_is_of_another_spec_is_refused() -> None:
         WorkflowJob("wf", spec, WorkflowGraph.build(other), fingerprints(spec))
     with pytest.raises(ValueError, match="not of its spec"):
         WorkflowJob("wf", spec, WorkflowGraph.build(spec), fingerprints(other))
+
+
+class _BillsPastTheBound(FlatPrices):
+    """A provider that bills more than the bound aoe reserved (it should not, but may)."""
+
+    def cost_usd(self, model: ModelRef, usage: Usage) -> Decimal:
+        return self.per_call_usd * 3
+
+
+async def test_a_provider_billing_past_a_budget_ends_the_run_with_exit_3() -> None:
+    """Every agent completed, but the provider billed past the workflow's budget: the run
+    never ends 0; it ends BUDGET_EXCEEDED naming the budget, the amount and the calls."""
+    clock = FakeClock(autojump=True)
+    client = ScriptedClient(clock=clock)
+    budgets = RunBudgets(None)
+    rt = Runtime(
+        clients=OneClient(client), clock=clock, prices=_BillsPastTheBound(CENT), budgets=budgets
+    )
+    spec = workflow(agent("a"), agent("b", "a"), budget_usd=Decimal("0.025"))
+    result = await asyncio.wait_for(Engine(rt).run([WorkflowJob.of("wf", spec)]), 2)
+    flow = result.workflows[0]
+    assert result.exit_code == 3
+    assert flow.state is WorkflowState.BUDGET_EXCEEDED
+    assert flow.reason is not None
+    assert "budget workflow:wf ($0.0250) was passed by $0.0050" in flow.reason
+    assert "wf/a#1" in flow.reason
+    b = flow.agents["b"]
+    assert b.state is AgentState.SKIPPED  # the workflow stopped starting agents at once
+    assert b.error is not None
+    assert "was passed by" in b.error
