@@ -135,7 +135,7 @@ async def _run_attempt(task: AgentTask, rt: Runtime, number: int) -> _Outcome:
     except AoeError as error:
         if error.where is None:
             error.where = attempt.where
-        state = final_state(error) if not error.retriable else AgentState.FAILED
+        state = final_state(error)
         await _finish(attempt, state, error=error)
         return _Outcome(_result(attempt, state, error), error=error)
     except asyncio.CancelledError:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -10,6 +11,7 @@ from aoe.engine.results import AgentState, WorkflowState
 from aoe.engine.runtime import Runtime
 from aoe.engine.scheduler import Engine, WorkflowJob
 from aoe.errors import RateLimitedError
+from aoe.ledger.store import Ledger
 from aoe.ratelimit import RateLimiter
 from aoe.spec.models import LimitsSpec, RetrySpec
 from tests.engine.scripted import OneClient, OneLimiter, ScriptedClient, agent, workflow
@@ -99,3 +101,21 @@ async def test_an_agent_that_waits_too_long_for_a_rate_limit_slot_ends_rate_limi
     assert wf.agents["hog"].state is AgentState.CANCELLED
     assert wf.state is WorkflowState.FAILED
     assert result.exit_code == 1
+
+
+async def test_the_ledger_shows_a_rate_limited_agent_as_rate_limited(tmp_path: Path) -> None:
+    """`aoe show` reads the state the run ended with: RATE_LIMITED, not FAILED."""
+    client = ScriptedClient(script={"busy": [_too_many(1), _too_many(1)]})
+    ledger = Ledger.open(tmp_path / "aoe.db")
+    rt = Runtime(clients=OneClient(client), clock=client.clock, recorder=ledger)
+    spec = workflow(agent("busy", retry=RetrySpec(max_retries=1, strategy="immediate")))
+    try:
+        result = await asyncio.wait_for(Engine(rt).run([WorkflowJob.of("wf", spec)]), 2)
+    finally:
+        await ledger.aclose()
+    assert result.workflows[0].agents["busy"].state is AgentState.RATE_LIMITED
+    with Ledger.open(tmp_path / "aoe.db") as reader:
+        detail = reader.get_run(result.run_id)
+    (agent_detail,) = detail.workflows[0].agents
+    assert agent_detail.state == "RATE_LIMITED"
+    assert [a.state for a in agent_detail.attempts] == ["RATE_LIMITED", "RATE_LIMITED"]
