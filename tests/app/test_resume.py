@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
 import socket
@@ -19,7 +20,7 @@ from aoe.app.run import RunHandle
 from aoe.cli.main import main
 from aoe.clock import FakeClock
 from aoe.engine.results import AgentState
-from aoe.errors import RunLeaseHeldError
+from aoe.errors import RunLeaseHeldError, RunLeaseLostError
 from aoe.ledger import (
     AttemptEnd,
     AttemptStart,
@@ -182,3 +183,46 @@ def test_the_cli_default_heartbeat_is_the_ledgers() -> None:
 
     default = inspect.signature(run).parameters["lease_heartbeat"].default
     assert default == HEARTBEAT_S
+
+
+async def test_a_run_whose_lease_is_taken_over_stops_and_records_nothing_more(
+    tmp_path: Path,
+) -> None:
+    """If another process takes the run over while this one runs (this one was paused past
+    its window), its next heartbeat stops it at once with RunLeaseLostError, even in the
+    middle of an hour-long call, and from then on it records nothing: not even its end."""
+    wf = tmp_path / "slow.yaml"
+    wf.write_text(
+        "version: 1\nname: slow\ndefaults: {model: openai/gpt-4o-mini, max_tokens: 50}\n"
+        "agents:\n  s0: {prompt: go, simulate: {latency_s: 3600}}\n"
+        "  s1: {prompt: next, needs: [s0]}\n"
+    )
+    db = tmp_path / "aoe.db"
+    clock = FakeClock(autojump=True)
+    prepared = prepare(RunOptions(files=(wf,), simulate=True, db_path=db))
+    running = asyncio.create_task(RunHandle(prepared, clock=clock).execute())
+    # the ledger's writer thread commits the lease and the call: no event to await
+    while not _query(db, "SELECT 1 FROM calls"):  # noqa: ASYNC110
+        await asyncio.sleep(0.001)
+    ((run_id,),) = _query(db, "SELECT run_id FROM leases")
+    with sqlite3.connect(db) as conn:  # another process takes it over
+        conn.execute("UPDATE leases SET token = 'thief', pid = 1, host = 'elsewhere'")
+    taken_at = clock.now()
+    with pytest.raises(RunLeaseLostError) as lost:
+        await asyncio.wait_for(running, 10)
+    assert "pid 1 on elsewhere holds it now" in lost.value.message
+    assert lost.value.exit_code == 1
+    assert clock.now() <= taken_at + HEARTBEAT_S  # stopped by the next heartbeat
+    assert _query(db, "SELECT status, ended_at FROM calls") == [("started", None)]
+    assert _query(db, "SELECT state, ended_at FROM runs") == [("RUNNING", None)]
+    assert _query(db, "SELECT token FROM leases WHERE run_id = '" + run_id + "'") == [("thief",)]
+
+
+def _query(db: Path, sql: str) -> list[tuple[object, ...]]:
+    if not db.exists():
+        return []
+    try:
+        with sqlite3.connect(db) as conn:
+            return conn.execute(sql).fetchall()
+    except sqlite3.OperationalError:  # not created yet
+        return []
