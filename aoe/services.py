@@ -150,6 +150,8 @@ class Recorder(Protocol):
 
     ``start_call`` records a call before its request leaves (spent at its reservation,
     unconfirmed, until it ends); ``record_call`` records how it ended, on the same record.
+    A write whose caller was cancelled may still be made (the ledger writes what it was
+    handed, in order): the engine then ends that call with ``record_call``.
     """
 
     async def start_run(self, record: RunStart) -> None: ...

@@ -194,8 +194,8 @@ async def _start(attempt: Attempt, ticket: _Ticket) -> None:
     """Record the call as started (committed) before its request leaves.
 
     If that write fails, or the agent is cancelled meanwhile, the request never leaves:
-    the permit and the reservation are given back whole, and a started row the write did
-    commit is ended at $0.
+    the permit and the reservation are given back whole. A cancelled start may still be
+    committed (a recorder writes what it was handed), so its call is ended at $0.
     """
     task = attempt.task
     start = CallStart(
@@ -210,25 +210,20 @@ async def _start(attempt: Attempt, ticket: _Ticket) -> None:
         ticket.reserved_tokens,
         ticket.started_at,
     )
-    write = asyncio.ensure_future(attempt.rt.recorder.start_call(start))
     try:
-        await asyncio.shield(write)
+        await attempt.rt.recorder.start_call(start)
     except BaseException as stopped:
-        await asyncio.shield(_never_sent(attempt, ticket, write, type(stopped).__name__))
+        cancelled = isinstance(stopped, asyncio.CancelledError)
+        await asyncio.shield(_never_sent(attempt, ticket, type(stopped).__name__, cancelled))
         raise
 
 
-async def _never_sent(attempt: Attempt, ticket: _Ticket, write: Awaitable[None], why: str) -> None:
-    """Give back what a call that never left holds; end its started row, if any, at $0."""
+async def _never_sent(attempt: Attempt, ticket: _Ticket, why: str, recorded: bool) -> None:
+    """Give back what a call that never left holds; end its started record, if any, at $0."""
     rt = attempt.rt
-    try:
-        await write
-        written = True
-    except Exception:  # the start was not recorded: nothing to end
-        written = False
     await ticket.limiter.release(ticket.permit)
     await rt.budgets.release(ticket.hold)
-    if not written:
+    if not recorded:
         return
     task = attempt.task
     ended = CallRecord(

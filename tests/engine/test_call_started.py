@@ -98,7 +98,8 @@ async def test_a_call_whose_start_cannot_be_recorded_is_never_sent() -> None:
 
 
 class _SlowStart(CallLog):
-    """A ledger whose start writes wait (a busy disk); they commit all the same."""
+    """A ledger whose commits wait (a busy disk): like the SQLite ledger, a start it was
+    handed is written all the same when its caller stops waiting."""
 
     def __init__(self, clock: FakeClock) -> None:
         super().__init__()
@@ -106,8 +107,8 @@ class _SlowStart(CallLog):
         self.started: list[CallStart] = []
 
     async def start_call(self, record: CallStart) -> None:
-        await self.clock.sleep(5.0)
         self.started.append(record)
+        await self.clock.sleep(5.0)
 
 
 async def test_a_call_cancelled_while_its_start_is_written_is_never_sent() -> None:
