@@ -282,7 +282,7 @@ def _prepare_resume(options: RunOptions) -> PreparedRun:
         run_id = ledger.resolve_run_id(options.resume or "")
         lease = ledger.take_lease_now(run_id, heartbeat_s=options.lease_heartbeat_s)
         try:
-            return _resume(options, ledger.resume_state(run_id), lease)
+            return _resume(options, ledger.resume_state(run_id, lease=lease), lease)
         except BaseException:
             with contextlib.suppress(LedgerError):  # else it expires after its window
                 ledger.release_lease_now(lease)

@@ -40,6 +40,7 @@ from aoe.ledger.records import (
     LostCall,
     ResumeState,
     RunDetail,
+    RunLeaseHolder,
     RunSummary,
     WorkflowDetail,
     WorkflowResume,
@@ -110,9 +111,14 @@ def _live(conn: sqlite3.Connection, run_id: str, pid: int | None, host: str | No
     return _alive(pid, host)
 
 
-def _summary(conn: sqlite3.Connection, row: tuple[Any, ...]) -> RunSummary:
+def _summary(
+    conn: sqlite3.Connection, row: tuple[Any, ...], mine: RunLeaseHolder | None = None
+) -> RunSummary:
+    """One run's line; ``mine``, a lease the caller holds on it, means its process is gone."""
     run_id, started, ended, state, command, files, simulate, budget, pid, host = row
-    live = ended is None and _live(conn, run_id, pid, host)
+    held = None if mine is None else holder_of(conn, run_id)
+    taken = held is not None and mine is not None and held.token == mine.token
+    live = ended is None and not taken and _live(conn, run_id, pid, host)
     if ended is None:
         state = RUNNING if live else INTERRUPTED
     finals = _final_states(conn, run_id, live).values()
@@ -387,10 +393,16 @@ def cost_report(
     )
 
 
-def resume_state(conn: sqlite3.Connection, prefix: str) -> ResumeState:
-    """What ``aoe run --resume`` needs: finished outputs, spend so far, next attempt numbers."""
+def resume_state(
+    conn: sqlite3.Connection, prefix: str, lease: RunLeaseHolder | None = None
+) -> ResumeState:
+    """What ``aoe run --resume`` needs: finished outputs, spend so far, next attempt numbers.
+
+    ``lease`` is the run's lease the resuming process took: then whoever ran the run last
+    is gone, even if its pid (a container's pid 1) is the resumer's own.
+    """
     run_id = resolve_run_id(conn, prefix)
-    summary = _summary(conn, _run_row(conn, run_id))
+    summary = _summary(conn, _run_row(conn, run_id), lease)
     outputs = _outputs(conn, run_id)
     completed: dict[str, dict[str, Any]] = defaultdict(dict)
     next_attempt: dict[str, dict[str, int]] = defaultdict(dict)

@@ -234,9 +234,10 @@ class Ledger:
             lambda c: queries.cost_report(c, by, run_id, _epoch(since), _epoch(until))
         )
 
-    def resume_state(self, run_id: str) -> ResumeState:
-        """What ``aoe run --resume`` needs to continue ``run_id`` without paying twice."""
-        return self._read(lambda c: queries.resume_state(c, run_id))
+    def resume_state(self, run_id: str, *, lease: RunLeaseHolder | None = None) -> ResumeState:
+        """What ``aoe run --resume`` needs to continue ``run_id`` without paying twice;
+        ``lease``: the run's lease, taken by the caller (so its last process is gone)."""
+        return self._read(lambda c: queries.resume_state(c, run_id, lease))
 
     # --- closing -------------------------------------------------------------------------
 

@@ -147,3 +147,16 @@ async def test_a_call_lost_with_its_process_counts_on_resume(ledger: Ledger) -> 
     again = ledger.resume_state("run-1")
     assert again.lost_calls == ()  # told once, by the resume that found it
     assert again.spent_usd == state.spent_usd  # and still counted
+
+
+async def test_a_resumer_holding_the_lease_finds_the_lost_calls_even_under_the_same_pid(
+    ledger: Ledger,
+) -> None:
+    """A resume whose pid is the dead run's own (a container's pid 1, restarted) still
+    reads that run as stopped and its call as lost, because it holds the run's lease."""
+    await ledger.start_call(_start())
+    lease = ledger.take_lease_now("run-1")  # this process: the same pid as the run's
+    assert ledger.resume_state("run-1").lost_calls == ()  # to anyone else, it runs
+    state = ledger.resume_state("run-1", lease=lease)
+    assert state.state == "INTERRUPTED"
+    assert [c.agent_id for c in state.lost_calls] == ["extract"]
