@@ -152,11 +152,12 @@ def write_call_start(conn: sqlite3.Connection, s: CallStart) -> None:
     )
 
 
+#: Completes a started row: only what the end adds, so the indexes on the call's key, its
+#: model and its start time are left alone.
 _COMPLETE_STARTED = (
-    "UPDATE calls SET provider = ?, model = ?, input_tokens = ?, output_tokens = ?,"
-    " cache_read_tokens = ?, cache_write_tokens = ?, reasoning_tokens = ?, cost_pusd = ?,"
-    " cost_confirmed = ?, started_at = ?, ended_at = ?, status = ?, request_id = ?,"
-    " tool_calls = ?, estimate_tokens = ?"
+    "UPDATE calls SET input_tokens = ?, output_tokens = ?, cache_read_tokens = ?,"
+    " cache_write_tokens = ?, reasoning_tokens = ?, cost_pusd = ?, cost_confirmed = ?,"
+    " ended_at = ?, status = ?, request_id = ?, tool_calls = ?, estimate_tokens = ?"
     " WHERE id = (SELECT id FROM calls WHERE run_id = ? AND workflow_key = ? AND agent_id = ?"
     " AND attempt = ? AND turn = ? AND ended_at IS NULL AND status = ? ORDER BY id LIMIT 1)"
 )
@@ -165,9 +166,7 @@ _COMPLETE_STARTED = (
 def write_call(conn: sqlite3.Connection, c: CallRecord) -> None:
     """Complete the call's started row with how it ended and its exact cost (one row per
     call); a call that was never recorded as started is inserted whole."""
-    values = (
-        c.provider,
-        c.model,
+    end = (
         c.input_tokens,
         c.output_tokens,
         c.cache_read_tokens,
@@ -175,7 +174,6 @@ def write_call(conn: sqlite3.Connection, c: CallRecord) -> None:
         c.reasoning_tokens,
         to_pusd(c.cost_usd),
         int(c.cost_confirmed),
-        c.started_at,
         c.ended_at,
         c.status,
         c.request_id,
@@ -183,15 +181,15 @@ def write_call(conn: sqlite3.Connection, c: CallRecord) -> None:
         c.estimate_tokens,
     )
     key = (c.run_id, c.workflow_key, c.agent_id, c.attempt, c.turn)
-    if conn.execute(_COMPLETE_STARTED, (*values, *key, CALL_STARTED)).rowcount:
+    if conn.execute(_COMPLETE_STARTED, (*end, *key, CALL_STARTED)).rowcount:
         return
     conn.execute(
         "INSERT INTO calls (run_id, workflow_key, agent_id, attempt, turn, provider, model,"
-        " input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,"
-        " reasoning_tokens, cost_pusd, cost_confirmed, started_at, ended_at, status,"
-        " request_id, tool_calls, estimate_tokens)"
+        " started_at, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,"
+        " reasoning_tokens, cost_pusd, cost_confirmed, ended_at, status, request_id,"
+        " tool_calls, estimate_tokens)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (*key, *values),
+        (*key, c.provider, c.model, c.started_at, *end),
     )
 
 
