@@ -160,8 +160,8 @@ class AttemptEnd(NamedTuple):
 class RunSummary:
     """One line of ``aoe runs``. ``state`` is INTERRUPTED for a run whose process died.
 
-    ``in_flight_calls`` started and have no end: out now while the run runs, lost with its
-    process otherwise; each is in ``unconfirmed_usd`` at its reservation.
+    ``in_flight_calls`` started and have no end: lost with a process that ran the run,
+    or (while it runs) out now; each is in ``unconfirmed_usd`` at its reservation.
     """
 
     run_id: str

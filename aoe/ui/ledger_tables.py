@@ -131,7 +131,8 @@ def _in_flight(run: RunSummary) -> str:
     if not n:
         return ""
     calls = "1 call" if n == 1 else f"{n} calls"
-    return f", {calls} in flight" if run.state == "RUNNING" else f", {calls} lost in flight"
+    # while the run runs, some may be out now and some lost by a process before this one
+    return f", {calls} in flight or lost" if run.state == "RUNNING" else f", {calls} lost in flight"
 
 
 def render_run_detail(console: Console, detail: RunDetail) -> None:
