@@ -18,6 +18,8 @@ one place.
     ├── ToolError                          a tool could not be run
     ├── LedgerError                        the SQLite ledger could not be read or written
     │   └── LedgerUnusableError   exit 2   --db / AOE_DB names no usable ledger
+    ├── RunLeaseHeldError         exit 2   another live process runs or resumes this run
+    ├── RunLeaseLostError                  another process took this run over meanwhile
     └── ProviderError                      translated once, at the provider boundary
         ├── ProviderTimeout                retriable, outcome unknown
         ├── ProviderConnectionError        retriable
@@ -148,6 +150,19 @@ class LedgerUnusableError(LedgerError):
     SQLite file, unwritable, or from a newer aoe. Bad input, so exit code 2."""
 
     exit_code = 2
+
+
+class RunLeaseHeldError(AoeError):
+    """Another process holds the run's lease (its heartbeat is fresh): it runs or resumes
+    that run now. Refused before anything is spent; the message names the holder's pid,
+    host and since when."""
+
+    exit_code = 2
+
+
+class RunLeaseLostError(AoeError):
+    """This process's lease on its run was taken over (it missed its heartbeats for the
+    whole window): it stops, and records nothing more, so that one process runs the run."""
 
 
 class ProviderError(AoeError):

@@ -7,6 +7,7 @@
     BudgetBook     reservations against run, workflow    cost.book (null: NoBudgets)
                    and agent budgets
     Recorder       runs, attempts and calls, durably     ledger (null: NullRecorder)
+    RunLease       one process runs a run at a time      ledger.lease (null: NoLease)
     EventSink      events, fanned out by the EventBus    monitor, ui
     Clock          monotonic waits and wall stamps       clock
 
@@ -18,12 +19,20 @@ is ``async``; readouts for views (``stats``, ``states``) are synchronous snapsho
 
 from __future__ import annotations
 
+import math
 from decimal import Decimal
 from typing import Protocol
 
 from aoe.clock import Clock
 from aoe.cost.budget import BudgetOverrun, BudgetReservation, BudgetScope, BudgetState
-from aoe.ledger.records import AttemptEnd, AttemptStart, CallRecord, RunStart, WorkflowStart
+from aoe.ledger.records import (
+    AttemptEnd,
+    AttemptStart,
+    CallRecord,
+    CallStart,
+    RunStart,
+    WorkflowStart,
+)
 from aoe.monitor.events import EventSink
 from aoe.providers.base import LLMClient, RateLimitSnapshot, Usage
 from aoe.ratelimit import LimiterStats, Reservation
@@ -39,10 +48,12 @@ __all__ = [
     "Limiter",
     "LimiterSource",
     "NoBudgets",
+    "NoLease",
     "NoLimits",
     "NullRecorder",
     "PriceSource",
     "Recorder",
+    "RunLease",
     "ToolSource",
 ]
 
@@ -144,13 +155,21 @@ class BudgetBook(Protocol):
 
 
 class Recorder(Protocol):
-    """Where a run is recorded (the ledger); an awaited write is durable."""
+    """Where a run is recorded (the ledger); an awaited write is durable.
+
+    ``start_call`` records a call before its request leaves (spent at its reservation,
+    unconfirmed, until it ends); ``record_call`` records how it ended, on the same record.
+    A write whose caller was cancelled may still be made (the ledger writes what it was
+    handed, in order): the engine then ends that call with ``record_call``.
+    """
 
     async def start_run(self, record: RunStart) -> None: ...
 
     async def start_workflow(self, record: WorkflowStart) -> None: ...
 
     async def start_attempt(self, record: AttemptStart) -> None: ...
+
+    async def start_call(self, record: CallStart) -> None: ...
 
     async def record_call(self, record: CallRecord) -> None: ...
 
@@ -161,6 +180,25 @@ class Recorder(Protocol):
     ) -> None: ...
 
     async def finish_run(self, run_id: str, state: str, ended_at: float) -> None: ...
+
+
+class RunLease(Protocol):
+    """Who runs a run: one process at a time (see ``aoe.ledger.lease``).
+
+    ``acquire`` takes the lease of a run or raises ``RunLeaseHeldError`` naming the live
+    holder (a stale one is taken over); the holder calls ``renew`` every ``heartbeat_s``
+    (``RunLeaseLostError`` once another process has taken it over) and ``release`` at the
+    end of the run.
+    """
+
+    @property
+    def heartbeat_s(self) -> float: ...
+
+    async def acquire(self, run_id: str) -> None: ...
+
+    async def renew(self) -> None: ...
+
+    async def release(self) -> None: ...
 
 
 # --- null objects: what a run has when it has none of these ------------------------------
@@ -268,6 +306,9 @@ class NullRecorder:
     async def start_attempt(self, record: AttemptStart) -> None:
         return None
 
+    async def start_call(self, record: CallStart) -> None:
+        return None
+
     async def record_call(self, record: CallRecord) -> None:
         return None
 
@@ -280,4 +321,19 @@ class NullRecorder:
         return None
 
     async def finish_run(self, run_id: str, state: str, ended_at: float) -> None:
+        return None
+
+
+class NoLease:
+    """No lease (a library run without a ledger): nothing to share, nothing to renew."""
+
+    heartbeat_s = math.inf
+
+    async def acquire(self, run_id: str) -> None:
+        return None
+
+    async def renew(self) -> None:
+        return None
+
+    async def release(self) -> None:
         return None

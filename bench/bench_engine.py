@@ -1,7 +1,7 @@
 """Engine benchmarks (issue 3): overhead per agent, makespan vs critical path.
 
     python bench/bench_engine.py            # all of them
-    python bench/bench_engine.py overhead   # one of: overhead, makespan
+    python bench/bench_engine.py overhead   # one of: overhead, makespan, started
 
 overhead  10,000 agents with zero simulated latency, the simulator as the model, no
           ledger and no limits: wall time per agent is the engine's own overhead
@@ -10,6 +10,12 @@ overhead  10,000 agents with zero simulated latency, the simulator as the model,
 makespan  500 agents in a layered DAG with varied simulated latencies and no
           concurrency cap: the run's wall time against its critical-path length (the
           lower bound). Target: within 5 %.
+started   what recording each call as started before its request leaves costs per
+          agent (issue 10): 10,000 agents on the SQLite ledger, each call recorded at
+          its start and completed at its end, against the same run with the start
+          record skipped (each call inserted once at its end, as before); and with the
+          run's lease held, as `aoe run` does, so every batch of writes is fenced.
+          Alternated over several rounds so all see the same load; fastest round of each.
 """
 
 from __future__ import annotations
@@ -27,9 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from aoe.engine.runtime import Runtime
 from aoe.engine.scheduler import Engine, EngineOptions, WorkflowJob
 from aoe.graph import WorkflowGraph
+from aoe.ledger.records import CallStart
 from aoe.ledger.store import Ledger
 from aoe.providers.sim import SimulatorClient
-from aoe.services import NullRecorder
+from aoe.services import NullRecorder, Recorder
 from aoe.spec.models import (
     AgentSpec,
     Location,
@@ -83,10 +90,27 @@ def layered(n: int, *, latency: tuple[float, float] | None, seed: int = 7) -> Wo
     return WorkflowSpec(name=f"layered-{n}", path=Path("bench.yaml"), agents=agents)
 
 
-async def _run(spec: WorkflowSpec, *, ledger_path: Path | None = None) -> float:
-    ledger = Ledger.open(ledger_path) if ledger_path is not None else None
-    runtime = Runtime(clients=_Sim(), recorder=ledger or NullRecorder())
-    engine = Engine(runtime, EngineOptions())
+class _NoStartRecord(Ledger):
+    """The SQLite ledger without the started-call record: the baseline of ``started``."""
+
+    async def start_call(self, record: CallStart) -> None:
+        return None
+
+
+async def _run(
+    spec: WorkflowSpec,
+    *,
+    ledger_path: Path | None = None,
+    start_record: bool = True,
+    lease: bool = False,
+) -> float:
+    opener = Ledger.open if start_record else _NoStartRecord.open
+    ledger = opener(ledger_path) if ledger_path is not None else None
+    recorder: Recorder = ledger if ledger is not None else NullRecorder()
+    runtime = Runtime(clients=_Sim(), recorder=recorder)
+    engine = Engine(runtime, EngineOptions(run_id="bench"))
+    if lease and ledger is not None:
+        await ledger.run_lease().acquire("bench")
     job = WorkflowJob.of(spec.name, spec, {"batch": "B-1"})  # the graph validation builds
     started = time.perf_counter()
     result = await engine.run([job])
@@ -112,6 +136,34 @@ def overhead(n: int = 10_000) -> list[tuple[str, str]]:
     ]
 
 
+def started(n: int = 10_000, rounds: int = 7) -> list[tuple[str, str]]:
+    spec = layered(n, latency=None)
+    asyncio.run(_run(layered(200, latency=None)))  # warm up: tokenizer, templates
+    variants = {
+        "no start record (before)": {"start_record": False},
+        "start record": {"start_record": True},
+        "start record, lease held": {"start_record": True, "lease": True},
+    }
+    best = dict.fromkeys(variants, math.inf)
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            names = list(variants)
+            for name in names[r % len(names) :] + names[: r % len(names)]:  # rotate the order
+                db = Path(tmp) / f"bench-{r}-{names.index(name)}.db"
+                elapsed = asyncio.run(_run(spec, ledger_path=db, **variants[name]))  # type: ignore[arg-type]
+                best[name] = min(best[name], elapsed)
+    base = best["no start record (before)"]
+    rows = [
+        (
+            f"{n} agents, SQLite ledger, {name}",
+            f"{t:.2f} s, {t / n * 1000:.3f} ms/agent, {(t - base) / n * 1e6:+.1f} µs/agent",
+        )
+        for name, t in best.items()
+    ]
+    rows.append((f"{n} agents, fastest of", f"{rounds} rounds"))
+    return rows
+
+
 def makespan(n: int = 500) -> list[tuple[str, str]]:
     spec = layered(n, latency=(0.05, 0.5))
     graph = WorkflowGraph.build(spec)
@@ -127,10 +179,10 @@ def makespan(n: int = 500) -> list[tuple[str, str]]:
 
 
 def main(argv: list[str]) -> None:
-    wanted = argv or ["overhead", "makespan"]
+    wanted = argv or ["overhead", "makespan", "started"]
     rows: list[tuple[str, str]] = []
     for name in wanted:
-        rows.extend({"overhead": overhead, "makespan": makespan}[name]())
+        rows.extend({"overhead": overhead, "makespan": makespan, "started": started}[name]())
     width = max(len(r[0]) for r in rows)
     for label, value in rows:
         print(f"{label:<{width}}  {value}")

@@ -19,6 +19,10 @@ Like a real provider it counts tokens its own way, which aoe cannot know: ``coun
 picks how (``json/4`` of the messages, the default; ``chars/4``, ``bytes`` or ``tiktoken``
 over every text sent), and ``output_fill`` bills that fraction of the request's max
 tokens as output (a real answer never passes max tokens).
+
+``billed`` is what a provider would bill: every call the server answered with usage, from
+the moment its answer is made, whether or not the client was still there to read it (a
+client killed mid-call is billed all the same, as by a real provider).
 """
 
 from __future__ import annotations
@@ -138,6 +142,18 @@ class Fault:
 
 
 @dataclass(frozen=True)
+class Bill:
+    """One call the server completed and billed (its usage as the server counted it)."""
+
+    path: str
+    model: str
+    prompt: str  # the last user message, to tell callers apart
+    input_tokens: int
+    output_tokens: int
+    at: float  # time.monotonic() when the answer was made
+
+
+@dataclass(frozen=True)
 class Recorded:
     """One request as the server saw it."""
 
@@ -157,6 +173,7 @@ class FakeProvider:
         self.output_fill: float | None = None
         self.requests: list[Recorded] = []
         self.responses: list[bytes] = []  # each body sent back, in order (cut ones in full)
+        self.billed: list[Bill] = []  # each call answered with usage, read by its client or not
         self.port = 0
         self.in_flight = 0
         self.peak_in_flight = 0
@@ -321,6 +338,7 @@ class FakeProvider:
         headers = {**headers, **fault.headers}
         content = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.responses.append(content)
+        self._bill(request, status, body)
         if fault.kind == "truncated":
             content = content[: len(content) // 2]
         head = _head(status, headers, len(content))
@@ -334,6 +352,24 @@ class FakeProvider:
         writer.write(head + content)
         await writer.drain()
         return True
+
+    def _bill(self, request: Recorded, status: int, body: Any) -> None:
+        usage = body.get("usage") if status == 200 and isinstance(body, dict) else None
+        if not isinstance(usage, dict):
+            return
+        sent = request.body if isinstance(request.body, dict) else {}
+        users = [m for m in sent.get("messages") or [] if m.get("role") == "user"]
+        prompt = users[-1].get("content") if users else ""
+        self.billed.append(
+            Bill(
+                request.path,
+                str(sent.get("model", "")),
+                prompt if isinstance(prompt, str) else json.dumps(prompt),
+                int(usage.get("prompt_tokens", usage.get("input_tokens", 0))),
+                int(usage.get("completion_tokens", usage.get("output_tokens", 0))),
+                time.monotonic(),
+            )
+        )
 
     def _render(
         self, fault: Fault, wire: str, request: Recorded

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from aoe.app.validate import check_workflow
+from aoe.ledger.lease import HEARTBEAT_S
 from aoe.spec.config import BUILTIN_PROVIDERS
 from aoe.spec.models import AgentSpec, HttpSettings, RetrySpec, ToolSpec
 from aoe.tools.base import MAX_OUTPUT_BYTES
@@ -42,6 +43,7 @@ CLAIMS: Mapping[str, Any] = {
     r"cut to `max_bytes` \(default (\d+)\)": field_default(HttpSettings, "max_bytes"),
     r"stdout \(cut to (\d+) bytes\)": MAX_OUTPUT_BYTES,
     r"API version `([\d-]+)`": BUILTIN_PROVIDERS["anthropic"]["api_version"],
+    r"`--lease-heartbeat SECONDS` \(default (\d+):": HEARTBEAT_S,
 }
 """Each default the README states in a sentence, and the value aoe uses."""
 

@@ -8,6 +8,7 @@ graph validation built, ready for ``aoe.app.run.RunHandle``.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 from collections.abc import Mapping, Sequence
@@ -17,10 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from aoe.app.validate import CheckedWorkflow, check_workflow
+from aoe.cost.money import format_usd
 from aoe.cost.pricing import PriceBook
 from aoe.engine.scheduler import WorkflowJob
-from aoe.errors import AoeError, ConfigError, Problem, SpecError, UsageError
+from aoe.errors import AoeError, ConfigError, LedgerError, Problem, SpecError, UsageError
 from aoe.graph import WorkflowGraph
+from aoe.ledger.lease import HEARTBEAT_S
+from aoe.ledger.records import ResumeState, RunLeaseHolder
 from aoe.ledger.store import Ledger, default_db_path
 from aoe.providers.registry import ClientPool
 from aoe.spec.config import load_config
@@ -30,7 +34,11 @@ from aoe.spec.models import Config, WorkflowSpec, fingerprints
 
 @dataclass(frozen=True, slots=True)
 class RunOptions:
-    """What the user asked for on the command line."""
+    """What the user asked for on the command line.
+
+    ``lease_heartbeat_s`` is how often the run renews its lease in the ledger; another
+    process may take the run over once three heartbeats were missed (``aoe.ledger.lease``).
+    """
 
     files: tuple[Path, ...] = ()
     input_pairs: tuple[str, ...] = ()
@@ -46,11 +54,17 @@ class RunOptions:
     seed: int = 0
     command: str = ""
     use_ledger: bool = True
+    lease_heartbeat_s: float = HEARTBEAT_S
 
 
 @dataclass(frozen=True, slots=True)
 class PreparedRun:
-    """A run that passed every check: jobs to execute and what the user should know."""
+    """A run that passed every check: jobs to execute and what the user should know.
+
+    A resumed run was prepared holding the run's lease (``lease``), taken before reading
+    what to resume; ``RunHandle.execute`` goes on holding it. A lease that is never
+    executed expires after three missed heartbeats.
+    """
 
     options: RunOptions
     jobs: tuple[WorkflowJob, ...]
@@ -60,6 +74,7 @@ class PreparedRun:
     budget_usd: Decimal | None = None
     spent: Mapping[str, Decimal] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
+    lease: RunLeaseHolder | None = None
 
 
 def _check_files(files: Sequence[Path], config: Config | None = None) -> list[CheckedWorkflow]:
@@ -263,7 +278,18 @@ def _prepare_resume(options: RunOptions) -> PreparedRun:
     if not db.exists():
         raise UsageError(f"there is no ledger at {db}", hint="pass --db or set AOE_DB")
     with Ledger.open(db) as ledger:
-        state = ledger.resume_state(options.resume or "")
+        # The lease first: what to resume is read by the one process that will resume it.
+        run_id = ledger.resolve_run_id(options.resume or "")
+        lease = ledger.take_lease_now(run_id, heartbeat_s=options.lease_heartbeat_s)
+        try:
+            return _resume(options, ledger.resume_state(run_id, lease=lease), lease)
+        except BaseException:
+            with contextlib.suppress(LedgerError):  # else it expires after its window
+                ledger.release_lease_now(lease)
+            raise
+
+
+def _resume(options: RunOptions, state: ResumeState, lease: RunLeaseHolder) -> PreparedRun:
     if options.simulate and not state.simulate:
         raise UsageError(
             f"run {state.run_id} called real providers; resuming it --simulate would mix "
@@ -303,7 +329,7 @@ def _prepare_resume(options: RunOptions) -> PreparedRun:
     spent["run"] = state.spent_usd
     simulate = state.simulate or options.simulate
     budget = options.budget_usd if options.budget_usd is not None else state.budget_usd
-    warnings = notes + _price_warnings(config, jobs, budget)
+    warnings = _lost_calls_note(state) + notes + _price_warnings(config, jobs, budget)
     if not simulate:
         _check_keys(config, jobs)
     return PreparedRun(
@@ -315,7 +341,36 @@ def _prepare_resume(options: RunOptions) -> PreparedRun:
         budget_usd=budget,
         spent=spent,
         warnings=tuple(warnings),
+        lease=lease,
     )
+
+
+def _lost_calls_note(state: ResumeState) -> list[str]:
+    """What the calls that were in flight when the run stopped cost, and who runs again.
+
+    Their outcome is unknown (the provider may have answered and billed them after the
+    process died), so they stay spent at their reservations; their agents never got an
+    answer, so they run again.
+    """
+    lost = state.lost_calls
+    if not lost:
+        return []
+    several = len(state.workflows) > 1
+    agents = dict.fromkeys(
+        f"{c.workflow_key}/{c.agent_id}" if several else c.agent_id for c in lost
+    )
+    cost = format_usd(sum((c.reserved_usd for c in lost), Decimal(0)))
+    calls = "1 call was" if len(lost) == 1 else f"{len(lost)} calls were"
+    whose = "its" if len(lost) == 1 else "their"
+    who = (
+        f"agent {next(iter(agents))} runs"
+        if len(agents) == 1
+        else f"agents {', '.join(agents)} run"
+    )
+    return [
+        f"{calls} in flight when run {state.run_id} stopped: {whose} cost stays counted as "
+        f"unconfirmed ({cost}) and {who} again"
+    ]
 
 
 def _still_valid(

@@ -1,13 +1,18 @@
 """``aoe run`` as a library call: a prepared run, executed under the run's limits.
 
 ``RunHandle.execute`` builds the services of the run (clients, limiters, prices, budgets,
-the ledger, tools), runs the engine, and closes them all whatever happens. The handle is
-also the run's ``RunView``: the live view and the metrics read limits and budgets from it.
+the ledger, tools), takes the run's lease (one process runs a run at a time; a heartbeat
+task renews it while the engine runs), runs the engine, and closes them all whatever
+happens, the lease released last. The handle is also the run's ``RunView``: the live view
+and the metrics read limits and budgets from it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
+import uuid
 from collections.abc import Callable, Sequence
 
 from aoe.app.prepare import PreparedRun
@@ -19,12 +24,22 @@ from aoe.cost.tokens import preload
 from aoe.engine.results import RunResult
 from aoe.engine.runtime import Runtime
 from aoe.engine.scheduler import Engine, EngineOptions
+from aoe.errors import LedgerError, RunLeaseLostError
 from aoe.ledger.store import Ledger, default_db_path
 from aoe.monitor.events import EventBus, EventSink
 from aoe.providers.base import LLMClient
 from aoe.providers.registry import ClientPool
 from aoe.ratelimit import LimiterStats, RateLimiterRegistry
-from aoe.services import BudgetBook, LimiterSource, NoBudgets, NoLimits, NullRecorder, Recorder
+from aoe.services import (
+    BudgetBook,
+    LimiterSource,
+    NoBudgets,
+    NoLease,
+    NoLimits,
+    NullRecorder,
+    Recorder,
+    RunLease,
+)
 from aoe.spec.models import Config, ModelRef
 from aoe.tools import RunTools
 
@@ -56,6 +71,7 @@ class RunHandle:
         self._cancelled = False
         self._limiters: LimiterSource = NoLimits()
         self._budgets: BudgetBook = NoBudgets()
+        self._lost: RunLeaseLostError | None = None
 
     def cancel(self) -> None:
         self._cancelled = True
@@ -71,16 +87,29 @@ class RunHandle:
         return self._budgets.states()
 
     async def execute(self, on_start: Callable[[Engine], None] | None = None) -> RunResult:
-        """Run the prepared jobs; ``on_start`` sees the engine before the first agent starts."""
+        """Run the prepared jobs; ``on_start`` sees the engine before the first agent starts.
+
+        Raises ``RunLeaseHeldError`` (before anything is spent) when another process runs
+        the run, and ``RunLeaseLostError`` when one took it over while this one ran.
+        """
         p, o = self.prepared, self.prepared.options
         clients = _Clients(p.config, simulate=p.simulate, clock=self.clock, seed=o.seed)
         self._limiters = RateLimiterRegistry(p.config, clock=self.clock)
         self._budgets = RunBudgets(p.budget_usd, p.spent)
         tools = RunTools()
         ledger: Ledger | None = None
+        lease: RunLease = NoLease()
+        heartbeat: asyncio.Task[None] | None = None
+        run_id = p.run_id or uuid.uuid4().hex[:12]
         try:
             if o.use_ledger:
                 ledger = await asyncio.to_thread(Ledger.open, o.db_path or default_db_path())
+                lease = ledger.run_lease(
+                    heartbeat_s=o.lease_heartbeat_s, clock=self.clock, holder=p.lease
+                )
+            await lease.acquire(run_id)
+            if math.isfinite(lease.heartbeat_s):
+                heartbeat = asyncio.create_task(self._heartbeat(lease), name="aoe-lease")
             recorder: Recorder = ledger if ledger is not None else NullRecorder()
             models = {agent.model for job in p.jobs for agent in job.spec.agents.values()}
             await asyncio.to_thread(preload, models)
@@ -102,7 +131,7 @@ class RunHandle:
                     max_workflows=o.max_workflows,
                     simulate=p.simulate,
                     budget_usd=p.budget_usd,
-                    run_id=p.run_id,
+                    run_id=run_id,
                     command=o.command,
                 ),
             )
@@ -111,9 +140,39 @@ class RunHandle:
                 on_start(engine)
             if self._cancelled:
                 engine.cancel()
-            return await engine.run(list(p.jobs))
+            try:
+                result = await engine.run(list(p.jobs))
+            except Exception as exc:
+                if self._lost is not None:  # the ledger refused its writes: this is why
+                    raise self._lost from exc
+                raise
+            if self._lost is not None:
+                raise self._lost
+            return result
         finally:
+            if heartbeat is not None:
+                heartbeat.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await heartbeat
             await tools.aclose()
             await clients.aclose()
+            await lease.release()
             if ledger is not None:
                 await ledger.aclose()
+
+    async def _heartbeat(self, lease: RunLease) -> None:
+        """Renew the lease every ``heartbeat_s``; stop the run if it was taken over.
+
+        A renewal the ledger could not write (locked too long by another process) is
+        tried again at the next beat: the window allows missing a few.
+        """
+        while True:
+            await self.clock.sleep(lease.heartbeat_s)
+            try:
+                await lease.renew()
+            except RunLeaseLostError as lost:
+                self._lost = lost
+                self.cancel()
+                return
+            except LedgerError:
+                continue

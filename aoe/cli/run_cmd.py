@@ -162,6 +162,15 @@ def run(
             help="Push the final metrics to a Prometheus Pushgateway.",
         ),
     ] = None,
+    lease_heartbeat: Annotated[
+        float,
+        typer.Option(
+            "--lease-heartbeat",
+            metavar="SECONDS",
+            help="How often the run renews its lease in the ledger; if this process dies, "
+            "another --resume may take the run over after 3 missed heartbeats.",
+        ),
+    ] = 5.0,
 ) -> None:
     """Run workflows: every agent as soon as its needs are done, under limits and budgets."""
     # The engine and the views load when a run starts, not when `aoe --help` lists commands.
@@ -175,6 +184,7 @@ def run(
     budget_usd = _money("--budget", budget)
     _positive("--max-parallel", max_parallel)
     _positive("--max-workflows", max_workflows)
+    _positive("--lease-heartbeat", lease_heartbeat)
     if not files and not resume:
         raise UsageError(
             "no workflow file given", hint="aoe run workflows/invoice-processing.yaml --simulate"
@@ -193,6 +203,7 @@ def run(
         resume=resume,
         seed=seed,
         command=shlex.join(["aoe", *sys.argv[1:]]),
+        lease_heartbeat_s=lease_heartbeat,
     )
     prepared = prepare(options)
     for warning in prepared.warnings:

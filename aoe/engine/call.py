@@ -1,17 +1,21 @@
 """One provider call, inside its budget reservation and rate-limit permit.
 
-    reserve the worst-case cost -> take a rate-limit permit -> call the provider
-    -> settle the permit and the reservation -> (run the tools it asked for) -> record it
+    reserve the worst-case cost -> take a rate-limit permit -> record it as started
+    -> call the provider -> settle the permit and the reservation
+    -> (run the tools it asked for) -> record how it ended
 
 The call's deadline is the provider's (``request.timeout_s``, enforced at the provider
 boundary); what comes back here is a ``Completion`` or a ``ProviderError``. A call whose
 outcome is unknown (timed out, cut off, cancelled in flight) may have been billed: its
 tokens stay taken and its reservation becomes unconfirmed spend, so a budget still holds.
+The call is in the ledger before its request leaves (spent at its reservation until it
+ends), so even a process killed while it is in flight leaves that spend on record.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -22,7 +26,7 @@ from aoe.cost.money import ZERO
 from aoe.cost.tokens import budget_input_tokens, estimate_request
 from aoe.engine.task import Attempt
 from aoe.errors import BudgetExceededError, ProviderError, RateLimitedError
-from aoe.ledger.records import CallRecord
+from aoe.ledger.records import CallRecord, CallStart
 from aoe.monitor.events import ApiCall, BudgetHit, RateLimitHit, ToolCalled
 from aoe.providers.base import Completion, CompletionRequest, LLMClient, ToolCall, Usage
 from aoe.ratelimit import Reservation
@@ -71,6 +75,7 @@ async def call(
     rt, agent = attempt.rt, attempt.task.agent
     client = rt.clients.client_for(agent.model)
     ticket = await _take_ticket(attempt, request, client, turn)
+    await _start(attempt, ticket)
     try:
         if tools is None:
             completion = await client.complete(request)
@@ -189,6 +194,68 @@ async def _take_ticket(
         started_at=rt.clock.wall(),
         started_mono=now,
     )
+
+
+async def _start(attempt: Attempt, ticket: _Ticket) -> None:
+    """Record the call as started (committed) before its request leaves.
+
+    If that write fails, or the agent is cancelled meanwhile, the request never leaves:
+    the permit and the reservation are given back whole. A cancelled start may still be
+    committed (a recorder writes what it was handed), so its call is ended at $0.
+    """
+    task = attempt.task
+    start = CallStart(
+        task.run_id,
+        task.workflow_key,
+        task.agent.id,
+        attempt.number,
+        ticket.turn,
+        ticket.provider,
+        str(task.agent.model),
+        ticket.reserved_usd,
+        ticket.reserved_tokens,
+        ticket.started_at,
+    )
+    try:
+        await attempt.rt.recorder.start_call(start)
+    except BaseException as stopped:
+        cancelled = isinstance(stopped, asyncio.CancelledError)
+        await asyncio.shield(_never_sent(attempt, ticket, type(stopped).__name__, cancelled))
+        raise
+
+
+async def _never_sent(attempt: Attempt, ticket: _Ticket, why: str, recorded: bool) -> None:
+    """Give back what a call that never left holds; end its started record, if any, at $0."""
+    rt = attempt.rt
+    await ticket.limiter.release(ticket.permit)
+    await rt.budgets.release(ticket.hold)
+    if not recorded:
+        return
+    task = attempt.task
+    ended = CallRecord(
+        task.run_id,
+        task.workflow_key,
+        task.agent.id,
+        attempt.number,
+        ticket.turn,
+        ticket.provider,
+        str(task.agent.model),
+        0,
+        0,
+        0,
+        0,
+        0,
+        ZERO,
+        True,
+        ticket.started_at,
+        rt.clock.wall(),
+        why,
+        estimate_tokens=ticket.reserved_tokens,
+    )
+    # a ledger that fails here leaves the row started, counted at its reservation (the
+    # safe side); the error that stopped the call is the one the caller raises
+    with contextlib.suppress(Exception):
+        await rt.recorder.record_call(ended)
 
 
 async def _call_failed(attempt: Attempt, ticket: _Ticket, raw: BaseException) -> None:

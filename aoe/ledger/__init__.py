@@ -1,7 +1,8 @@
 """The run ledger: every run, attempt, call, cent and output, in SQLite.
 
 ``Ledger.open(path)`` gives the async write API the engine uses and the read API behind
-``aoe runs``, ``aoe show``, ``aoe cost-report`` and ``aoe run --resume``.
+``aoe runs``, ``aoe show``, ``aoe cost-report`` and ``aoe run --resume``, and the run
+lease (``Ledger.run_lease``, see ``aoe.ledger.lease``) that keeps a run to one process.
 """
 
 from aoe.ledger.records import (
@@ -10,10 +11,13 @@ from aoe.ledger.records import (
     AttemptEnd,
     AttemptStart,
     CallRecord,
+    CallStart,
     CostReport,
     CostRow,
+    LostCall,
     ResumeState,
     RunDetail,
+    RunLeaseHolder,
     RunStart,
     RunSummary,
     WorkflowDetail,
@@ -28,11 +32,14 @@ __all__ = [
     "AttemptEnd",
     "AttemptStart",
     "CallRecord",
+    "CallStart",
     "CostReport",
     "CostRow",
     "Ledger",
+    "LostCall",
     "ResumeState",
     "RunDetail",
+    "RunLeaseHolder",
     "RunStart",
     "RunSummary",
     "WorkflowDetail",

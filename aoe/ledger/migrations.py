@@ -122,11 +122,66 @@ def m004_attempt_fingerprint(conn: sqlite3.Connection) -> None:
     conn.execute("ALTER TABLE attempts ADD COLUMN fingerprint TEXT")
 
 
+def m005_started_calls_and_run_leases(conn: sqlite3.Connection) -> None:
+    """A call is recorded when it starts, before its request leaves, and completed when it
+    ends: ``calls.ended_at`` may be empty (in flight, or lost with its process). SQLite
+    cannot drop a NOT NULL, so the table is rebuilt with its rows and indexes. And
+    ``leases``: the one process that runs or resumes each run, and its last heartbeat."""
+    conn.execute(
+        """CREATE TABLE calls_m005 (
+            id INTEGER PRIMARY KEY,
+            run_id TEXT NOT NULL,
+            workflow_key TEXT NOT NULL,
+            agent_id TEXT NOT NULL,
+            attempt INTEGER NOT NULL,
+            turn INTEGER NOT NULL,
+            provider TEXT NOT NULL,
+            model TEXT NOT NULL,
+            input_tokens INTEGER NOT NULL,
+            output_tokens INTEGER NOT NULL,
+            cache_read_tokens INTEGER NOT NULL,
+            cache_write_tokens INTEGER NOT NULL,
+            reasoning_tokens INTEGER NOT NULL,
+            cost_pusd INTEGER NOT NULL,
+            cost_confirmed INTEGER NOT NULL,
+            started_at REAL NOT NULL,
+            ended_at REAL,
+            status TEXT NOT NULL,
+            request_id TEXT,
+            tool_calls TEXT NOT NULL,
+            estimate_tokens INTEGER
+        )"""
+    )
+    columns = (
+        "id, run_id, workflow_key, agent_id, attempt, turn, provider, model, input_tokens,"
+        " output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, cost_pusd,"
+        " cost_confirmed, started_at, ended_at, status, request_id, tool_calls, estimate_tokens"
+    )
+    conn.execute(f"INSERT INTO calls_m005 ({columns}) SELECT {columns} FROM calls")
+    conn.execute("DROP TABLE calls")
+    conn.execute("ALTER TABLE calls_m005 RENAME TO calls")
+    conn.execute("CREATE INDEX calls_by_attempt ON calls (run_id, workflow_key, agent_id, attempt)")
+    conn.execute("CREATE INDEX calls_by_time ON calls (started_at)")
+    conn.execute("CREATE INDEX calls_by_model ON calls (provider, model)")
+    conn.execute(
+        """CREATE TABLE leases (
+            run_id TEXT PRIMARY KEY,
+            token TEXT NOT NULL,
+            pid INTEGER NOT NULL,
+            host TEXT NOT NULL,
+            since REAL NOT NULL,
+            heartbeat_at REAL NOT NULL,
+            stale_after_s REAL NOT NULL
+        )"""
+    )
+
+
 MIGRATIONS: Final[tuple[Migration, ...]] = (
     m001_initial,
     m002_report_indexes,
     m003_workflow_graph,
     m004_attempt_fingerprint,
+    m005_started_calls_and_run_leases,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 

@@ -3,7 +3,11 @@
 Every function takes a connection already inside a read transaction (one snapshot), so
 a report never mixes rows from before and after a concurrent write. A run whose
 ``ended_at`` is empty is RUNNING while its process lives and INTERRUPTED once it is gone
-(killed, crashed); its attempts with no end read the same way.
+(killed, crashed); its attempts with no end read the same way, and so do its calls that
+started and never ended (``started`` while it runs, ``interrupted`` once it is gone),
+which count at their reservations as unconfirmed cost. Whether the process lives is its
+lease's heartbeat (``aoe.ledger.lease``), or for a run without a lease (recorded by an
+older aoe) whether its pid still runs.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import json
 import os
 import socket
 import sqlite3
+import time
 from collections import defaultdict
 from collections.abc import Iterable
 from decimal import Decimal
@@ -19,7 +24,10 @@ from typing import Any
 
 from aoe.cost.money import from_pusd, parse_decimal
 from aoe.errors import UsageError
+from aoe.ledger.lease import holder_of
 from aoe.ledger.records import (
+    CALL_INTERRUPTED,
+    CALL_STARTED,
     FAILED_STATES,
     INTERRUPTED,
     RUNNING,
@@ -29,8 +37,10 @@ from aoe.ledger.records import (
     CostGroup,
     CostReport,
     CostRow,
+    LostCall,
     ResumeState,
     RunDetail,
+    RunLeaseHolder,
     RunSummary,
     WorkflowDetail,
     WorkflowResume,
@@ -89,19 +99,36 @@ def _final_states(conn: sqlite3.Connection, run_id: str, live: bool) -> dict[_Ag
     return {(w, a): s or (RUNNING if live else INTERRUPTED) for w, a, s in rows}
 
 
-def _summary(conn: sqlite3.Connection, row: tuple[Any, ...]) -> RunSummary:
+def _live(conn: sqlite3.Connection, run_id: str, pid: int | None, host: str | None) -> bool:
+    """Whether a run without an end still runs: the process that last started it holds its
+    lease and keeps it fresh (a run recorded by an older aoe, with no lease: its pid lives).
+    A process that took the lease to resume the run but has not started it yet does not
+    make it live."""
+    held = holder_of(conn, run_id)
+    if held is not None:
+        mine = (held.pid, held.host) == (pid, host)
+        return mine and not held.stale(time.time()) and _alive(pid, host)
+    return _alive(pid, host)
+
+
+def _summary(
+    conn: sqlite3.Connection, row: tuple[Any, ...], mine: RunLeaseHolder | None = None
+) -> RunSummary:
+    """One run's line; ``mine``, a lease the caller holds on it, means its process is gone."""
     run_id, started, ended, state, command, files, simulate, budget, pid, host = row
-    live = ended is None and _alive(pid, host)
+    held = None if mine is None else holder_of(conn, run_id)
+    taken = held is not None and mine is not None and held.token == mine.token
+    live = ended is None and not taken and _live(conn, run_id, pid, host)
     if ended is None:
         state = RUNNING if live else INTERRUPTED
     finals = _final_states(conn, run_id, live).values()
     workflows = conn.execute(
         "SELECT COUNT(*) FROM workflows WHERE run_id = ?", (run_id,)
     ).fetchone()[0]
-    tin, tout, cost, unconfirmed = conn.execute(
+    tin, tout, cost, unconfirmed, in_flight = conn.execute(
         "SELECT COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0),"
-        " SUM(cost_pusd), SUM(CASE WHEN cost_confirmed THEN 0 ELSE cost_pusd END)"
-        " FROM calls WHERE run_id = ?",
+        " SUM(cost_pusd), SUM(CASE WHEN cost_confirmed THEN 0 ELSE cost_pusd END),"
+        " COALESCE(SUM(ended_at IS NULL), 0) FROM calls WHERE run_id = ?",
         (run_id,),
     ).fetchone()
     return RunSummary(
@@ -120,6 +147,7 @@ def _summary(conn: sqlite3.Connection, row: tuple[Any, ...]) -> RunSummary:
         output_tokens=int(tout),
         cost_usd=from_pusd(cost),
         unconfirmed_usd=from_pusd(unconfirmed),
+        in_flight_calls=int(in_flight),
     )
 
 
@@ -145,7 +173,8 @@ _CALL_COLUMNS = (
 )
 
 
-def _call(row: tuple[Any, ...]) -> CallRecord:
+def _call(row: tuple[Any, ...], live: bool = True) -> CallRecord:
+    """A call row; one still ``started`` reads ``interrupted`` once its run is not live."""
     (
         run_id,
         wf,
@@ -185,7 +214,7 @@ def _call(row: tuple[Any, ...]) -> CallRecord:
         cost_confirmed=bool(confirmed),
         started_at=started,
         ended_at=ended,
-        status=status,
+        status=CALL_INTERRUPTED if status == CALL_STARTED and not live else status,
         request_id=request_id,
         tool_calls=tuple(json.loads(tools)),
         estimate_tokens=estimate,
@@ -210,7 +239,7 @@ def get_run(conn: sqlite3.Connection, prefix: str) -> RunDetail:
     for row in conn.execute(
         f"SELECT {_CALL_COLUMNS} FROM calls WHERE run_id = ? ORDER BY id", (run_id,)
     ):
-        call = _call(tuple(row))
+        call = _call(tuple(row), live)
         calls[(call.workflow_key, call.agent_id)].append(call)
     attempts: dict[_AgentKey, list[tuple[AttemptDetail, str | None]]] = defaultdict(list)
     for w, a, n, module, model, started, ended, state, error in conn.execute(
@@ -364,10 +393,16 @@ def cost_report(
     )
 
 
-def resume_state(conn: sqlite3.Connection, prefix: str) -> ResumeState:
-    """What ``aoe run --resume`` needs: finished outputs, spend so far, next attempt numbers."""
+def resume_state(
+    conn: sqlite3.Connection, prefix: str, lease: RunLeaseHolder | None = None
+) -> ResumeState:
+    """What ``aoe run --resume`` needs: finished outputs, spend so far, next attempt numbers.
+
+    ``lease`` is the run's lease the resuming process took: then whoever ran the run last
+    is gone, even if its pid (a container's pid 1) is the resumer's own.
+    """
     run_id = resolve_run_id(conn, prefix)
-    summary = _summary(conn, _run_row(conn, run_id))
+    summary = _summary(conn, _run_row(conn, run_id), lease)
     outputs = _outputs(conn, run_id)
     completed: dict[str, dict[str, Any]] = defaultdict(dict)
     next_attempt: dict[str, dict[str, int]] = defaultdict(dict)
@@ -389,6 +424,18 @@ def resume_state(conn: sqlite3.Connection, prefix: str) -> ResumeState:
     ):
         spent[w][a] = from_pusd(cost)
         next_attempt[w][a] = max(next_attempt[w].get(a, 1), top + 1)
+    lost = (
+        tuple(
+            LostCall(w, a, n, t, from_pusd(cost), started)
+            for w, a, n, t, cost, started in conn.execute(
+                "SELECT workflow_key, agent_id, attempt, turn, cost_pusd, started_at FROM calls"
+                " WHERE run_id = ? AND ended_at IS NULL AND status = ? ORDER BY id",
+                (run_id, CALL_STARTED),
+            )
+        )
+        if summary.state != RUNNING
+        else ()
+    )
     workflows = {}
     for key, name, path, inputs, budget, state in conn.execute(
         "SELECT key, name, path, inputs, budget_usd, state FROM workflows WHERE run_id = ?"
@@ -417,4 +464,5 @@ def resume_state(conn: sqlite3.Connection, prefix: str) -> ResumeState:
         state=summary.state,
         spent_usd=summary.cost_usd,
         workflows=workflows,
+        lost_calls=lost,
     )

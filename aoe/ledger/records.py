@@ -1,9 +1,10 @@
 """What the ledger stores and what it gives back, as frozen data.
 
 Write records (``RunStart`` ... ``AttemptEnd``) are what the engine and the agent pipeline
-hand to ``Ledger``; the three written for every attempt and call (``AttemptStart``,
-``CallRecord``, ``AttemptEnd``) are named tuples, a third of the cost of a frozen
-dataclass to build on the engine's hot path. Read models (``RunSummary``, ``RunDetail``,
+hand to ``Ledger``; the four written for every attempt and call (``AttemptStart``,
+``CallStart``, ``CallRecord``, ``AttemptEnd``) are named tuples, a third of the cost of a
+frozen dataclass to build on the engine's hot path. ``RunLeaseHolder`` is who holds a
+run's lease (``aoe.ledger.lease``). Read models (``RunSummary``, ``RunDetail``,
 ``CostReport``, ``ResumeState``) are what ``aoe runs``, ``aoe show``, ``aoe cost-report``
 and ``aoe run --resume`` read back. Times are epoch seconds (from the run's clock), money
 is ``Decimal`` USD, never float.
@@ -29,6 +30,13 @@ FAILED_STATES: Final = frozenset({"FAILED", "RATE_LIMITED", "BUDGET_EXCEEDED"})
 #: What a started attempt with no end row is reported as once its process is gone.
 INTERRUPTED: Final = "INTERRUPTED"
 RUNNING: Final = "RUNNING"
+
+#: A call's ``status`` from its start until its end is recorded: its request is out.
+CALL_STARTED: Final = "started"
+#: The ``status`` of a call that started and never ended because its process died (it is
+#: read so once the process is gone, and a ``--resume`` writes it): it may have been
+#: billed, so it stays spent at its reservation, unconfirmed.
+CALL_INTERRUPTED: Final = "interrupted"
 
 CostGroup = Literal["workflow", "agent", "module", "model", "day"]
 COST_GROUPS: Final[tuple[CostGroup, ...]] = ("workflow", "agent", "module", "model", "day")
@@ -78,11 +86,33 @@ class AttemptStart(NamedTuple):
     fingerprint: str | None = None
 
 
+class CallStart(NamedTuple):
+    """A provider call about to be sent, recorded (committed) before its request leaves.
+
+    Until its ``CallRecord`` completes the same row, the call counts as spent at its
+    reservation, unconfirmed: if the process dies now, the provider may still bill it.
+    A call is known by (run, workflow, agent, attempt, turn).
+    """
+
+    run_id: str
+    workflow_key: str
+    agent_id: str
+    attempt: int
+    turn: int
+    provider: str
+    model: str
+    reserved_usd: Decimal
+    reserved_tokens: int
+    started_at: float
+
+
 class CallRecord(NamedTuple):
     """One provider call and what it cost; also the read model of ``aoe show``'s calls.
 
     ``cost_confirmed`` is false when the outcome is unknown (timeout after sending): the
-    reserved cost is recorded as spent, but marked as unconfirmed.
+    reserved cost is recorded as spent, but marked as unconfirmed. Read back, a call that
+    started and has no end yet has ``ended_at`` None and ``status`` ``started`` (in flight)
+    or ``interrupted`` (its process died), its reservation as its unconfirmed cost.
     """
 
     run_id: str
@@ -100,7 +130,7 @@ class CallRecord(NamedTuple):
     cost_usd: Decimal
     cost_confirmed: bool
     started_at: float
-    ended_at: float
+    ended_at: float | None
     status: str = "ok"
     request_id: str | None = None
     tool_calls: tuple[Any, ...] = ()
@@ -128,7 +158,11 @@ class AttemptEnd(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class RunSummary:
-    """One line of ``aoe runs``. ``state`` is INTERRUPTED for a run whose process died."""
+    """One line of ``aoe runs``. ``state`` is INTERRUPTED for a run whose process died.
+
+    ``in_flight_calls`` started and have no end: lost with a process that ran the run,
+    or (while it runs) out now; each is in ``unconfirmed_usd`` at its reservation.
+    """
 
     run_id: str
     started_at: float
@@ -145,6 +179,7 @@ class RunSummary:
     output_tokens: int
     cost_usd: Decimal
     unconfirmed_usd: Decimal
+    in_flight_calls: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,8 +285,28 @@ class WorkflowResume:
 
 
 @dataclass(frozen=True, slots=True)
+class LostCall:
+    """A call that started and never ended: its process died while it was in flight.
+
+    The provider may have answered and billed it, so its reservation stays spent
+    (unconfirmed), and its agent, which never got the answer, runs again on resume.
+    """
+
+    workflow_key: str
+    agent_id: str
+    attempt: int
+    turn: int
+    reserved_usd: Decimal
+    started_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class ResumeState:
-    """Everything needed to continue a run without paying again for finished agents."""
+    """Everything needed to continue a run without paying again for finished agents.
+
+    ``spent_usd`` (and each workflow's and agent's) includes ``lost_calls`` at their
+    reservations, so every budget they were under still counts them.
+    """
 
     run_id: str
     command: str
@@ -261,3 +316,26 @@ class ResumeState:
     state: str
     spent_usd: Decimal
     workflows: Mapping[str, WorkflowResume]
+    lost_calls: tuple[LostCall, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RunLeaseHolder:
+    """Who holds a run's lease: the one process that runs or resumes it.
+
+    ``token`` tells holders apart (a pid alone may be reused, or be another machine's);
+    the lease is fresh while ``heartbeat_at`` is less than ``stale_after_s`` old, a window
+    the holder chose (three heartbeat intervals) and that every taker honours.
+    """
+
+    run_id: str
+    token: str
+    pid: int
+    host: str
+    since: float
+    heartbeat_at: float
+    stale_after_s: float
+
+    def stale(self, now: float) -> bool:
+        """Whether the holder missed its heartbeats for the whole window at ``now``."""
+        return now - self.heartbeat_at > self.stale_after_s

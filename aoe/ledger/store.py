@@ -18,18 +18,22 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self, TypeVar
 
+from aoe.clock import Clock, SystemClock
 from aoe.errors import LedgerError, LedgerUnusableError
-from aoe.ledger import queries
+from aoe.ledger import lease, queries
 from aoe.ledger.errors import connect, ledger_error
+from aoe.ledger.lease import LedgerLease
 from aoe.ledger.migrations import migrate
 from aoe.ledger.records import (
     AttemptEnd,
     AttemptStart,
     CallRecord,
+    CallStart,
     CostGroup,
     CostReport,
     ResumeState,
     RunDetail,
+    RunLeaseHolder,
     RunStart,
     RunSummary,
     WorkflowStart,
@@ -40,6 +44,7 @@ from aoe.ledger.writer import (
     write_attempt_end,
     write_attempt_start,
     write_call,
+    write_call_start,
     write_run_start,
     write_state_change,
     write_workflow_start,
@@ -123,8 +128,14 @@ class Ledger:
         """Record an agent attempt starting; with no end it will read as interrupted."""
         await self._writer.submit(write_attempt_start, record)
 
+    async def start_call(self, record: CallStart) -> None:
+        """Record a provider call as started, before its request leaves: from the commit on,
+        it counts as spent at its reservation (unconfirmed) until ``record_call`` ends it."""
+        await self._writer.submit(write_call_start, record)
+
     async def record_call(self, record: CallRecord) -> None:
-        """Record one provider call; returns once the row is committed."""
+        """Record how a provider call ended, completing its started row (or inserting one
+        if it was never started); returns once the row is committed."""
         await self._writer.submit(write_call, record)
 
     async def finish_attempt(self, record: AttemptEnd) -> None:
@@ -143,7 +154,54 @@ class Ledger:
         """Record the final state of a run."""
         await self._writer.submit(write_state_change, StateChange(run_id, None, state, ended_at))
 
+    # --- the run lease (see aoe.ledger.lease) ------------------------------------------
+
+    def run_lease(
+        self,
+        *,
+        heartbeat_s: float = lease.HEARTBEAT_S,
+        clock: Clock | None = None,
+        holder: RunLeaseHolder | None = None,
+    ) -> LedgerLease:
+        """The lease a run takes in this ledger (``holder``: one this process took already)."""
+        return LedgerLease(self._writer, heartbeat_s=heartbeat_s, clock=clock, holder=holder)
+
+    def take_lease_now(
+        self, run_id: str, *, heartbeat_s: float = lease.HEARTBEAT_S, clock: Clock | None = None
+    ) -> RunLeaseHolder:
+        """Take the lease of ``run_id`` synchronously, for ``--resume`` to hold it before it
+        reads what to resume; ``RunLeaseHeldError`` if a live process holds it."""
+        want = lease.new_holder(run_id, (clock or SystemClock()).wall(), heartbeat_s)
+        self._write_now(lambda c: lease.claim(c, want))
+        return want
+
+    def release_lease_now(self, holder: RunLeaseHolder) -> None:
+        """Give up a lease taken with ``take_lease_now`` that no run will use."""
+        self._write_now(lambda c: lease.release(c, holder))
+
+    def lease_holder(self, run_id: str) -> RunLeaseHolder | None:
+        """Who holds (or last held, if stale) the lease of ``run_id``."""
+        return self._read(lambda c: lease.holder_of(c, run_id))
+
+    def _write_now(self, statement: Callable[[sqlite3.Connection], None]) -> None:
+        """One write transaction on the reading connection, in the caller's thread."""
+        with self._read_lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    statement(self._conn)
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise ledger_error(exc, self.path, "write to") from exc
+
     # --- reads: one snapshot each --------------------------------------------------------
+
+    def resolve_run_id(self, prefix: str) -> str:
+        """The full id of the run ``prefix`` names; unknown or ambiguous: ``UsageError``."""
+        return self._read(lambda c: queries.resolve_run_id(c, prefix))
 
     def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
         with self._read_lock:
@@ -176,9 +234,10 @@ class Ledger:
             lambda c: queries.cost_report(c, by, run_id, _epoch(since), _epoch(until))
         )
 
-    def resume_state(self, run_id: str) -> ResumeState:
-        """What ``aoe run --resume`` needs to continue ``run_id`` without paying twice."""
-        return self._read(lambda c: queries.resume_state(c, run_id))
+    def resume_state(self, run_id: str, *, lease: RunLeaseHolder | None = None) -> ResumeState:
+        """What ``aoe run --resume`` needs to continue ``run_id`` without paying twice;
+        ``lease``: the run's lease, taken by the caller (so its last process is gone)."""
+        return self._read(lambda c: queries.resume_state(c, run_id, lease))
 
     # --- closing -------------------------------------------------------------------------
 

@@ -10,6 +10,10 @@ call low under load.
 
 ``SQLITE_BUSY`` (another aoe process holds the write lock) is waited out by
 ``busy_timeout`` and then retried with a short backoff until ``lock_wait_s`` has passed.
+
+While ``fence`` names a run lease this process holds (``aoe.ledger.lease``), every batch
+first checks, inside its transaction, that the lease is still its own; if another process
+has taken it over, the whole batch fails with ``RunLeaseLostError`` and nothing is written.
 """
 
 from __future__ import annotations
@@ -29,13 +33,18 @@ from pathlib import Path
 from typing import Any, Final
 
 from aoe.cost.money import optional_text, to_pusd
-from aoe.errors import LedgerError
+from aoe.errors import AoeError, LedgerError
 from aoe.ledger.errors import connect, ledger_error
+from aoe.ledger.lease import holds, lost_error
 from aoe.ledger.records import (
     ATTEMPT_STATES,
+    CALL_INTERRUPTED,
+    CALL_STARTED,
     AttemptEnd,
     AttemptStart,
     CallRecord,
+    CallStart,
+    RunLeaseHolder,
     RunStart,
     WorkflowStart,
 )
@@ -53,7 +62,12 @@ def _json(value: Any) -> str:
 
 
 def write_run_start(conn: sqlite3.Connection, r: RunStart) -> None:
-    """Insert a run, or reopen it (``--resume``): state RUNNING, owned by this process."""
+    """Insert a run, or reopen it (``--resume``): state RUNNING, owned by this process.
+
+    Reopening, the calls an earlier process left in flight (started, never ended) are
+    marked ``interrupted``: they stay spent at their reservations, unconfirmed, and no
+    longer read as in flight while this process runs.
+    """
     conn.execute(
         "INSERT INTO runs (id, started_at, ended_at, state, command, files, simulate,"
         " budget_usd, pid, host) VALUES (?, ?, NULL, 'RUNNING', ?, ?, ?, ?, ?, ?)"
@@ -69,6 +83,10 @@ def write_run_start(conn: sqlite3.Connection, r: RunStart) -> None:
             os.getpid(),
             socket.gethostname(),
         ),
+    )
+    conn.execute(
+        "UPDATE calls SET status = ? WHERE run_id = ? AND ended_at IS NULL AND status = ?",
+        (CALL_INTERRUPTED, r.run_id, CALL_STARTED),
     )
 
 
@@ -109,36 +127,69 @@ def write_attempt_start(conn: sqlite3.Connection, a: AttemptStart) -> None:
     )
 
 
-def write_call(conn: sqlite3.Connection, c: CallRecord) -> None:
-    """Insert one provider call with its exact cost."""
+def write_call_start(conn: sqlite3.Connection, s: CallStart) -> None:
+    """Insert a call whose request is about to leave: spent at its reservation, unconfirmed,
+    with no end, until ``write_call`` completes the row."""
     conn.execute(
         "INSERT INTO calls (run_id, workflow_key, agent_id, attempt, turn, provider, model,"
         " input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,"
         " reasoning_tokens, cost_pusd, cost_confirmed, started_at, ended_at, status,"
         " request_id, tool_calls, estimate_tokens)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, 0, 0, 0, 0, 0, ?, 0, ?, NULL, ?, NULL, '[]', ?)",
         (
-            c.run_id,
-            c.workflow_key,
-            c.agent_id,
-            c.attempt,
-            c.turn,
-            c.provider,
-            c.model,
-            c.input_tokens,
-            c.output_tokens,
-            c.cache_read_tokens,
-            c.cache_write_tokens,
-            c.reasoning_tokens,
-            to_pusd(c.cost_usd),
-            int(c.cost_confirmed),
-            c.started_at,
-            c.ended_at,
-            c.status,
-            c.request_id,
-            _json(c.tool_calls) if c.tool_calls else "[]",
-            c.estimate_tokens,
+            s.run_id,
+            s.workflow_key,
+            s.agent_id,
+            s.attempt,
+            s.turn,
+            s.provider,
+            s.model,
+            to_pusd(s.reserved_usd),
+            s.started_at,
+            CALL_STARTED,
+            s.reserved_tokens,
         ),
+    )
+
+
+#: Completes a started row: only what the end adds, so the indexes on the call's key, its
+#: model and its start time are left alone.
+_COMPLETE_STARTED = (
+    "UPDATE calls SET input_tokens = ?, output_tokens = ?, cache_read_tokens = ?,"
+    " cache_write_tokens = ?, reasoning_tokens = ?, cost_pusd = ?, cost_confirmed = ?,"
+    " ended_at = ?, status = ?, request_id = ?, tool_calls = ?, estimate_tokens = ?"
+    " WHERE id = (SELECT id FROM calls WHERE run_id = ? AND workflow_key = ? AND agent_id = ?"
+    " AND attempt = ? AND turn = ? AND ended_at IS NULL AND status = ? ORDER BY id LIMIT 1)"
+)
+
+
+def write_call(conn: sqlite3.Connection, c: CallRecord) -> None:
+    """Complete the call's started row with how it ended and its exact cost (one row per
+    call); a call that was never recorded as started is inserted whole."""
+    end = (
+        c.input_tokens,
+        c.output_tokens,
+        c.cache_read_tokens,
+        c.cache_write_tokens,
+        c.reasoning_tokens,
+        to_pusd(c.cost_usd),
+        int(c.cost_confirmed),
+        c.ended_at,
+        c.status,
+        c.request_id,
+        _json(c.tool_calls) if c.tool_calls else "[]",
+        c.estimate_tokens,
+    )
+    key = (c.run_id, c.workflow_key, c.agent_id, c.attempt, c.turn)
+    if conn.execute(_COMPLETE_STARTED, (*end, *key, CALL_STARTED)).rowcount:
+        return
+    conn.execute(
+        "INSERT INTO calls (run_id, workflow_key, agent_id, attempt, turn, provider, model,"
+        " started_at, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens,"
+        " reasoning_tokens, cost_pusd, cost_confirmed, ended_at, status, request_id,"
+        " tool_calls, estimate_tokens)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (*key, c.provider, c.model, c.started_at, *end),
     )
 
 
@@ -222,6 +273,8 @@ class Writer:
         self._start_lock = threading.Lock()
         self._broken: LedgerError | None = None
         self._closed = False
+        #: The run lease this ledger's writes are fenced by (set and cleared by its lease).
+        self.fence: RunLeaseHolder | None = None
 
     def submit(self, statement: Statement, record: Any) -> asyncio.Future[None]:
         """Queue a write; the returned future resolves once it is committed."""
@@ -305,6 +358,11 @@ class Writer:
         errors: list[BaseException | None] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
+            fence = self.fence
+            if fence is not None and not holds(conn, fence):
+                lost = lost_error(conn, fence)
+                conn.execute("COMMIT")
+                return [lost] * len(batch)
             for statement, record, _, _ in batch:
                 conn.execute("SAVEPOINT w")
                 try:
@@ -314,6 +372,9 @@ class Writer:
                         raise
                     conn.execute("ROLLBACK TO w")
                     errors.append(ledger_error(exc, self._path, "write to"))
+                except AoeError as exc:  # a statement's own refusal (a lease held elsewhere)
+                    conn.execute("ROLLBACK TO w")
+                    errors.append(exc)
                 except Exception as exc:  # a bad record fails alone; the thread must live on
                     conn.execute("ROLLBACK TO w")
                     errors.append(

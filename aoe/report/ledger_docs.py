@@ -68,6 +68,7 @@ def run_summary_json(run: RunSummary) -> dict[str, Any]:
         "output_tokens": run.output_tokens,
         "cost_usd": optional_text(run.cost_usd),
         "unconfirmed_usd": optional_text(run.unconfirmed_usd),
+        "in_flight_calls": run.in_flight_calls,
     }
 
 
@@ -106,7 +107,7 @@ def _call_json(c: CallRecord) -> dict[str, Any]:
         "request_id": c.request_id,
         "started_at": iso(c.started_at),
         "ended_at": iso(c.ended_at),
-        "latency_s": round(c.ended_at - c.started_at, 6),
+        "latency_s": None if c.ended_at is None else round(c.ended_at - c.started_at, 6),
         "tool_calls": thaw(c.tool_calls),
         "estimate_tokens": c.estimate_tokens,
     }

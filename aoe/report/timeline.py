@@ -61,8 +61,9 @@ def attempt_bars(agent: AgentDetail) -> list[AttemptBar]:
             if call.started_at > cursor:
                 segments.append(Segment("wait" if index == 0 else "work", cursor, call.started_at))
             call_start = max(call.started_at, cursor)
-            segments.append(Segment("call", call_start, max(call.ended_at, call_start)))
-            cursor = max(cursor, call.ended_at)
+            call_end = end if call.ended_at is None else call.ended_at  # in flight, or lost
+            segments.append(Segment("call", call_start, max(call_end, call_start)))
+            cursor = max(cursor, call_end)
         if end > cursor:
             segments.append(Segment("wait" if not calls else "work", cursor, end))
         bars.append(AttemptBar(a.attempt, a.state, a.started_at, end, tuple(segments), a.error))

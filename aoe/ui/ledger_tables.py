@@ -125,6 +125,16 @@ def _output_text(output: Any) -> str:
     return text if len(text) <= _OUTPUT_CHARS else text[:_OUTPUT_CHARS] + " …"
 
 
+def _in_flight(run: RunSummary) -> str:
+    """The calls counted at their reservations because they have no end (yet)."""
+    n = run.in_flight_calls
+    if not n:
+        return ""
+    calls = "1 call" if n == 1 else f"{n} calls"
+    # while the run runs, some may be out now and some lost by a process before this one
+    return f", {calls} in flight or lost" if run.state == "RUNNING" else f", {calls} lost in flight"
+
+
 def render_run_detail(console: Console, detail: RunDetail) -> None:
     """One run: header, then per workflow a table of agents and their attempts."""
     run = detail.run
@@ -137,7 +147,9 @@ def render_run_detail(console: Console, detail: RunDetail) -> None:
         f"\nstarted {_when(run.started_at)}, ended {_when(run.ended_at)}",
         f"\n{run.command}",
         f"\ntokens {run.input_tokens} in / {run.output_tokens} out, cost "
-        f"{format_usd(run.cost_usd)} (unconfirmed {format_usd(run.unconfirmed_usd)}), "
+        f"{format_usd(run.cost_usd)} (unconfirmed {format_usd(run.unconfirmed_usd)}"
+        + _in_flight(run)
+        + "), "
         f"budget {budget}" + (", simulated" if run.simulate else ""),
     )
     console.print(Panel(header, expand=False))

@@ -152,8 +152,12 @@ def test_a_signal_stops_the_run_within_2_seconds_with_exit_130(
     with sqlite3.connect(db) as conn:
         states = dict(conn.execute("select agent_id, state from attempts"))
         run_state = conn.execute("select state from runs").fetchone()[0]
+        unended = conn.execute("select count(*) from calls where ended_at is null").fetchone()
+        leases = conn.execute("select count(*) from leases").fetchone()
     assert states == {"a": "CANCELLED", "b": "CANCELLED"}
     assert run_state == "CANCELLED"
+    assert unended == (0,)  # the calls in flight were ended, at their reservations
+    assert leases == (0,)  # and the run's lease released: a --resume may start at once
 
 
 def test_resume_reruns_agents_whose_spec_changed_and_what_they_fed(
