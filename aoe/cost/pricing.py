@@ -16,8 +16,10 @@ Traps handled here (see shared/reference/providers.md B2):
   serve a model called ``gpt-4o`` is not billed at OpenAI's price.
 
 Resolution order: a user override from ``pricing:`` in aoe.yaml (key ``provider/model``),
-then ``sim/*`` (free), then genai-prices. Amounts are ``Decimal`` USD, so sums over many
-calls are exact; convert to float only for display.
+then ``sim/*`` (free), then genai-prices. A model's price is looked up once per process
+and every call's cost is arithmetic on it; only models whose price has tiers (long
+prompts cost more) go through genai-prices' calculator per call. Amounts are ``Decimal``
+USD, so sums over many calls are exact.
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ class PriceBook:
         price = self.require(model) if required else self.price(model)
         if price is None:
             return None
-        if price.source != "genai-prices":
+        if not price.tiered:  # the rate card of the model, resolved once: arithmetic
             return price.cost_usd(usage)
         return self._genai_cost(
             model,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 from decimal import Decimal
 from decimal import Decimal as D
@@ -139,3 +140,37 @@ def test_provider_ids_follow_the_type_not_the_name() -> None:
     assert not book.is_known(ModelRef("work", "llama3"))
     assert not book.is_known(ModelRef("other", "gpt-4o-mini"))
     assert book.is_known(ModelRef("claude", "claude-sonnet-4-5"))
+
+
+def test_the_cached_rate_card_costs_what_genai_prices_computes() -> None:
+    """Every untiered OpenAI and Anthropic model: cost by arithmetic on the price looked up
+    once equals genai-prices' own calculation, to the last digit."""
+    from genai_prices import Usage as GenaiUsage
+    from genai_prices import calc_price
+    from genai_prices.data_snapshot import get_snapshot
+
+    rng = random.Random(7)
+    book = PriceBook()
+    checked = 0
+    for provider in get_snapshot().providers:
+        if provider.id not in ("openai", "anthropic"):
+            continue
+        for info in provider.models:
+            model = ModelRef(provider.id, info.id)
+            price = book.price(model)
+            if price is None or price.tiered:
+                continue
+            tokens_in = rng.randint(0, 200_000)
+            usage = Usage(tokens_in, rng.randint(0, 8_000), rng.randint(0, tokens_in // 2))
+            expected = calc_price(
+                GenaiUsage(
+                    input_tokens=usage.input_tokens,
+                    output_tokens=usage.output_tokens,
+                    cache_read_tokens=usage.cache_read_tokens,
+                ),
+                info.id,
+                provider_id=provider.id,
+            ).total_price
+            assert book.cost_usd(model, usage) == expected, model
+            checked += 1
+    assert checked > 50
