@@ -36,18 +36,24 @@ def escape_property(text: str) -> str:
     return escape_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
-def error_annotation(problem: Problem, *, title: str | None = None) -> str:
-    """``::error file=F,line=L,col=C::message`` for one problem."""
+def error_annotation(problem: Problem, *, title: str | None = None, level: str = "error") -> str:
+    """``::error file=F,line=L,col=C::message`` for one problem (``level`` warning:
+    ``::warning``)."""
     props = [f"file={escape_property(problem.file)}", f"line={problem.line}", f"col={problem.col}"]
     if title:
         props.append(f"title={escape_property(title)}")
     message = problem.message + (f" (hint: {problem.hint})" if problem.hint else "")
-    return f"::error {','.join(props)}::{escape_data(message)}"
+    return f"::{level} {','.join(props)}::{escape_data(message)}"
 
 
 def error_annotations(problems: Iterable[Problem]) -> list[str]:
     """One annotation line per problem, in order."""
     return [error_annotation(p, title="aoe validate") for p in problems]
+
+
+def warning_annotations(warnings: Iterable[Problem]) -> list[str]:
+    """One ``::warning`` line per warning, in order."""
+    return [error_annotation(w, title="aoe validate", level="warning") for w in warnings]
 
 
 def _cell(text: object) -> str:

@@ -198,6 +198,7 @@ class AgentSpec:
     output_schema: Mapping[str, Any] | None = None
     tools: tuple[str, ...] = ()
     max_turns: int = 8
+    max_prompt_chars: int | None = None  # None: from the model's context window (templates)
     with_values: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
     simulate: SimulateSpec = field(default_factory=SimulateSpec)
     uses: str | None = None
