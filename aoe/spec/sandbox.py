@@ -36,9 +36,10 @@ from dataclasses import dataclass
 from functools import wraps
 from typing import Any
 
-from jinja2 import nodes
+from jinja2 import nodes, pass_eval_context
 from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
+from jinja2.nodes import EvalContext
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -67,9 +68,14 @@ class TooLarge(SecurityError):
 @dataclass(slots=True)
 class RenderBudget:
     """What one render may build: ``max_chars`` per value and for the output, and
-    ``ALLOCATION_FACTOR`` times that in all (``built`` so far)."""
+    ``ALLOCATION_FACTOR`` times that in all (``built`` so far).
+
+    ``escape``, when set, encodes the text of every ``{{ ... }}`` (an ``http:`` tool's URL
+    encodes each value that way), and ``urlencode`` then leaves its value to it.
+    """
 
     max_chars: int
+    escape: Callable[[str], str] | None = None
     built: int = 0
 
     def need(self, size: int, what: str) -> None:
@@ -327,6 +333,29 @@ def _bounded_filter(name: str, function: Callable[..., Any]) -> Callable[..., An
     return filtered
 
 
+def _escaping(finalize: Callable[[Any], Any]) -> Callable[..., Any]:
+    """``finalize``, then the render's ``escape``; run at render time (never folded into
+    a compiled constant), because the same template may render with or without one."""
+
+    @pass_eval_context
+    def final(eval_ctx: EvalContext, value: Any) -> Any:
+        value = finalize(value)
+        escape = budget().escape
+        return value if escape is None else escape(str(value))
+
+    return final
+
+
+def _urlencode(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Jinja's ``urlencode``, except where the render encodes every value itself."""
+
+    @wraps(function)
+    def urlencode(value: Any) -> Any:
+        return value if budget().escape is not None else function(value)
+
+    return urlencode
+
+
 class _SizedBuffer(list[Any]):
     """Where a block's output is collected: counts characters as they come in."""
 
@@ -371,9 +400,10 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset({"*", "**", "+", "%"})
     code_generator_class = _BoundedCodeGenerator
 
-    def __init__(self, **options: Any) -> None:
-        super().__init__(**options)
+    def __init__(self, *, finalize: Callable[[Any], Any], **options: Any) -> None:
+        super().__init__(finalize=_escaping(finalize), **options)
         self.globals.pop("lipsum", None)
+        self.filters["urlencode"] = _urlencode(self.filters["urlencode"])
 
     def bound_filters(self) -> None:
         """Wrap every filter registered so far (call once, after adding aoe's own)."""

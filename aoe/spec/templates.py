@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from types import MappingProxyType
@@ -213,7 +213,10 @@ def _lookup(context: Mapping[str, Any], root: str, steps: tuple[str | int, ...])
 
 
 def _render_plain(
-    segments: tuple[Segment, ...], context: Mapping[str, Any], max_chars: int
+    segments: tuple[Segment, ...],
+    context: Mapping[str, Any],
+    max_chars: int,
+    escape: Callable[[str], str] | None,
 ) -> str | None:
     """The text, or None when Jinja must render it; ``_TooLong`` past ``max_chars``."""
     parts: list[str] = []
@@ -228,6 +231,8 @@ def _render_plain(
             ):
                 return None
             text = str(_finalize(value))
+            if escape is not None:
+                text = escape(text)
         size += len(text)
         if size > max_chars:
             raise _TooLong
@@ -245,21 +250,23 @@ def render(
     *,
     where: str,
     max_chars: int = DEFAULT_MAX_PROMPT_CHARS,
+    escape: Callable[[str], str] | None = None,
 ) -> str:
     """Render ``source`` with ``context``; any failure is a ``TemplateRenderError``.
 
     Text longer than ``max_chars`` (or a step that would build more) is a failure too,
-    found while rendering: nothing larger is ever built.
+    found while rendering: nothing larger is ever built. ``escape`` encodes the text of
+    each ``{{ ... }}`` (not the template's own text).
     """
     segments = _plain_segments(source)
     if segments is not None:
         try:
-            text = _render_plain(segments, context, max_chars)
+            text = _render_plain(segments, context, max_chars, escape)
         except _TooLong:
             raise _too_long(where, max_chars) from None
         if text is not None:
             return text
-    return _render_jinja(source, context, where=where, max_chars=max_chars)
+    return _render_jinja(source, context, where=where, max_chars=max_chars, escape=escape)
 
 
 def _too_long(where: str, max_chars: int) -> TemplateRenderError:
@@ -282,6 +289,7 @@ def _render_jinja(
     *,
     where: str,
     max_chars: int = DEFAULT_MAX_PROMPT_CHARS,
+    escape: Callable[[str], str] | None = None,
 ) -> str:
     from jinja2 import TemplateError, UndefinedError
     from jinja2.exceptions import SecurityError
@@ -289,7 +297,7 @@ def _render_jinja(
     from aoe.spec.sandbox import RenderBudget, TooLarge, bounded
 
     try:
-        with bounded(RenderBudget(max_chars)):
+        with bounded(RenderBudget(max_chars, escape)):
             parts: list[str] = []
             size = 0
             for chunk in _compiled(source).generate(dict(context)):
