@@ -21,6 +21,7 @@ def validate(
     as FILE:LINE:COL: message. Exits 0 when every file is good, else 2.
     """
     from aoe.app.validate import check_files  # loaded when the command runs, not for --help
+    from aoe.report.printable import printable
 
     results = check_files(files)
     _annotate(results)
@@ -30,7 +31,7 @@ def validate(
         if result.checked is not None:
             for warning in result.checked.warnings:
                 at = f"{warning.file}:{warning.line}:{warning.col}"
-                typer.echo(f"{at}: warning: {warning.message}", err=True)
+                typer.echo(printable(f"{at}: warning: {warning.message}"), err=True)
                 if warning.hint:
                     typer.echo(f"  hint: {warning.hint}", err=True)
             graph = result.checked.graph

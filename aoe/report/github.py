@@ -5,6 +5,8 @@ renders it on the job's page). When ``GITHUB_ACTIONS=true``, ``aoe validate`` al
 one ``::error file=...,line=...,col=...::message`` workflow command per problem, so each
 problem shows up on the pull request's diff. Values are escaped per GitHub's
 workflow-command rules: ``%``, CR and LF in the message; also ``:`` and ``,`` in properties.
+Control characters (an escape sequence in a model's error, a file name) are ``printable``
+first, in the annotations and in the summary.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from aoe.cost.money import format_usd
 from aoe.engine.results import RunResult
 from aoe.errors import Problem
+from aoe.report.printable import printable
 
 SLOWEST = 5
 
@@ -27,8 +30,8 @@ def on_github_actions(environ: Mapping[str, str]) -> bool:
 
 
 def escape_data(text: str) -> str:
-    """A workflow command's message: ``%``, CR and LF escaped."""
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    """A workflow command's message: ``%``, CR and LF escaped, other controls shown."""
+    return printable(text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A"))
 
 
 def escape_property(text: str) -> str:
@@ -57,7 +60,7 @@ def warning_annotations(warnings: Iterable[Problem]) -> list[str]:
 
 
 def _cell(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    return printable(str(text)).replace("|", "\\|").replace("\n", " ")
 
 
 def step_summary(
