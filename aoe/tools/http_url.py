@@ -232,9 +232,7 @@ class UrlPlan:
         rules = tuple(HostRule.parse(str(h)) for h in allowed_hosts or ())
         prefix = _literal_prefix(rest)
         if _TAG_OPEN.search(authority) is None:
-            if not authority:
-                raise ValueError(f"url {source!r} names no host")
-            fixed = httpx.URL(f"{scheme}://{authority}/")
+            fixed = _fixed_origin(source, scheme, authority)
             if fixed.userinfo:
                 raise ValueError(
                     "url must not carry a user name or password; send credentials in a "
@@ -271,6 +269,19 @@ class UrlPlan:
         if self.origin is None and url.userinfo:
             raise Refused("the URL may not carry a user name or password")
         return Destination(url, self.rules)
+
+
+def _fixed_origin(source: str, scheme: str, authority: str) -> httpx.URL:
+    """The URL of a literal authority, or ``ValueError`` naming what is wrong with it."""
+    try:
+        url = httpx.URL(f"{scheme}://{authority}/")
+    except httpx.InvalidURL as exc:
+        raise ValueError(f"url {source!r} is not a valid URL ({exc})") from None
+    if not url.host or "%" in url.host:
+        raise ValueError(f"url {source!r} names no valid host")
+    if url.port is not None and not 0 < url.port < 65536:
+        raise ValueError(f"url {source!r} has no valid port")
+    return url
 
 
 def _split(source: str) -> tuple[str, str, str]:

@@ -94,6 +94,7 @@ def test_the_shipped_tool_workflows_validate(name: str) -> None:
         ('{url: "http://127.0.0.1:8000{{ args.path }}"}', "needs allowed_hosts"),
         ('{url: "http://{{ args.host }}/v"}', "needs allowed_hosts"),
         ('{url: "https://user:pw@erp.example/v"}', "user name or password"),
+        ('{url: "https://erp.example:99999/v"}', "no valid port"),
         ('{url: "http://{{ args.host }}/v", allowed_hosts: ["erp.example:0"]}', "no valid port"),
         ('{url: "http://{{ args.host }}/v", allowed_hosts: ["not a host"]}', "not a host name"),
         (
