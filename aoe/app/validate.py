@@ -19,7 +19,7 @@ from aoe.graph import WorkflowGraph
 from aoe.spec.config import load_config
 from aoe.spec.loader import load_workflow
 from aoe.spec.models import AgentSpec, Config, Location, WorkflowSpec
-from aoe.spec.templates import TemplateSyntax, references
+from aoe.spec.templates import TemplateSyntax, least_size, prompt_char_limit, references
 from aoe.tools.checks import tool_problems
 
 __all__ = ["CheckResult", "CheckedWorkflow", "check_files", "check_workflow"]
@@ -27,10 +27,12 @@ __all__ = ["CheckResult", "CheckedWorkflow", "check_files", "check_workflow"]
 
 @dataclass(frozen=True, slots=True)
 class CheckedWorkflow:
-    """A workflow that passed every check: its spec and its graph."""
+    """A workflow that passed every check: its spec, its graph, and what to warn about
+    (a template that renders past its agent's ``max_prompt_chars`` on its own text)."""
 
     spec: WorkflowSpec
     graph: WorkflowGraph
+    warnings: tuple[Problem, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +136,32 @@ def _check(path: Path, config: Config | None) -> CheckedWorkflow:
     if found or graph is None:
         found.sort(key=lambda p: (p.file, p.line, p.col))
         raise SpecError(found)
-    return CheckedWorkflow(spec, graph)
+    warnings = [w for agent in spec.agents.values() for w in _size_warnings(agent)]
+    return CheckedWorkflow(spec, graph, tuple(warnings))
+
+
+def _size_warnings(agent: AgentSpec) -> list[Problem]:
+    """Templates whose own text (``'x' * N``, ``range(N)`` loops...) passes the limit."""
+    limit = prompt_char_limit(agent.max_prompt_chars, None)
+    found = []
+    for field, source in (("prompt", agent.prompt), ("system", agent.system)):
+        if not source:
+            continue
+        size, line = least_size(source)
+        if size > limit:
+            base = agent.prompt_location or agent.location if field == "prompt" else agent.location
+            found.append(
+                Problem(
+                    base.file,
+                    base.line + line - 1,
+                    base.col,
+                    f"{field} of '{agent.id}' renders to at least {size:,} characters, "
+                    f"more than its limit of {limit:,}: the agent will fail before any call",
+                    "make the template smaller, or raise max_prompt_chars (without it, "
+                    "the limit comes from the model's context window, else 1,000,000)",
+                )
+            )
+    return found
 
 
 def _provider_problems(spec: WorkflowSpec, config: Config) -> list[Problem]:

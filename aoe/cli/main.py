@@ -19,6 +19,7 @@ import typer
 
 from aoe.cli.messages import format_error
 from aoe.errors import AoeError
+from aoe.report.printable import printable
 
 __all__ = ["app", "main", "run"]
 
@@ -100,6 +101,11 @@ def _eprint(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def _traceback() -> None:
+    """``--debug``: the traceback, whose messages may quote model text, made printable."""
+    _eprint(printable(traceback.format_exc().rstrip("\n")))
+
+
 def main(argv: Sequence[str] | None = None, *, command: typer.Typer | None = None) -> int:
     """Run the CLI on ``argv`` and return the exit code instead of exiting.
 
@@ -120,7 +126,7 @@ def main(argv: Sequence[str] | None = None, *, command: typer.Typer | None = Non
         return int(getattr(err, "exit_code", EXIT_USAGE))
     except AoeError as err:
         if settings.debug:
-            traceback.print_exc()
+            _traceback()
         for line in format_error(err):
             _eprint(line)
         return err.exit_code
@@ -129,9 +135,12 @@ def main(argv: Sequence[str] | None = None, *, command: typer.Typer | None = Non
         return EXIT_INTERRUPTED
     except Exception as err:
         if settings.debug:
-            traceback.print_exc()
+            _traceback()
         _eprint(
-            f"internal error: {type(err).__name__}: {err} (rerun with --debug for the traceback)"
+            printable(
+                f"internal error: {type(err).__name__}: {err} "
+                "(rerun with --debug for the traceback)"
+            )
         )
         return EXIT_INTERNAL
     return result if isinstance(result, int) else 0

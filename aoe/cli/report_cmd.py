@@ -27,6 +27,7 @@ def report(
 ) -> None:
     """Write a run's report: DAG, timeline of every attempt, critical path, cost charts, agents."""
     from aoe.cli.ledger_cmd import open_ledger
+    from aoe.ledger.files import open_private
     from aoe.report.html import render_html
 
     if html is None:
@@ -37,7 +38,9 @@ def report(
         detail = ledger.get_run(run_id)
     try:
         html.parent.mkdir(parents=True, exist_ok=True)
-        html.write_text(render_html(detail), encoding="utf-8")
+        page = render_html(detail)
+        with open_private(html) as fh:  # a new report is its owner's only, like the ledger
+            fh.write(page)
     except OSError as exc:
         raise UsageError(
             f"cannot write {html}: {exc.strerror}",

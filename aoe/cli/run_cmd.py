@@ -177,6 +177,7 @@ def run(
     from aoe.app.prepare import RunOptions, prepare
     from aoe.monitor.outputs import OutputOptions, RunOutputs
     from aoe.report.outputs import write_run_reports
+    from aoe.report.printable import printable
     from aoe.report.result import result_json
     from aoe.ui.session import console, run_with_progress
     from aoe.ui.summary import render_summary
@@ -207,7 +208,7 @@ def run(
     )
     prepared = prepare(options)
     for warning in prepared.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(printable(f"warning: {warning}"), file=sys.stderr)
     wanted = OutputOptions(events, metrics_port, metrics_addr, pushgateway)
     outputs = RunOutputs.start(wanted, sys.stderr)
     result = None

@@ -21,6 +21,7 @@ def validate(
     as FILE:LINE:COL: message. Exits 0 when every file is good, else 2.
     """
     from aoe.app.validate import check_files  # loaded when the command runs, not for --help
+    from aoe.report.printable import printable
 
     results = check_files(files)
     _annotate(results)
@@ -28,6 +29,11 @@ def validate(
     problems = 0
     for result in results:
         if result.checked is not None:
+            for warning in result.checked.warnings:
+                at = f"{warning.file}:{warning.line}:{warning.col}"
+                typer.echo(printable(f"{at}: warning: {warning.message}"), err=True)
+                if warning.hint:
+                    typer.echo(f"  hint: {warning.hint}", err=True)
             graph = result.checked.graph
             agents, levels = len(graph), len(graph.levels)
             typer.echo(
@@ -51,10 +57,13 @@ def _annotate(results: list[Any]) -> None:
     """On GitHub Actions, one ``::error file=,line=,col=::`` line per problem (stdout)."""
     import os
 
-    from aoe.report.github import error_annotations, on_github_actions
+    from aoe.report.github import error_annotations, on_github_actions, warning_annotations
 
     if on_github_actions(os.environ):
         for line in error_annotations(p for r in results for p in r.problems):
+            typer.echo(line)
+        checked = [r.checked for r in results if r.checked is not None]
+        for line in warning_annotations(w for c in checked for w in c.warnings):
             typer.echo(line)
 
 

@@ -30,7 +30,7 @@ from aoe.cost.tokens import estimate_request
 from aoe.providers.base import CompletionRequest, Message, ToolDefinition, Usage
 from aoe.providers.schema_example import example_for_schema
 from aoe.spec.models import AgentSpec, WorkflowSpec, thaw
-from aoe.spec.templates import render
+from aoe.spec.templates import prompt_char_limit, render
 
 EXPECTED_TOOL_TURNS = 2
 
@@ -97,8 +97,13 @@ def _request(
 ) -> CompletionRequest:
 
     where = f"{workflow.name}/{agent.id}"
-    prompt = render(agent.prompt, context, where=f"{where} prompt")
-    system = render(agent.system, context, where=f"{where} system") if agent.system else None
+    limit = prompt_char_limit(agent.max_prompt_chars, None)
+    prompt = render(agent.prompt, context, where=f"{where} prompt", max_chars=limit)
+    system = (
+        render(agent.system, context, where=f"{where} system", max_chars=limit)
+        if agent.system
+        else None
+    )
     tools = tuple(
         ToolDefinition(t.name, t.description, t.parameters)
         for name in agent.tools

@@ -41,7 +41,7 @@ from aoe.providers.base import Completion, CompletionRequest, Message
 from aoe.providers.json_api import wire_name
 from aoe.retry import decide
 from aoe.spec.models import AgentSpec, thaw
-from aoe.spec.templates import render
+from aoe.spec.templates import DEFAULT_MAX_PROMPT_CHARS, prompt_char_limit, render
 from aoe.tools import result_message
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ async def _run_attempt(task: AgentTask, rt: Runtime, number: int) -> _Outcome:
                 fingerprint=task.fingerprint,
             )
         )
-        request = build_request(task, number)
+        request = build_request(task, number, max_chars=_prompt_limit(task, rt))
         if agent.tools:
             completion = await _tool_loop(attempt, request)
         else:
@@ -197,12 +197,32 @@ def render_context(task: AgentTask) -> dict[str, Any]:
     }
 
 
-def build_request(task: AgentTask, attempt: int) -> CompletionRequest:
-    """Render the agent's templates into one provider request."""
+def _prompt_limit(task: AgentTask, rt: Runtime) -> int:
+    """The agent's ``max_prompt_chars``, else what the model's context window allows."""
+    model = task.agent.model
+    if task.agent.max_prompt_chars is not None:
+        return task.agent.max_prompt_chars
+    window = rt.clients.client_for(model).model_info(model.name).context_window
+    return prompt_char_limit(None, window)
+
+
+def build_request(
+    task: AgentTask, attempt: int, *, max_chars: int = DEFAULT_MAX_PROMPT_CHARS
+) -> CompletionRequest:
+    """Render the agent's templates into one provider request.
+
+    A prompt or system text past ``max_chars`` fails while rendering, before anything is
+    reserved or sent (``TemplateRenderError``, not retried).
+    """
     agent = task.agent
     context = render_context(task)
-    prompt = render(agent.prompt, context, where=f"{task.where} prompt")
-    system = render(agent.system, context, where=f"{task.where} system") if agent.system else None
+    where = task.where
+    prompt = render(agent.prompt, context, where=f"{where} prompt", max_chars=max_chars)
+    system = (
+        render(agent.system, context, where=f"{where} system", max_chars=max_chars)
+        if agent.system
+        else None
+    )
     return CompletionRequest(
         model=agent.model.name,
         messages=(Message("user", prompt),),

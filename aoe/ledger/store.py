@@ -9,6 +9,7 @@ process writes. Several processes may share one ledger file (WAL mode, busy time
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import threading
@@ -22,6 +23,7 @@ from aoe.clock import Clock, SystemClock
 from aoe.errors import LedgerError, LedgerUnusableError
 from aoe.ledger import lease, queries
 from aoe.ledger.errors import connect, ledger_error
+from aoe.ledger.files import create_private, private_dir
 from aoe.ledger.lease import LedgerLease
 from aoe.ledger.migrations import migrate
 from aoe.ledger.records import (
@@ -96,13 +98,15 @@ class Ledger:
     @classmethod
     def _open(cls, path: Path, busy_timeout_s: float, lock_wait_s: float) -> Ledger:
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_dir(path.parent)
         except OSError as exc:
             raise LedgerError(
                 f"cannot create the ledger directory: {exc}",
                 where=str(path.parent),
                 hint="pass --db or set AOE_DB to a writable path",
             ) from exc
+        with contextlib.suppress(OSError):  # sqlite3 says best what is wrong with the path
+            create_private(path)  # 0600 before SQLite makes it (its -wal, -shm follow)
         conn = connect(path, busy_timeout_s=busy_timeout_s)
         try:
             migrate(conn)

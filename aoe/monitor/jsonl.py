@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from aoe.cost.money import decimal_text
+from aoe.ledger.files import open_private
 from aoe.monitor.events import Envelope, Event, WorkflowFinished
 
 EVENTS_VERSION = 2
@@ -65,9 +66,9 @@ class JsonlSink:
 
     @classmethod
     def open(cls, path: Path) -> JsonlSink:
-        """Append to ``path`` (creating its directory); line-buffered."""
+        """Append to ``path`` (creating its directory, and the file 0600); line-buffered."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        return cls(path.open("a", encoding="utf-8", buffering=1), owns=True)
+        return cls(open_private(path, append=True, buffering=1), owns=True)
 
     def handle(self, event: Event) -> None:
         self._stream.write(

@@ -5,6 +5,8 @@ renders it on the job's page). When ``GITHUB_ACTIONS=true``, ``aoe validate`` al
 one ``::error file=...,line=...,col=...::message`` workflow command per problem, so each
 problem shows up on the pull request's diff. Values are escaped per GitHub's
 workflow-command rules: ``%``, CR and LF in the message; also ``:`` and ``,`` in properties.
+Control characters (an escape sequence in a model's error, a file name) are ``printable``
+first, in the annotations and in the summary.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from aoe.cost.money import format_usd
 from aoe.engine.results import RunResult
 from aoe.errors import Problem
+from aoe.report.printable import printable
 
 SLOWEST = 5
 
@@ -27,8 +30,8 @@ def on_github_actions(environ: Mapping[str, str]) -> bool:
 
 
 def escape_data(text: str) -> str:
-    """A workflow command's message: ``%``, CR and LF escaped."""
-    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    """A workflow command's message: ``%``, CR and LF escaped, other controls shown."""
+    return printable(text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A"))
 
 
 def escape_property(text: str) -> str:
@@ -36,13 +39,14 @@ def escape_property(text: str) -> str:
     return escape_data(text).replace(":", "%3A").replace(",", "%2C")
 
 
-def error_annotation(problem: Problem, *, title: str | None = None) -> str:
-    """``::error file=F,line=L,col=C::message`` for one problem."""
+def error_annotation(problem: Problem, *, title: str | None = None, level: str = "error") -> str:
+    """``::error file=F,line=L,col=C::message`` for one problem (``level`` warning:
+    ``::warning``)."""
     props = [f"file={escape_property(problem.file)}", f"line={problem.line}", f"col={problem.col}"]
     if title:
         props.append(f"title={escape_property(title)}")
     message = problem.message + (f" (hint: {problem.hint})" if problem.hint else "")
-    return f"::error {','.join(props)}::{escape_data(message)}"
+    return f"::{level} {','.join(props)}::{escape_data(message)}"
 
 
 def error_annotations(problems: Iterable[Problem]) -> list[str]:
@@ -50,8 +54,13 @@ def error_annotations(problems: Iterable[Problem]) -> list[str]:
     return [error_annotation(p, title="aoe validate") for p in problems]
 
 
+def warning_annotations(warnings: Iterable[Problem]) -> list[str]:
+    """One ``::warning`` line per warning, in order."""
+    return [error_annotation(w, title="aoe validate", level="warning") for w in warnings]
+
+
 def _cell(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    return printable(str(text)).replace("|", "\\|").replace("\n", " ")
 
 
 def step_summary(

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from aoe.cost.money import decimal_text
 from aoe.engine.results import AgentResult, AgentState, RunResult, WorkflowResult
+from aoe.ledger.files import open_private
 
 if TYPE_CHECKING:
     from aoe.engine.scheduler import WorkflowJob
@@ -132,8 +133,11 @@ def junit_tree(
 
 
 def write_junit(result: RunResult, path: Path, models: AgentModels | None = None) -> None:
-    """Write the JUnit file (UTF-8, with an XML declaration), creating its directory."""
+    """Write the JUnit file (UTF-8, with an XML declaration), creating its directory; a
+    new file is readable by its owner only (it holds the agents' errors)."""
     tree = junit_tree(result, models)
     ET.indent(tree)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tree.write(path, encoding="utf-8", xml_declaration=True)
+    document = ET.tostring(tree.getroot(), encoding="utf-8", xml_declaration=True)
+    with open_private(path) as fh:
+        fh.write(document.decode("utf-8"))

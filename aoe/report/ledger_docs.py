@@ -25,6 +25,7 @@ from aoe.ledger.records import (
     RunSummary,
     WorkflowDetail,
 )
+from aoe.report.printable import json_safe
 from aoe.spec.models import thaw
 
 _COST_COLUMNS = (
@@ -39,8 +40,9 @@ _COST_COLUMNS = (
 
 
 def json_text(document: Mapping[str, Any]) -> str:
-    """A JSON document as aoe prints it (``--json`` of every command): indented, UTF-8."""
-    return json.dumps(document, indent=2, ensure_ascii=False)
+    """A JSON document as aoe prints it (``--json`` of every command): indented, UTF-8,
+    terminal controls beyond C0 written as ``\\uXXXX`` (``json_safe``)."""
+    return json_safe(json.dumps(document, indent=2, ensure_ascii=False))
 
 
 def iso(epoch: float | None) -> str | None:

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from aoe.errors import AoeError, Problem, SpecError
-from aoe.spec.schema import describe, dotted, suggest, type_matches, validate
+from aoe.spec.schema import describe, dotted, kind_of, suggest, type_matches, validate
 from aoe.spec.yamlload import PathKey, YamlDocument, read_yaml
 
 __all__ = ["AgentFile", "Layer", "UsesResolver"]
@@ -128,7 +128,7 @@ class UsesResolver:
                     1,
                     1,
                     f"{display} is not a valid agent file (it "
-                    f"holds {describe(doc.data)}, not a mapping of agent settings)",
+                    f"holds {kind_of(doc.data)}, not a mapping of agent settings)",
                 )
             else:
                 problems = validate(doc.data, "agent", doc.file, doc.positions)

@@ -14,7 +14,7 @@ from typing import Any
 
 from aoe.errors import AoeError, UsageError
 from aoe.spec.models import InputSpec, WorkflowSpec, freeze
-from aoe.spec.schema import describe, suggest, type_matches
+from aoe.spec.schema import describe, kind_of, suggest, type_matches
 from aoe.spec.yamlload import read_yaml
 
 __all__ = ["parse_input_args", "resolve_inputs"]
@@ -80,7 +80,7 @@ def _read_inputs_file(path: Path) -> Mapping[str, Any]:
         data = doc.data
     if not isinstance(data, dict):
         raise UsageError(
-            f"--inputs {path} must hold a mapping of input names to values, not {describe(data)}",
+            f"--inputs {path} must hold a mapping of input names to values, not {kind_of(data)}",
             hint='e.g. {"invoice_text": "..."}',
         )
     return data

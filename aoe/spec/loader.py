@@ -544,6 +544,7 @@ _AGENT_SETTINGS: Mapping[str, Convert] = {
     "timeout_s": float,
     "tools": tuple,
     "max_turns": int,
+    "max_prompt_chars": int,
     "cost_limit_usd": _usd,
 }
 _RETRY_SETTINGS: Mapping[str, Convert] = {

@@ -167,6 +167,7 @@ class HttpSettings:
     method: HttpMethod = "POST"
     timeout_s: float | None = None
     max_bytes: int = 8192
+    follow_redirects: bool = False
 
     @classmethod
     def of(cls, target: Mapping[str, Any]) -> HttpSettings:
@@ -174,7 +175,12 @@ class HttpSettings:
         return cls(**given(target, _HTTP_SETTINGS))
 
 
-_HTTP_SETTINGS: Mapping[str, Convert] = {"method": str, "timeout_s": float, "max_bytes": int}
+_HTTP_SETTINGS: Mapping[str, Convert] = {
+    "method": str,
+    "timeout_s": float,
+    "max_bytes": int,
+    "follow_redirects": bool,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +204,7 @@ class AgentSpec:
     output_schema: Mapping[str, Any] | None = None
     tools: tuple[str, ...] = ()
     max_turns: int = 8
+    max_prompt_chars: int | None = None  # None: from the model's context window (templates)
     with_values: Mapping[str, Any] = field(default_factory=lambda: EMPTY)
     simulate: SimulateSpec = field(default_factory=SimulateSpec)
     uses: str | None = None

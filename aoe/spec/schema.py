@@ -225,6 +225,20 @@ def describe(value: Any) -> str:
     return f"a number ({shown})"
 
 
+def kind_of(value: Any) -> str:
+    """A value's JSON type only, never the value: for files aoe was not asked to read
+    (``uses: ../../etc/passwd``), whose content must not reach a log."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    return "a string" if isinstance(value, str) else "a number"
+
+
 def type_matches(value: Any, type_name: str) -> bool:
     """Whether ``value`` is of JSON Schema type ``type_name`` (bool is not a number)."""
     checks: Mapping[str, Any] = {

@@ -9,6 +9,12 @@ wrong name before any money is spent.
 ``{{ x }}`` prints a mapping or list as JSON (an agent's structured output reads as
 JSON in the next prompt), and ``tojson`` writes JSON without HTML escaping.
 
+What a render may produce is bounded while it renders (``aoe.spec.sandbox``): the text
+is cut off as soon as it passes ``max_chars``, and no step inside the template may build
+more, so ``{{ 'a' * 2000000000 }}`` fails in microseconds instead of taking gigabytes.
+A prompt's limit is the agent's ``max_prompt_chars``; without one, ``prompt_char_limit``
+derives it from the model's context window, or uses ``DEFAULT_MAX_PROMPT_CHARS``.
+
 Most prompts only print dotted names (``{{ agents.extract.output }}``); those are read
 with a regular expression, which is far faster than Jinja's parser on 10,000-agent files.
 Anything else goes through Jinja's parser and an AST walk. Both give the same answer.
@@ -18,7 +24,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache, lru_cache
 from types import MappingProxyType
@@ -29,9 +35,39 @@ from aoe.errors import TemplateRenderError
 if TYPE_CHECKING:
     from jinja2 import Template
     from jinja2.nodes import Node
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-__all__ = ["KINDS", "TemplateRefs", "TemplateSyntax", "environment", "references", "render"]
+    from aoe.spec.sandbox import BoundedSandbox
+
+__all__ = [
+    "CHARS_PER_TOKEN",
+    "DEFAULT_MAX_PROMPT_CHARS",
+    "KINDS",
+    "TemplateRefs",
+    "TemplateSyntax",
+    "environment",
+    "least_size",
+    "prompt_char_limit",
+    "references",
+    "render",
+]
+
+DEFAULT_MAX_PROMPT_CHARS = 1_000_000
+"""Most characters a rendered prompt (or system text) may have when neither the agent
+(``max_prompt_chars``) nor the model's context window says otherwise: about 250,000
+tokens of English, more than most models accept."""
+
+CHARS_PER_TOKEN = 8
+"""Characters per token of context window that a prompt may have: ordinary text averages
+3 to 5, so a prompt past 8 cannot fit the model and is refused before it is sent."""
+
+
+def prompt_char_limit(max_prompt_chars: int | None, context_window: int | None) -> int:
+    """The character limit of an agent's rendered prompt and system text."""
+    if max_prompt_chars is not None:
+        return max_prompt_chars
+    if context_window:
+        return context_window * CHARS_PER_TOKEN
+    return DEFAULT_MAX_PROMPT_CHARS
 
 KINDS = ("inputs", "agents", "env", "with")
 """The root names a template may read; ``with`` holds the used agent file's parameters."""
@@ -82,18 +118,20 @@ class TemplateRefs:
 
 
 @cache
-def environment() -> ImmutableSandboxedEnvironment:
-    """The one Jinja2 environment for prompts: sandboxed, strict, no autoescape."""
+def environment() -> BoundedSandbox:
+    """The one Jinja2 environment for prompts: sandboxed and bounded, strict, no autoescape."""
     from jinja2 import StrictUndefined
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-    env = ImmutableSandboxedEnvironment(
+    from aoe.spec.sandbox import BoundedSandbox
+
+    env = BoundedSandbox(
         undefined=StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
         finalize=_finalize,
     )
     env.filters["tojson"] = tojson
+    env.bound_filters()
     return env
 
 
@@ -174,37 +212,106 @@ def _lookup(context: Mapping[str, Any], root: str, steps: tuple[str | int, ...])
     return value
 
 
-def _render_plain(segments: tuple[Segment, ...], context: Mapping[str, Any]) -> str | None:
+def _render_plain(
+    segments: tuple[Segment, ...],
+    context: Mapping[str, Any],
+    max_chars: int,
+    escape: Callable[[str], str] | None,
+) -> str | None:
+    """The text, or None when Jinja must render it; ``_TooLong`` past ``max_chars``."""
     parts: list[str] = []
+    size = 0
     for segment in segments:
         if isinstance(segment, str):
-            parts.append(segment)
-            continue
-        value = _lookup(context, *segment)
-        if value is _MISSING or not isinstance(
-            value, str | int | float | bool | Mapping | list | tuple
-        ):
-            return None
-        parts.append(str(_finalize(value)))
+            text = segment
+        else:
+            value = _lookup(context, *segment)
+            if value is _MISSING or not isinstance(
+                value, str | int | float | bool | Mapping | list | tuple
+            ):
+                return None
+            text = str(_finalize(value))
+            if escape is not None:
+                text = escape(text)
+        size += len(text)
+        if size > max_chars:
+            raise _TooLong
+        parts.append(text)
     return "".join(parts)
 
 
-def render(source: str, context: Mapping[str, Any], *, where: str) -> str:
-    """Render ``source`` with ``context``; any failure is a ``TemplateRenderError``."""
+class _TooLong(Exception):
+    """The rendered text passed its limit."""
+
+
+def render(
+    source: str,
+    context: Mapping[str, Any],
+    *,
+    where: str,
+    max_chars: int = DEFAULT_MAX_PROMPT_CHARS,
+    escape: Callable[[str], str] | None = None,
+) -> str:
+    """Render ``source`` with ``context``; any failure is a ``TemplateRenderError``.
+
+    Text longer than ``max_chars`` (or a step that would build more) is a failure too,
+    found while rendering: nothing larger is ever built. ``escape`` encodes the text of
+    each ``{{ ... }}`` (not the template's own text).
+    """
     segments = _plain_segments(source)
     if segments is not None:
-        text = _render_plain(segments, context)
+        try:
+            text = _render_plain(segments, context, max_chars, escape)
+        except _TooLong:
+            raise _too_long(where, max_chars) from None
         if text is not None:
             return text
-    return _render_jinja(source, context, where=where)
+    return _render_jinja(source, context, where=where, max_chars=max_chars, escape=escape)
 
 
-def _render_jinja(source: str, context: Mapping[str, Any], *, where: str) -> str:
+def _too_long(where: str, max_chars: int) -> TemplateRenderError:
+    return TemplateRenderError(
+        f"template renders to more than {max_chars:,} characters",
+        where=where,
+        hint=_SIZE_HINT,
+    )
+
+
+_SIZE_HINT = (
+    "make the template or the values it prints smaller, or raise max_prompt_chars "
+    "for this agent (or under defaults:)"
+)
+
+
+def _render_jinja(
+    source: str,
+    context: Mapping[str, Any],
+    *,
+    where: str,
+    max_chars: int = DEFAULT_MAX_PROMPT_CHARS,
+    escape: Callable[[str], str] | None = None,
+) -> str:
     from jinja2 import TemplateError, UndefinedError
     from jinja2.exceptions import SecurityError
 
+    from aoe.spec.sandbox import RenderBudget, TooLarge, bounded
+
     try:
-        return _compiled(source).render(dict(context))
+        with bounded(RenderBudget(max_chars, escape)):
+            parts: list[str] = []
+            size = 0
+            for chunk in _compiled(source).generate(dict(context)):
+                size += len(chunk)
+                if size > max_chars:
+                    raise _too_long(where, max_chars)
+                parts.append(chunk)
+            return "".join(parts)
+    except TemplateRenderError:
+        raise
+    except TooLarge as exc:
+        raise TemplateRenderError(
+            f"template tried to build too much: {exc}", where=where, hint=_SIZE_HINT
+        ) from exc
     except UndefinedError as exc:
         raise TemplateRenderError(
             f"template names something that is not defined: {exc.message}",
@@ -222,6 +329,23 @@ def _render_jinja(source: str, context: Mapping[str, Any], *, where: str) -> str
         raise TemplateRenderError(
             f"template failed: {type(exc).__name__}: {exc}", where=where
         ) from exc
+
+
+def least_size(source: str) -> tuple[int, int]:
+    """How many characters ``source`` renders to at the least, from what it says outright
+    (its text, ``'x' * N``, loops over ``range(N)``...), and the template line of its
+    largest part: ``aoe validate`` warns when that alone passes the limit."""
+    segments = _plain_segments(source)
+    if segments is not None:
+        return sum(len(s) for s in segments if isinstance(s, str)), 1
+    from jinja2 import TemplateSyntaxError
+
+    from aoe.spec.sandbox import least_size as least_of_tree
+
+    try:
+        return least_of_tree(environment().parse(source))
+    except TemplateSyntaxError:
+        return 0, 1  # reported as a syntax error elsewhere
 
 
 @lru_cache(maxsize=16384)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from aoe.errors import AoeError, Problem, SpecError
-from aoe.spec.schema import describe, dotted, suggest, validate
+from aoe.spec.schema import dotted, kind_of, suggest, validate
 from aoe.spec.yamlload import PathKey, YamlDocument, read_yaml
 
 __all__ = ["ToolsFile", "ToolsFileResolver"]
@@ -97,7 +97,7 @@ class ToolsFileResolver:
         data = doc.data
         if not isinstance(data, dict):
             return (
-                f"{display} is not a valid tools file (it holds {describe(data)}, "
+                f"{display} is not a valid tools file (it holds {kind_of(data)}, "
                 "not version: and tools:)"
             )
         checked, nested = self._without_nested_uses(doc)

@@ -10,7 +10,17 @@ that dates stay text (JSON has no date type) and keys stay as written (``on:`` i
 
 On the way it rejects what YAML accepts but a workflow must not contain: duplicate keys
 (the later one would silently win), several documents, non-text keys, custom tags,
-alias bombs and absurd nesting.
+alias bombs and absurd nesting. Every limit is checked as the events arrive, at a
+constant cost per event, so a hostile file is refused in the time it takes to read up to
+the offending place (milliseconds), with its line:
+
+==================  ====================================================================
+``MAX_DEPTH``       lists and mappings nested this deep (``[`` x 200,000 stops at 201)
+``MAX_NODES``       values, aliases expanded (billion laughs)
+``MAX_EXPANDED``    characters of text, aliases expanded (a long text aliased many times)
+``MAX_SCALAR``      characters in one value
+``MAX_KEY``         characters in one key
+==================  ====================================================================
 """
 
 from __future__ import annotations
@@ -38,13 +48,33 @@ from yaml.resolver import Resolver
 
 from aoe.errors import Problem, SpecError
 
-__all__ = ["MAX_DEPTH", "MAX_NODES", "EventBuilder", "PathKey", "Positions", "paused_gc"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_EXPANDED",
+    "MAX_KEY",
+    "MAX_NODES",
+    "MAX_SCALAR",
+    "EventBuilder",
+    "PathKey",
+    "Positions",
+    "paused_gc",
+]
 
 MAX_NODES = 2_000_000
 """Most values a document may expand to (aliases included): stops "billion laughs" files."""
 
 MAX_DEPTH = 200
 """Deepest nesting accepted; keeps later recursive code (jsonschema, freeze) off the limit."""
+
+MAX_SCALAR = 4 * 1024 * 1024
+"""Most characters in one value: a prompt or document far longer than any model reads."""
+
+MAX_KEY = 1024
+"""Most characters in one key (YAML's own limit for a plain key): keys are names."""
+
+MAX_EXPANDED = 40 * 1024 * 1024
+"""Most characters of text a document may expand to, aliases included: twice the largest
+file, so ``*big`` repeated cannot make the later checks read gigabytes."""
 
 PathKey = tuple[str | int, ...]
 """A JSON-pointer path as a tuple: ``("agents", "extract", "needs", 0)``."""
@@ -146,6 +176,7 @@ class _Frame:
 
     __slots__ = (
         "anchor",
+        "chars",
         "in_key",
         "is_map",
         "key_col",
@@ -160,11 +191,20 @@ class _Frame:
     )
 
     def __init__(
-        self, value: Any, path: PathKey, start: int, *, anchor: str | None, mark: Any, in_key: bool
+        self,
+        value: Any,
+        path: PathKey,
+        start: int,
+        chars: int,
+        *,
+        anchor: str | None,
+        mark: Any,
+        in_key: bool,
     ) -> None:
         self.value = value
         self.path = path
         self.start = start  # the value counter when this node opened (its anchor's size)
+        self.chars = chars  # the character counter then
         self.anchor = anchor
         self.mark = mark
         self.in_key = in_key  # this container is itself written as a mapping key
@@ -186,8 +226,9 @@ class EventBuilder:
         self.problems: list[Problem] = []
         self.root: Any = None
         self.has_root = False
-        self._anchors: dict[str, tuple[Any, int]] = {}
+        self._anchors: dict[str, tuple[Any, int, int]] = {}  # value, values, characters
         self._count = 0
+        self._chars = 0
         self._stack: list[_Frame] = []
 
     def run(self, loader: Any) -> None:  # noqa: PLR0915 - one hot loop, inlined on purpose
@@ -211,6 +252,10 @@ class EventBuilder:
                 mark = event.start_mark
                 text = event.value
                 self._count += 1
+                size = len(text)
+                self._chars += size
+                if size > MAX_KEY:
+                    self._long(frame, size, mark)
                 if frame is not None and frame.is_map:
                     state = frame.state
                     if state is _KEY:
@@ -259,7 +304,7 @@ class EventBuilder:
                         frame.value[state] = value
                         frame.state = _KEY
                         continue
-                self._place(value, 1, event.anchor)
+                self._place(value, 1, event.anchor, size)
             elif kind is MappingStartEvent or kind is SequenceStartEvent:
                 self._open(event, {} if kind is MappingStartEvent else [])
                 frame = stack[-1]
@@ -279,9 +324,24 @@ class EventBuilder:
         if self._count > MAX_NODES:
             self._count_up(0, None)
 
+    def _long(self, frame: _Frame | None, size: int, mark: Any) -> None:
+        """A scalar longer than a key may be: fatal as a key, or past ``MAX_SCALAR``."""
+        if frame is not None and frame.is_map and frame.state is _KEY:
+            self._fatal(
+                mark,
+                f"a key of {size:,} characters (keys are names of at most {MAX_KEY:,})",
+                "a long text belongs in a value, not in a key",
+            )
+        if size > MAX_SCALAR:
+            self._fatal(
+                mark,
+                f"a value of {size:,} characters (the limit is {MAX_SCALAR:,})",
+                "keep long documents out of the workflow: pass them with --input KEY=@file",
+            )
+
     def _key(self, frame: _Frame, event: Any, text: str, mark: Any) -> None:
         if event.anchor is not None:
-            self._anchors[event.anchor] = (text, 1)
+            self._anchors[event.anchor] = (text, 1, len(text))
         if text == "<<" and not event.style and event.tag is None:
             frame.state = _MERGE
             return
@@ -361,10 +421,11 @@ class EventBuilder:
             return None
         return (*frame.path, state if isinstance(state, str) else "<<")
 
-    def _place(self, value: Any, size: int, anchor: str | None) -> None:
-        """Put a finished value where it belongs: the root, a list, or a mapping value."""
+    def _place(self, value: Any, size: int, anchor: str | None, chars: int = 0) -> None:
+        """Put a finished value where it belongs: the root, a list, or a mapping value
+        (``size`` values and ``chars`` characters, which an alias of it repeats)."""
         if anchor is not None:
-            self._anchors[anchor] = (value, size)
+            self._anchors[anchor] = (value, size, chars)
         if not self._stack:
             self.root, self.has_root = value, True
             return
@@ -418,6 +479,7 @@ class EventBuilder:
                 value,
                 path if path is not None else ("?",),
                 self._count,
+                self._chars,
                 anchor=event.anchor,
                 mark=mark,
                 in_key=path is None,
@@ -436,7 +498,9 @@ class EventBuilder:
             )
             self._stack[-1].state = _SKIP
             return
-        self._place(frame.value, self._count - frame.start + 1, frame.anchor)
+        self._place(
+            frame.value, self._count - frame.start + 1, frame.anchor, self._chars - frame.chars
+        )
 
     def _alias(self, event: Any) -> None:
         mark = event.start_mark
@@ -448,9 +512,16 @@ class EventBuilder:
                 "define the &anchor before using *alias",
             )
             return
-        value, size = found
+        value, size, chars = found
         path = self._slot()
         self._count_up(size, mark)
+        self._chars += chars
+        if self._chars > MAX_EXPANDED:
+            self._fatal(
+                mark,
+                f"document expands to more than {MAX_EXPANDED:,} characters (aliases included)",
+                "use fewer *aliases of long texts",
+            )
         if path is None:
             if isinstance(value, str):
                 frame = self._stack[-1]
@@ -469,7 +540,7 @@ class EventBuilder:
                 self._stack[-1].state = _SKIP
             return
         self._record(path, mark)
-        self._place(value, size, None)
+        self._place(value, size, None, chars)
 
     def _merge(self, frame: _Frame) -> None:
         """Apply ``<<: *base`` merges: keys written in the mapping itself win."""

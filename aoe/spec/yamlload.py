@@ -36,6 +36,11 @@ MAX_FILE_BYTES = 20 * 1024 * 1024
 _Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _TAB_INDENT = re.compile(r"^[ ]*\t", re.MULTILINE)
 
+_REPARSE_MAX_CHARS = 64 * 1024
+"""Largest file whose syntax error is worded by a second, pure-Python parse: that parser
+takes about 3 s per megabyte, so a large broken file keeps libyaml's own words (its
+line and column are the same) and is refused in milliseconds."""
+
 
 @dataclass(frozen=True, slots=True, eq=False)
 class YamlDocument:
@@ -140,8 +145,13 @@ _HINTS = (
 def _syntax_problem(text: str, file: str, exc: yaml.MarkedYAMLError) -> Problem:
     """Turn a parser error into one Problem; re-parse in pure Python for stable wording."""
     # Not for libyaml's depth limit: the pure-Python scanner is quadratic in nesting depth
-    # (5000 levels took 9 s), and the error reads the same from either parser.
-    if _Loader is not yaml.SafeLoader and "nesting depth" not in (exc.problem or ""):
+    # (5000 levels took 9 s), and the error reads the same from either parser. Not for a
+    # large file either (see _REPARSE_MAX_CHARS).
+    if (
+        _Loader is not yaml.SafeLoader
+        and "nesting depth" not in (exc.problem or "")
+        and len(text) <= _REPARSE_MAX_CHARS
+    ):
         try:
             _parse_events(text, yaml.SafeLoader)
         except yaml.MarkedYAMLError as py_exc:

@@ -2,15 +2,17 @@
 
 ``python:`` targets must import and be callable (this imports the user's module from the
 directory of the file declaring it, as a run would); ``command:`` and ``mcp:`` programs
-must exist; ``mcp:`` needs the optional SDK. Each problem points at the tool's entry.
+must exist; ``mcp:`` needs the optional SDK; an ``http:`` url must fix its origin or list
+``allowed_hosts`` (and then send no ``env:`` credentials). Each problem points at the tool's entry.
 That every tool an agent names is declared is the loader's check.
 """
 
 from __future__ import annotations
 
 from aoe.errors import Problem
-from aoe.spec.models import ToolSpec, WorkflowSpec
+from aoe.spec.models import ToolSpec, WorkflowSpec, thaw
 from aoe.tools.base import declared_in, resolve_executable
+from aoe.tools.http_url import UrlPlan
 from aoe.tools.mcp_tool import INSTALL_HINT, mcp_available
 from aoe.tools.python_tool import load_function
 
@@ -36,6 +38,8 @@ def tool_problems(spec: WorkflowSpec) -> list[Problem]:
 def _check(tool: ToolSpec) -> list[tuple[str, str]]:
     if tool.kind == "python":
         return _python(tool)
+    if tool.kind == "http":
+        return _http(tool)
     if tool.kind == "command":
         return _program(tool, [str(a) for a in tool.target["argv"]])
     if tool.kind == "mcp":
@@ -66,6 +70,30 @@ def _python(tool: ToolSpec) -> list[tuple[str, str]]:
                 f"{type(exc).__name__}: {exc}",
                 f"{module.replace('.', '/')}.py must be importable from {base_dir} "
                 "(the workflow's directory) or an installed package, and name a function",
+            )
+        ]
+    return []
+
+
+def _http(tool: ToolSpec) -> list[tuple[str, str]]:
+    target = thaw(tool.target)
+    try:
+        plan = UrlPlan.of(str(target["url"]), target.get("allowed_hosts"))
+    except ValueError as exc:
+        return [
+            (
+                f"tool '{tool.name}': {exc}",
+                "write the scheme, host and port in the url itself; if the host truly comes "
+                "from the arguments, list the hosts it may be under allowed_hosts",
+            )
+        ]
+    headers = target.get("headers") or {}
+    if plan.origin is None and any(isinstance(v, dict) for v in headers.values()):
+        return [
+            (
+                f"tool '{tool.name}': a url whose host comes from the arguments cannot send "
+                "env: credentials",
+                "give each host its own tool with a fixed url, or leave the credential out",
             )
         ]
     return []

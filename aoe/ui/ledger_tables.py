@@ -1,7 +1,9 @@
 """Rich tables for ``aoe runs``, ``aoe show`` and ``aoe cost-report``.
 
 Only the layout lives here; the numbers come from ``aoe.ledger`` and the non-Rich
-formats (JSON, CSV, Markdown) from ``aoe.report.ledger_docs``.
+formats (JSON, CSV, Markdown) from ``aoe.report.ledger_docs``. Every text that came from
+outside (outputs, tool arguments and results, errors, names, the command) is shown with
+``printable`` and as Rich ``Text``, so it is never obeyed as terminal control or markup.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from aoe.ledger.records import (
     RunDetail,
     RunSummary,
 )
+from aoe.report.printable import printable
 
 _STATE_STYLES = {
     "COMPLETED": "green",
@@ -90,7 +93,16 @@ def _add_column(
 
 def _state(state: str) -> Text:
     style = "red" if state in FAILED_STATES else _STATE_STYLES.get(state, "")
-    return Text(state, style=style)
+    return Text(printable(state, newlines=False), style=style)
+
+
+def _safe(text: str) -> str:
+    """A cell's text from outside, shown instead of obeyed (line breaks kept)."""
+    return printable(text)
+
+
+def _cells(row: list[str]) -> list[Text]:
+    return [Text(cell) for cell in row]
 
 
 def render_runs(console: Console, runs: list[RunSummary]) -> None:
@@ -100,12 +112,12 @@ def render_runs(console: Console, runs: list[RunSummary]) -> None:
         return
     rows = [
         [
-            r.run_id,
+            _safe(r.run_id),
             _when(r.started_at),
             r.state,
             f"{r.agents_completed} ok, {r.agents_failed} failed",
             format_usd(r.cost_usd) + ("*" if r.unconfirmed_usd else ""),
-            ", ".join(r.files),
+            _safe(", ".join(r.files)),
         ]
         for r in runs
     ]
@@ -114,7 +126,7 @@ def render_runs(console: Console, runs: list[RunSummary]) -> None:
     for i, name in enumerate(names):
         _add_column(table, name, rows, i, keep=name in _KEEP, right=name == "cost")
     for row in rows:
-        table.add_row(*row[:2], _state(row[2]), *row[3:])
+        table.add_row(*_cells(row[:2]), _state(row[2]), *_cells(row[3:]))
     console.print(table)
     if any(r.unconfirmed_usd for r in runs):
         console.print("* includes unconfirmed cost (calls whose outcome is unknown)")
@@ -122,7 +134,7 @@ def render_runs(console: Console, runs: list[RunSummary]) -> None:
 
 def _output_text(output: Any) -> str:
     text = output if isinstance(output, str) else json.dumps(output, ensure_ascii=False)
-    return text if len(text) <= _OUTPUT_CHARS else text[:_OUTPUT_CHARS] + " …"
+    return _safe(text if len(text) <= _OUTPUT_CHARS else text[:_OUTPUT_CHARS] + " …")
 
 
 def _in_flight(run: RunSummary) -> str:
@@ -141,11 +153,11 @@ def render_run_detail(console: Console, detail: RunDetail) -> None:
     budget = "none" if run.budget_usd is None else format_usd(run.budget_usd)
     header = Text.assemble(
         ("run ", "bold"),
-        (run.run_id, "bold"),
+        (_safe(run.run_id), "bold"),
         "  ",
         _state(run.state),
         f"\nstarted {_when(run.started_at)}, ended {_when(run.ended_at)}",
-        f"\n{run.command}",
+        f"\n{printable(run.command, newlines=False)}",
         f"\ntokens {run.input_tokens} in / {run.output_tokens} out, cost "
         f"{format_usd(run.cost_usd)} (unconfirmed {format_usd(run.unconfirmed_usd)}"
         + _in_flight(run)
@@ -154,19 +166,17 @@ def render_run_detail(console: Console, detail: RunDetail) -> None:
     )
     console.print(Panel(header, expand=False))
     for wf in detail.workflows:
-        table = Table(
-            title=f"{wf.workflow_key} ({wf.path})  {wf.state}  {format_usd(wf.cost_usd)}",
-            title_justify="left",
-        )
+        title = f"{wf.workflow_key} ({wf.path})  {wf.state}  {format_usd(wf.cost_usd)}"
+        table = Table(title=Text(printable(title, newlines=False)), title_justify="left")
         rows = [
             [
-                agent.agent_id,
-                agent.module or "-",
-                agent.model,
+                _safe(agent.agent_id),
+                _safe(agent.module or "-"),
+                _safe(agent.model),
                 agent.state,
                 "\n".join(
                     f"#{a.attempt} {a.state} {_duration(a.started_at, a.ended_at)}"
-                    + (f": {a.error}" if a.error else "")
+                    + (f": {printable(a.error, newlines=False)}" if a.error else "")
                     for a in agent.attempts
                 )
                 or "-",
@@ -181,12 +191,14 @@ def render_run_detail(console: Console, detail: RunDetail) -> None:
                 table, name, rows, i, keep=name in _KEEP and name != "model", right=name == "cost"
             )
         for row in rows:
-            table.add_row(*row[:3], _state(row[3]), *row[4:])
+            table.add_row(*_cells(row[:3]), _state(row[3]), *_cells(row[4:]))
         outputs: list[Any] = []
         for agent in wf.agents:
             if agent.output is not None:
                 outputs.append(
-                    Text.assemble((f"{agent.agent_id}: ", "bold"), _output_text(agent.output))
+                    Text.assemble(
+                        (f"{_safe(agent.agent_id)}: ", "bold"), _output_text(agent.output)
+                    )
                 )
         console.print(table)
         tools = _tool_lines(wf.agents)
@@ -197,7 +209,7 @@ def render_run_detail(console: Console, detail: RunDetail) -> None:
 
 
 def _short(text: str) -> str:
-    text = " ".join(text.split())
+    text = printable(" ".join(text.split()), newlines=False)
     return text if len(text) <= _TOOL_CHARS else text[:_TOOL_CHARS] + " …"
 
 
@@ -210,11 +222,12 @@ def _tool_lines(agents: tuple[AgentDetail, ...]) -> list[Text]:
                 if not isinstance(entry, dict):
                     continue
                 ok = bool(entry.get("ok"))
+                name = _short(str(entry.get("name", "?")))
                 lines.append(
                     Text.assemble(
-                        (f"{agent.agent_id} ", "bold"),
+                        (f"{_safe(agent.agent_id)} ", "bold"),
                         (f"#{call.attempt}.{call.turn} ", "dim"),
-                        f"{entry.get('name', '?')}({_short(str(entry.get('arguments', '')))}) -> ",
+                        f"{name}({_short(str(entry.get('arguments', '')))}) -> ",
                         (_short(str(entry.get("result", ""))), "" if ok else "red"),
                     )
                 )
@@ -237,7 +250,7 @@ def render_cost_report(console: Console, report: CostReport) -> None:
         ]
 
     columns = [*report.key_names, "calls", "tokens in/out", "cached", "cost", "unconfirmed"]
-    rows = [[*(k or "(none)" for k in row.keys), *cells(row)] for row in report.rows]
+    rows = [[*(_safe(k or "(none)") for k in row.keys), *cells(row)] for row in report.rows]
     footer = ["total", *[""] * (len(report.key_names) - 1), *cells(total)]
     keys = len(report.key_names)
     for i, (name, foot) in enumerate(zip(columns, footer, strict=True)):
@@ -245,5 +258,5 @@ def render_cost_report(console: Console, report: CostReport) -> None:
             table, name, rows, i, keep=i < keys or name in _KEEP, right=i >= keys, footer=foot
         )
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*_cells(row))
     console.print(table)

@@ -32,6 +32,7 @@ from aoe.monitor.events import (
     WorkflowStarted,
 )
 from aoe.monitor.view import NO_RUN, RunView
+from aoe.report.printable import printable
 
 STATE_STYLE = {
     "RUNNING": "cyan",
@@ -66,7 +67,13 @@ class _Row:
         """``3 lookup_vendor``: how many tool calls, and the last one (red if it failed)."""
         if not self.tool_calls:
             return Text("-", style="dim")
-        return Text(f"{self.tool_calls} {self.last_tool}", style="red" if self.tool_failed else "")
+        return _text(f"{self.tool_calls} {self.last_tool}", "red" if self.tool_failed else "")
+
+
+def _text(value: str, style: str = "") -> Text:
+    """A cell of text from outside (names, tool names): shown, never obeyed as markup or
+    as terminal control."""
+    return Text(printable(value, newlines=False), style=style)
 
 
 @dataclass
@@ -191,7 +198,7 @@ class LiveView:
                 rows.append(("concurrent", f"{s.in_flight} / {s.concurrency_limit}"))
             for tier, use in rows:
                 table.add_row(
-                    s.name if first else "",
+                    _text(s.name) if first else "",
                     tier,
                     use,
                     f"{s.wait_s_total:.1f}s" if first else "",
@@ -214,9 +221,11 @@ class LiveView:
             shown += 1
             spent = state.spent_usd + state.unconfirmed_usd
             limit = "-" if state.limit_usd is None else format_usd(state.limit_usd)
-            table.add_row(state.name, format_usd(spent), format_usd(state.reserved_usd), limit)
+            table.add_row(
+                _text(state.name), format_usd(spent), format_usd(state.reserved_usd), limit
+            )
         for module, cost in sorted(self.cost_by_module.items(), key=lambda kv: -kv[1])[:6]:
-            table.add_row(f"module {module}", format_usd(cost), "", "")
+            table.add_row(_text(f"module {module}"), format_usd(cost), "", "")
         return table
 
     def _bars(self) -> RenderableType:
@@ -235,7 +244,7 @@ class LiveView:
                 complete_style="red" if flow.failed else "green",
             )
             grid.add_row(
-                Text(key, style="bold"),
+                _text(key, "bold"),
                 bar,
                 Text(f"{flow.done}/{flow.total} {flow.state.lower()}", style=style),
             )
@@ -266,8 +275,8 @@ class LiveView:
     def _add(table: Table, row: _Row, now: float) -> None:
         elapsed = (row.ended or now) - row.started
         table.add_row(
-            row.workflow,
-            row.agent,
+            _text(row.workflow),
+            _text(row.agent),
             Text(row.state, style=STATE_STYLE.get(row.state, "")),
             str(row.attempt),
             f"{elapsed:.1f}s",

@@ -19,6 +19,7 @@ from aoe.monitor.events import (
     WorkflowFinished,
     WorkflowStarted,
 )
+from aoe.report.printable import printable
 
 
 class PlainProgress:
@@ -29,7 +30,7 @@ class PlainProgress:
 
     def _line(self, event: Event, text: str) -> None:
         stamp = dt.datetime.fromtimestamp(event.at).strftime("%H:%M:%S")
-        self.stream.write(f"{stamp} {text}\n")
+        self.stream.write(f"{stamp} {printable(text, newlines=False)}\n")
         self.stream.flush()
 
     def handle(self, event: Event) -> None:

@@ -8,6 +8,7 @@ from rich.text import Text
 
 from aoe.cost.money import format_usd
 from aoe.engine.results import AgentState, RunResult
+from aoe.report.printable import printable
 from aoe.ui.live import STATE_STYLE
 
 AGENT_TABLE_LIMIT = 40
@@ -48,7 +49,7 @@ def _render(console: Console, result: RunResult) -> None:
         )
         skipped = w.count(AgentState.SKIPPED) + w.count(AgentState.CANCELLED)
         flows.add_row(
-            w.key,
+            Text(printable(w.key, newlines=False)),
             Text(w.state.value, style=STATE_STYLE.get(w.state.value, "")),
             f"{w.count(AgentState.COMPLETED)}/{len(w.agents)}",
             str(failed),
@@ -69,9 +70,9 @@ def _render(console: Console, result: RunResult) -> None:
             )
         for w, a in agents:
             label = a.agent_id if len(result.workflows) == 1 else f"{w.key}/{a.agent_id}"
-            note = "resumed" if a.resumed else (a.error or "")
+            note = "resumed" if a.resumed else printable(a.error or "", newlines=False)
             table.add_row(
-                label,
+                Text(printable(label, newlines=False)),
                 Text(a.state.value, style=STATE_STYLE.get(a.state.value, "")),
                 str(len(a.attempts)),
                 str(a.usage.total_tokens),
@@ -82,7 +83,8 @@ def _render(console: Console, result: RunResult) -> None:
         console.print(table)
     for w in shown:
         if w.reason and w.state.value != "COMPLETED":
-            console.print(Text(f"{w.key}: {w.state.value}: {w.reason}", style="bold"))
+            reason = printable(f"{w.key}: {w.state.value}: {w.reason}")
+            console.print(Text(reason, style="bold"))
     mode = " (simulated: what a real run would cost)" if result.simulate else ""
     console.print(
         f"total: {result.usage.total_tokens} tokens, {format_usd(result.cost_usd)}{mode}, "

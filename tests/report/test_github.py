@@ -89,3 +89,16 @@ def test_validate_prints_annotations_on_github_actions(tmp_path: Path) -> None:
     assert lines[0].startswith(f"::error file={escape_property(str(bad))},line=5,col=3,")
     assert "title=aoe validate::" in lines[0]
     assert "ghost" in lines[0]
+
+
+def test_validate_warnings_are_warning_annotations_on_github_actions(tmp_path: Path) -> None:
+    """A template past its limit passes validate (exit 0) with a ::warning at its line."""
+    big = tmp_path / "big.yaml"
+    big.write_text("version: 1\nname: x\nagents:\n  a:\n    model: sim/x\n"
+                   "    prompt: \"{{ 'a' * 2000000000 }}\"\n", encoding="utf-8")
+    annotated = CliRunner().invoke(app, ["validate", str(big)], env={"GITHUB_ACTIONS": "true"})
+    assert annotated.exit_code == 0
+    lines = [ln for ln in annotated.stdout.splitlines() if ln.startswith("::warning ")]
+    assert len(lines) == 1, annotated.stdout
+    assert lines[0].startswith(f"::warning file={escape_property(str(big))},line=6,col=13,")
+    assert "2,000,000,000 characters" in lines[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -183,3 +184,51 @@ def test_non_text_keys_are_problems() -> None:
     doc = parse_yaml("[a, b]: 1\nc: 2\n", "w")
     assert doc.data == {"c": 2}
     assert [p.line for p in doc.problems] == [1]
+
+
+def _many_keys_then(line: str) -> str:
+    return "".join(f"key{i}: value\n" for i in range(60_000)) + line
+
+
+HOSTILE_YAML = {
+    "flow-lists": ("[" * 200_000, 1, "nested more than 200 levels"),
+    "flow-maps": ("{a: " * 100_000, 1, "nested more than 200 levels"),
+    "block-lists": ("- " * 100_000 + "x\n", 1, "nested more than 200 levels"),
+    "deep-maps": ("".join(" " * i + f"k{i}:\n" for i in range(3000)), 201, "nested more than"),
+    "long-explicit-key": ("? " + "k" * 5000 + "\n: v\n", 1, "a key of 5,000 characters"),
+    "long-plain-key": ("k" * 1_000_000 + ": v\n", 1, "YAML syntax error"),
+    "long-value": ("a: " + "x" * 5_000_000 + "\n", 1, "a value of 5,000,000 characters"),
+    "billion-laughs": (
+        "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n"
+        + "".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 9)),
+        7,
+        "expands to more than 2,000,000 values",
+    ),
+    "long-text-aliased": (
+        "big: &big " + "x" * 1_000_000 + "\nmany: [" + ", ".join(["*big"] * 50) + "]\n",
+        2,
+        "expands to more than 41,943,040 characters",
+    ),
+    "many-anchors": (
+        "".join(f"a{i}: &n{i} v{i}\n" for i in range(50_000)) + "b: [*n1, *n2\n",
+        50_002,
+        "YAML syntax error",
+    ),
+    "error-after-a-megabyte": (_many_keys_then("a: b: c\n"), 60_001, "mapping values"),
+    "unclosed-quote-in-a-megabyte": (_many_keys_then("a: 'x\n" + "y\n" * 1000), 60_001, ""),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_YAML))
+def test_hostile_yaml_is_refused_in_under_a_second_at_its_line(name: str) -> None:
+    """Deep nesting, long keys and values, alias bombs, many anchors and a syntax error
+    after a megabyte: each refused with FILE:LINE in well under a second."""
+    text, line, words = HOSTILE_YAML[name]
+    started = time.perf_counter()
+    with pytest.raises(SpecError) as caught:
+        parse_yaml(text, "w.yaml")
+    elapsed = time.perf_counter() - started
+    problem = caught.value.problems[0]
+    assert (problem.file, problem.line) == ("w.yaml", line), problem
+    assert words in problem.message, problem
+    assert elapsed < 1.0, f"{elapsed:.2f} s for {len(text) / 1e6:.2f} MB"

@@ -86,3 +86,43 @@ def test_the_shipped_tool_workflows_validate(name: str) -> None:
     """The examples' python targets import and their programs exist."""
     checked = check_workflow(REPO / "workflows" / name)
     assert checked.spec.tools
+
+
+@pytest.mark.parametrize(
+    ("http", "expected"),
+    [
+        ('{url: "http://127.0.0.1:8000{{ args.path }}"}', "needs allowed_hosts"),
+        ('{url: "http://{{ args.host }}/v"}', "needs allowed_hosts"),
+        ('{url: "https://user:pw@erp.example/v"}', "user name or password"),
+        ('{url: "https://erp.example:99999/v"}', "no valid port"),
+        ('{url: "http://{{ args.host }}/v", allowed_hosts: ["erp.example:0"]}', "no valid port"),
+        ('{url: "http://{{ args.host }}/v", allowed_hosts: ["not a host"]}', "not a host name"),
+        (
+            '{url: "http://{{ args.host }}/v", allowed_hosts: [erp.example],'
+            " headers: {Authorization: {env: ERP_TOKEN}}}",
+            "cannot send env: credentials",
+        ),
+    ],
+)
+def test_an_http_tool_whose_arguments_could_pick_its_origin_is_a_problem(
+    tmp_path: Path, http: str, expected: str
+) -> None:
+    """A url whose host or port comes from the arguments without allowed_hosts, a bad
+    allowed_hosts entry, or credentials that could follow a host from the arguments are
+    problems at the tool's line, before any run."""
+    [(line, message, hint)] = _problems(_workflow(tmp_path, f"http: {http}\n"))
+    assert line == 8
+    assert expected in message
+    assert hint
+
+
+def test_an_http_tool_with_a_fixed_origin_or_listed_hosts_passes(tmp_path: Path) -> None:
+    """A literal origin with templated path and query, or a templated host with
+    allowed_hosts (names, wildcards, addresses, networks, ports), passes validate."""
+    fixed = '{url: "https://erp.example/api/{{ args.id }}?q={{ args.q }}"}'
+    assert check_workflow(_workflow(tmp_path, f"http: {fixed}\n"))
+    listed = (
+        '{url: "https://{{ args.host }}/v", allowed_hosts: [erp.example, "*.erp.example",'
+        ' "10.0.0.0/8", "127.0.0.1:8080", "[::1]:8080"], follow_redirects: true}'
+    )
+    assert check_workflow(_workflow(tmp_path, f"http: {listed}\n"))
