@@ -144,10 +144,10 @@ class RateLimitClosedError(RateLimitTimeoutError):
     ) -> None:
         when = wall_time_text(opens_at)
         super().__init__(
-            f"{key} is closed until {when}: the provider answered 429 asking to wait "
-            f"{retry_after_s:.0f} s, longer than aoe waits for a retry",
+            f"{key} is closed: the provider answered 429 asking to wait {retry_after_s:.0f} s, "
+            f"longer than aoe waits for a retry; it opens again at {when}",
             where=where,
-            hint=f"run it again (or aoe run --resume) after {when}, when the key opens again",
+            hint=f"run it again (or aoe run --resume) after {when}",
         )
         self.opens_at = opens_at
         self.retry_after_s = retry_after_s

@@ -43,8 +43,11 @@ calls in flight beyond a limit nobody configured:
   has room (nothing aoe knows explains it), lowers the key's concurrency to
   ``CONCURRENCY_DECREASE`` of what was in flight (or of the learned value, if lower), never
   below 1. A key with no configured cap gets its first one this way.
-- Only a 429 for a call granted after the last decrease counts: the calls granted before it
-  were sent under the old limit, and their 429s are the same news again.
+- Only a 429 for a call granted after the last decrease halves it again: the calls granted
+  before it were sent under the old limit, and their 429s are the same news. Each of those
+  still brings the learned value down to the calls in flight beside it, if fewer: a refusal
+  comes back at once while an accepted call takes its time, so once a burst's refusals are
+  back, what is still out is what the provider let through.
 - Every ``CONCURRENCY_RECOVERY_CALLS`` calls that come back without a 429, granted after the
   last decrease and settled while the key ran at its learned concurrency, raise it by one.
   A call that ran with room to spare vouches for nothing. The learned value never passes
@@ -104,8 +107,8 @@ CONCURRENCY_DECREASE = 0.5
 
 # Calls that come back without a 429, at the learned concurrency, before it rises by one.
 # A rise past the provider's real limit costs about one 429, so in steady use at most one
-# call in this many is refused (2 %); rising from 1 to 10 at once takes 450 calls.
-CONCURRENCY_RECOVERY_CALLS = 50
+# call in this many is refused (1 %); rising from 1 to 10 at once takes 900 calls.
+CONCURRENCY_RECOVERY_CALLS = 100
 
 # What a tier learned from headers counts over: OpenAI, Anthropic and LiteLLM all report
 # per-minute limits in their x-ratelimit-limit-* / *-limit headers.
@@ -505,9 +508,17 @@ class RateLimiter:
         if reservation.id in self._open:
             self._refused.add(reservation.id)
         about_concurrency = kind == "concurrency" or (kind == "rate_limit" and not explained)
-        if not about_concurrency or reservation.id <= self._fell_after_id:
-            return  # a rate or quota limit, or sent under the old limit: nothing new
+        if not about_concurrency:
+            return  # a rate or quota limit: not about calls in flight
         in_flight = max(1, self._in_flight)  # this call included: it is settled after
+        learned = self._learned_concurrency
+        if reservation.id <= self._fell_after_id:
+            # sent under the old limit: the same news, but the calls still out beside it
+            # (a refusal comes back at once, an accepted call takes its time) are no more
+            # than the provider let through, so the learned value need not stay above them
+            if learned is not None and 1 <= in_flight - 1 < learned:
+                self._learned_concurrency = in_flight - 1
+            return
         cap = self._cap()
         base = in_flight if cap is None else min(cap, in_flight)
         self._learned_concurrency = max(1, int(base * CONCURRENCY_DECREASE))
@@ -764,14 +775,19 @@ class RateLimiter:
 
 
 class ModelLimiter:
-    """What a call to one model of a shared key holds: the model's *lane*, then the key.
+    """What a call to one model of a shared key holds: the key, and the model's *lane*.
 
     The lane is a ``RateLimiter`` of the model's own with no configured limits: it keeps the
     tiers the provider's headers describe for this model (``observe`` goes there), so one
     model's reading never holds another's calls. The key keeps the configured limits, the
-    concurrency, the pauses and the 429s, shared by every model of it. ``acquire`` takes the
-    lane first, then the key (never holding a key slot while the model's own limit is
-    short), and gives the lane back if the key fails it; the reservation is the key's.
+    concurrency, the pauses and the 429s, shared by every model of it.
+
+    ``acquire`` waits until the lane has room (taking nothing), then waits for the key, then
+    takes from the lane at once; if the lane filled meanwhile (a fresher reading), it gives
+    the key back and waits for the lane again. So a call waiting for the key holds nothing
+    of its model's lane (a reading counts exactly the calls sent), and a call waiting for
+    its model's lane holds nothing of the key (other models go first). The reservation is
+    the key's.
     """
 
     def __init__(self, key: RateLimiter, lane: RateLimiter) -> None:
@@ -786,18 +802,24 @@ class ModelLimiter:
     async def acquire(
         self, tokens: int, *, timeout_s: float | None = None, priority: int = 0
     ) -> Reservation:
-        """Take the model's lane, then the key, within one ``timeout_s`` (or neither)."""
+        """Room in the lane, then the key, then the lane's share, within one ``timeout_s``."""
         clock = self.key._clock
-        started = clock.now()
-        lane = await self.lane.acquire(tokens, timeout_s=timeout_s, priority=priority)
-        try:
-            left = None if timeout_s is None else max(0.0, timeout_s - (clock.now() - started))
-            permit = await self.key.acquire(tokens, timeout_s=left, priority=priority)
-        except BaseException:
-            self.lane._give_back(lane)
-            raise
-        self._lanes[permit.id] = lane
-        return permit
+        deadline = math.inf if timeout_s is None else clock.now() + timeout_s
+
+        def left() -> float | None:
+            return None if timeout_s is None else max(0.0, deadline - clock.now())
+
+        while True:
+            if self.lane._tiers:  # wait for room in the model's own limits, taking nothing
+                self.lane._give_back(
+                    await self.lane.acquire(tokens, timeout_s=left(), priority=priority)
+                )
+            permit = await self.key.acquire(tokens, timeout_s=left(), priority=priority)
+            now = clock.now()
+            if self.lane._fits(now, tokens):  # our turn in the lane came with the probe
+                self._lanes[permit.id] = self.lane._grant(now, tokens, 0.0)
+                return permit
+            self.key._give_back(permit)  # the lane filled while we waited: not sent
 
     async def settle(self, reservation: Reservation, actual_tokens: int) -> None:
         await self.key.settle(reservation, actual_tokens)

@@ -383,18 +383,20 @@ async def test_a_concurrency_429_halves_what_may_be_in_flight() -> None:
     assert waiting.done()
 
 
-async def test_429s_of_calls_sent_before_the_fall_are_the_same_news() -> None:
-    """Ten 429s from one burst lower the concurrency once, not ten times down to 1."""
+async def test_429s_of_a_burst_halve_once_then_settle_at_what_was_let_through() -> None:
+    """Ten calls at once, six refused: the first refusal halves the concurrency, the other
+    five (the same news) bring it down to the four the provider let through, not to 1."""
     clock = FakeClock()
     limiter = make(clock, concurrent_requests=10)
     out = [await limiter.acquire(1) for _ in range(10)]
-    for res in out:
+    for res in out[:6]:
         await limiter.note_429(res, "concurrency")
         await limiter.settle(res, 0)
-    assert limiter.stats().learned_concurrency == 5
+    assert limiter.stats().learned_concurrency == 4
+    await limiter.settle(out[6], 1)
     again = await limiter.acquire(1)  # granted after the fall: its 429 is news
     await limiter.note_429(again, "concurrency")
-    assert limiter.stats().learned_concurrency == 1  # half of the 1 in flight, never below 1
+    assert limiter.stats().learned_concurrency == 2  # half of the 4 it had learned
 
 
 async def test_a_rate_limit_429_lowers_concurrency_only_when_nothing_explains_it() -> None:
@@ -456,7 +458,7 @@ async def test_a_retry_after_past_the_retry_cap_closes_the_key_and_ends_every_wa
     for task in waiters:
         error = task.exception()
         assert isinstance(error, RateLimitClosedError)
-        assert "closed until 2026-01-01 00:05:00 UTC" in str(error)
+        assert "opens again at 2026-01-01 00:05:00 UTC" in str(error)
         assert error.retry_after_s == pytest.approx(300)
     await limiter.settle(refused, 0)
     await clock.advance(200)

@@ -4,6 +4,7 @@ Everything that can go wrong on the wire becomes a ``ProviderError`` subclass he
 ``from`` its cause, so no httpx exception and no raw status reaches the engine:
 
     httpx.ConnectError / ConnectTimeout / PoolTimeout  -> ProviderConnectionError  (not sent)
+    a base_url httpx cannot call (scheme, port)        -> ConfigError              (not sent)
     the call's deadline (``timeout_s``) passed         -> ProviderTimeout          (outcome unknown)
     httpx.RemoteProtocolError / ReadError / WriteError -> ProviderConnectionError  (outcome unknown)
 
@@ -158,6 +159,13 @@ async def post_json(
             f"provider {endpoint.provider!r}: cannot call {url!r}: {exc}",
             hint="check base_url in aoe.yaml (it needs http:// or https://)",
         ) from exc
+    except ExceptionGroup as group:  # connecting to a port past 65535: OverflowError in a group
+        if group.split(OverflowError)[1] is not None:
+            raise
+        raise ConfigError(
+            f"provider {endpoint.provider!r}: cannot call {url!r}: {group.exceptions[0]}",
+            hint="check the port of base_url in aoe.yaml",
+        ) from group
     except httpx.HTTPError as exc:
         raise transport_error(endpoint, exc) from exc
     latency_s = time.perf_counter() - started

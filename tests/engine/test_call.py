@@ -320,7 +320,7 @@ async def test_a_retry_after_past_the_cap_ends_the_agent_and_those_waiting_at_on
     agents = result.workflows[0].agents
     assert {a.state for a in agents.values()} == {AgentState.RATE_LIMITED}
     for ended in agents.values():
-        assert "closed until 2026-01-01 00:05:01 UTC" in (ended.error or "")
+        assert "opens again at 2026-01-01 00:05:01 UTC" in (ended.error or "")
         assert len(ended.attempts) == 1  # not retried: 300 s is past the retry cap
     assert client.order() == ["first"]
     assert client.clock.now() == pytest.approx(1.0)  # the one call's latency, nothing more
