@@ -13,7 +13,12 @@ one place.
     ├── MissingKeyError           exit 2   an api_key_env variable that is not set
     ├── BudgetExceededError       exit 3   the next call would not fit a budget
     ├── RateLimitTimeoutError              a rate-limit wait ran past its deadline
+    │   └── RateLimitClosedError           the provider closed the key for longer than a
+    │                                      retry waits (a Retry-After over 120 s); says when
+    │                                      it opens again
     ├── OutputValidationError              the answer does not match output_schema (retriable)
+    │   └── OutputTruncatedError           not retriable: cut at max_tokens, so the same
+    │                                      request would be cut again
     ├── TemplateRenderError                a prompt failed to render at run time
     ├── ToolError                          a tool could not be run
     ├── LedgerError                        the SQLite ledger could not be read or written
@@ -23,7 +28,8 @@ one place.
     └── ProviderError                      translated once, at the provider boundary
         ├── ProviderTimeout                retriable, outcome unknown
         ├── ProviderConnectionError        retriable
-        ├── RateLimitedError               retriable, 429 rate limit (retry_after_s)
+        ├── RateLimitedError               retriable, 429 rate limit (retry_after_s); a
+        │                                  429 about calls in flight says ``concurrency``
         ├── ServerError                    retriable, 5xx
         ├── OverloadedError                retriable, Anthropic 529
         ├── MalformedResponseError         retriable, the answer breaks the API's promise
@@ -37,7 +43,8 @@ Whether an error is worth another attempt is a property of its class (``retriabl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:
     from aoe.providers.base import Usage
@@ -121,6 +128,33 @@ class RateLimitTimeoutError(AoeError):
     retriable = True
 
 
+def wall_time_text(epoch_s: float) -> str:
+    """An epoch time as a person reads it in any log: ``2026-01-01 00:05:00 UTC``."""
+    return datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+class RateLimitClosedError(RateLimitTimeoutError):
+    """A provider key is closed: a 429 asked to wait longer than a retry ever waits.
+
+    The call is not sent. ``retry_after_s`` is how long the key stays closed from now, so
+    the retry policy retries only once that is within its cap; ``opens_at`` is when the key
+    opens again (epoch seconds), which the message gives as a wall-clock time.
+    """
+
+    def __init__(
+        self, key: str, *, opens_at: float, retry_after_s: float, where: str | None = None
+    ) -> None:
+        when = wall_time_text(opens_at)
+        super().__init__(
+            f"{key} is closed: the provider answered 429 asking to wait {retry_after_s:.0f} s, "
+            f"longer than aoe waits for a retry; it opens again at {when}",
+            where=where,
+            hint=f"run it again (or aoe run --resume) after {when}",
+        )
+        self.opens_at = opens_at
+        self.retry_after_s = retry_after_s
+
+
 class OutputValidationError(AoeError):
     """The model's answer is not valid against the agent's output_schema."""
 
@@ -131,6 +165,13 @@ class OutputValidationError(AoeError):
     ) -> None:
         super().__init__(message, where=where, hint=hint)
         self.text = text
+
+
+class OutputTruncatedError(OutputValidationError):
+    """The answer stopped at ``max_tokens`` before it was valid: the same request would be
+    cut the same way (and paid again), so it is not retried."""
+
+    retriable = False
 
 
 class TemplateRenderError(AoeError):
@@ -163,6 +204,11 @@ class RunLeaseHeldError(AoeError):
 class RunLeaseLostError(AoeError):
     """This process's lease on its run was taken over (it missed its heartbeats for the
     whole window): it stops, and records nothing more, so that one process runs the run."""
+
+
+#: What a provider's 429 was about: calls or tokens per period, calls in flight at once,
+#: or money (a billing or spend limit, never retried).
+RateLimitKind = Literal["rate_limit", "concurrency", "quota"]
 
 
 class ProviderError(AoeError):
@@ -202,17 +248,35 @@ class ProviderError(AoeError):
         base = f"{self.provider}{status}: {self.message}"
         return f"{self.where}: {base}" if self.where else base
 
+    @property
+    def limited(self) -> RateLimitKind | None:
+        """What the provider's 429 was about; None when this is no 429."""
+        return None
+
 
 class ProviderTimeout(ProviderError):
     retriable = True
 
 
 class ProviderConnectionError(ProviderError):
+    """The connection failed; without ``outcome_unknown`` the request never left (the
+    connection was refused, the name did not resolve, connecting timed out)."""
+
     retriable = True
 
 
 class RateLimitedError(ProviderError):
+    """A 429 rate limit; ``concurrency`` when it said too many calls were in flight at once."""
+
     retriable = True
+
+    def __init__(self, message: str, *, concurrency: bool = False, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.concurrency = concurrency
+
+    @property
+    def limited(self) -> RateLimitKind:
+        return "concurrency" if self.concurrency else "rate_limit"
 
 
 class ServerError(ProviderError):
@@ -228,7 +292,9 @@ class MalformedResponseError(ProviderError):
 
 
 class QuotaExceededError(ProviderError):
-    pass
+    @property
+    def limited(self) -> RateLimitKind | None:
+        return "quota" if self.status == 429 else None
 
 
 class AuthenticationError(ProviderError):

@@ -25,6 +25,7 @@ from typing import Protocol
 
 from aoe.clock import Clock
 from aoe.cost.budget import BudgetOverrun, BudgetReservation, BudgetScope, BudgetState
+from aoe.errors import RateLimitKind
 from aoe.ledger.records import (
     AttemptEnd,
     AttemptStart,
@@ -81,6 +82,9 @@ class Limiter(Protocol):
 
     A permit is taken from every tier at once or from none; ``settle`` corrects it with
     what the call used, ``release`` gives it back whole (the call never went out).
+    ``note_429`` is told of a permit's 429 before it is settled: it learns the key's
+    concurrency from it, and pauses the key for its retry-after, or closes it when that is
+    longer than a retry waits (``acquire`` then fails at once with ``RateLimitClosedError``).
     """
 
     @property
@@ -98,7 +102,12 @@ class Limiter(Protocol):
 
     async def pause(self, seconds: float) -> None: ...
 
-    async def note_429(self, retry_after_s: float | None = None) -> None: ...
+    async def note_429(
+        self,
+        reservation: Reservation,
+        kind: RateLimitKind = "rate_limit",
+        retry_after_s: float | None = None,
+    ) -> None: ...
 
     def stats(self) -> LimiterStats: ...
 
@@ -228,7 +237,12 @@ class _NoLimit:
     async def pause(self, seconds: float) -> None:
         return None
 
-    async def note_429(self, retry_after_s: float | None = None) -> None:
+    async def note_429(
+        self,
+        reservation: Reservation,
+        kind: RateLimitKind = "rate_limit",
+        retry_after_s: float | None = None,
+    ) -> None:
         return None
 
     def stats(self) -> LimiterStats:

@@ -23,6 +23,11 @@ tokens as output (a real answer never passes max tokens).
 ``billed`` is what a provider would bill: every call the server answered with usage, from
 the moment its answer is made, whether or not the client was still there to read it (a
 client killed mid-call is billed all the same, as by a real provider).
+
+Limits are enforced as a provider would (``enforce``), optionally with truthful
+``x-ratelimit-*`` headers and 429s that say which limit they are about; per-model headers
+(a LiteLLM gateway's) come from ``headers_for_model``; ``limit_log`` says when each call
+checked against the limits came and whether it was refused.
 """
 
 from __future__ import annotations
@@ -78,6 +83,12 @@ class Fault:
         if retry_after_ms is not None:
             headers["retry-after-ms"] = retry_after_ms
         return cls("rate_limit", 429, headers)
+
+    @classmethod
+    def concurrency(cls, *, retry_after: str | None = None) -> Fault:
+        """A 429 about calls in flight, worded as LiteLLM's max_parallel_requests limit."""
+        headers = {"retry-after": retry_after} if retry_after is not None else {}
+        return cls("concurrency", 429, headers)
 
     @classmethod
     def insufficient_quota(cls, code: str = "insufficient_quota") -> Fault:
@@ -190,6 +201,12 @@ class FakeProvider:
         self._limit_clock: Clock = SystemClock()
         self.limit_429s = 0
         self._accepted: deque[float] = deque()
+        self.limit_log: list[tuple[float, bool]] = []  # (clock time, refused) per checked call
+        self.limit_headers = False
+        self.say_which_limit = False
+        self.limit_retry_after: str | None = "1"
+        self._over: str = ""
+        self._model_headers: dict[str, Mapping[str, str]] = {}
 
     def enforce(
         self,
@@ -197,15 +214,30 @@ class FakeProvider:
         requests_per_minute: int | None = None,
         concurrent: int | None = None,
         clock: Clock | None = None,
+        headers: bool = False,
+        say_which: bool = False,
+        retry_after: str | None = "1",
     ) -> None:
         """Answer 429 to any call over these limits, as a provider would, and count them.
 
         The per-minute limit holds in every sliding minute of ``clock`` (the wall clock by
         default), read when a call arrives: a test whose run skips time shares its clock.
+        With ``headers`` every answer reports the per-minute limit truthfully (OpenAI's
+        ``x-ratelimit-*-requests``: limit, what is left, when the minute fully resets);
+        with ``say_which`` a 429 for calls in flight says so (LiteLLM's wording) and one
+        for the minute names it (OpenAI's); ``retry_after`` goes with every such 429.
         """
         self.rpm_limit = requests_per_minute
         self.concurrency_limit = concurrent
         self._limit_clock = clock or SystemClock()
+        self.limit_headers = headers
+        self.say_which_limit = say_which
+        self.limit_retry_after = retry_after
+
+    def headers_for_model(self, model: str, headers: Mapping[str, str]) -> None:
+        """Answer calls to ``model`` with these rate-limit headers instead of the usual ones,
+        as a LiteLLM gateway reports each model's own limits."""
+        self._model_headers[model] = headers
 
     def _over_limit(self) -> bool:
         now = self._limit_clock.now()
@@ -214,11 +246,45 @@ class FakeProvider:
         over = (self.concurrency_limit is not None and self.in_flight > self.concurrency_limit) or (
             self.rpm_limit is not None and len(self._accepted) >= self.rpm_limit
         )
+        self._over = (
+            "concurrency"
+            if self.concurrency_limit is not None and self.in_flight > self.concurrency_limit
+            else "requests"
+        )
+        self.limit_log.append((now, over))
         if over:
             self.limit_429s += 1
         else:
             self._accepted.append(now)
         return over
+
+    def _limit_fault(self) -> Fault:
+        """The 429 for a call over the enforced limits."""
+        if self.say_which_limit and self._over == "concurrency":
+            return Fault.concurrency(retry_after=self.limit_retry_after)
+        headers = {"retry-after": self.limit_retry_after} if self.limit_retry_after else {}
+        kind = "rate_limit_rpm" if self.say_which_limit else "rate_limit"
+        return Fault(kind, 429, headers)
+
+    def _rate_headers(self, request: Recorded, headers: dict[str, str]) -> dict[str, str]:
+        """A model's own headers (``headers_for_model``), or the enforced minute's truth."""
+        model = request.body.get("model") if isinstance(request.body, dict) else None
+        own = self._model_headers.get(model) if isinstance(model, str) else None
+        if own is not None:
+            kept = {k: v for k, v in headers.items() if "ratelimit" not in k}
+            return {**kept, **own}
+        if not (self.limit_headers and self.rpm_limit is not None):
+            return headers
+        now = self._limit_clock.now()
+        while self._accepted and self._accepted[0] <= now - 60.0:
+            self._accepted.popleft()
+        reset = self._accepted[-1] + 60.0 - now if self._accepted else 0.0
+        return {
+            **headers,
+            "x-ratelimit-limit-requests": str(self.rpm_limit),
+            "x-ratelimit-remaining-requests": str(max(0, self.rpm_limit - len(self._accepted))),
+            "x-ratelimit-reset-requests": f"{max(0.0, reset):.3f}s",
+        }
 
     @property
     def base_url(self) -> str:
@@ -323,7 +389,7 @@ class FakeProvider:
     ) -> bool:
         """Answer one call; it stops counting as in flight once its answer is being sent."""
         limited = (self.rpm_limit or self.concurrency_limit) and self._over_limit()
-        fault = Fault.rate_limit(retry_after="1") if limited else self._next_fault(request.path)
+        fault = self._limit_fault() if limited else self._next_fault(request.path)
         if fault.kind == "silent":
             await asyncio.get_running_loop().create_future()  # cancelled when the server stops
         delay = self.latency_s + fault.delay_s
@@ -335,6 +401,8 @@ class FakeProvider:
             status, body, headers = 404, _error(wire, "not_found_error", "no such path"), {}
         else:
             status, body, headers = self._render(fault, wire, request)
+            if status == 200:
+                headers = self._rate_headers(request, headers)
         headers = {**headers, **fault.headers}
         content = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.responses.append(content)
@@ -387,6 +455,12 @@ class FakeProvider:
             kind_name = "requests" if wire == "openai" else "rate_limit_error"
             body = _error(wire, kind_name, "Rate limit reached for requests", "rate_limit_exceeded")
             return 429, body, {}
+        if kind == "concurrency":
+            message = "Max parallel request limit reached. Too many requests in flight."
+            return 429, _error(wire, "rate_limit_error", message, "rate_limit_exceeded"), {}
+        if kind == "rate_limit_rpm":
+            message = "Rate limit reached on requests per min (RPM)"
+            return 429, _error(wire, "requests", message, "rate_limit_exceeded"), {}
         if kind == "insufficient_quota":
             message = "You exceeded your current quota, please check your plan and billing."
             return 429, _error("openai", "insufficient_quota", message, fault.body), {}

@@ -209,8 +209,10 @@ async def test_a_reservation_is_settled_only_once() -> None:
 async def test_pause_blocks_every_caller_until_it_ends() -> None:
     """A 429 with retry-after pauses the key for every agent, not only the one that got it."""
     clock = FakeClock()
-    limiter = make(clock, requests_per_minute=100)
-    await limiter.note_429(retry_after_s=10)
+    limiter = make(clock, requests_per_minute=100, tokens_per_minute=10)
+    refused = await limiter.acquire(10)  # every token taken: the 429 has a known cause
+    await limiter.note_429(refused, "rate_limit", retry_after_s=10)
+    await limiter.settle(refused, 0)
     tasks = [asyncio.create_task(limiter.acquire(1)) for _ in range(3)]
     await clock.advance(9.9)
     assert not any(t.done() for t in tasks)
@@ -309,7 +311,7 @@ async def test_unlimited_limiter_only_counts() -> None:
     assert limiter.stats().in_flight == 0
 
 
-def test_registry_builds_one_limiter_per_key_or_per_model(tmp_path: Path) -> None:
+async def test_registry_builds_one_limiter_per_key_or_per_model(tmp_path: Path) -> None:
     """Agents on one provider key share its limiter; model_limits give a model its own."""
     config = Config(
         providers={
@@ -323,9 +325,11 @@ def test_registry_builds_one_limiter_per_key_or_per_model(tmp_path: Path) -> Non
     )
     registry = RateLimiterRegistry(config, clock=FakeClock())
     mini = registry.for_model("openai", "gpt-4o-mini")
-    assert registry.for_model("openai", "gpt-4.1") is mini
+    assert registry.for_model("openai", "gpt-4o-mini") is mini
+    await mini.acquire(1)
+    assert registry.for_model("openai", "gpt-4.1").stats().in_flight == 1  # the same key
     big = registry.for_model("openai", "gpt-4o")
-    assert big is not mini
+    assert big.stats().in_flight == 0
     assert [s.name for s in registry.all_stats()] == ["openai", "openai/gpt-4o"]
     assert big.stats().tiers[0].limit == 50
     with pytest.raises(ConfigError, match="no provider 'nope'"):
@@ -348,10 +352,177 @@ async def test_windows_are_a_margin_longer_than_their_period_by_default() -> Non
 
 
 async def test_a_pause_longer_than_the_deadline_fails_at_once() -> None:
-    """After a 429 asking for an hour, a caller with a 10 s deadline is told at once."""
+    """After a 429 asking for 100 s, a caller with a 10 s deadline is told at once."""
     clock = FakeClock()
     limiter = make(clock, requests_per_minute=100)
-    await limiter.pause(3600)
+    await limiter.pause(100)
     with pytest.raises(RateLimitTimeoutError, match="paused"):
         await limiter.acquire(1, timeout_s=10)
     assert clock.now() == 0
+
+
+# -- what 429s teach: concurrency (AIMD) and closed keys ----------------------------------------
+
+
+async def test_a_concurrency_429_halves_what_may_be_in_flight() -> None:
+    """A key with no configured cap: a 429 about calls in flight with 8 out lets 4 out."""
+    clock = FakeClock()
+    limiter = make(clock)
+    out = [await limiter.acquire(1) for _ in range(8)]
+    await limiter.note_429(out[0], "concurrency")
+    await limiter.settle(out[0], 0)
+    assert limiter.stats().learned_concurrency == 4
+    for res in out[1:4]:
+        await limiter.settle(res, 1)
+    assert limiter.stats().in_flight == 4
+    waiting = asyncio.create_task(limiter.acquire(1))
+    await spin()
+    assert not waiting.done()  # 4 out: no room under what the 429 taught
+    await limiter.settle(out[4], 1)
+    await spin()
+    assert waiting.done()
+
+
+async def test_429s_of_a_burst_halve_once_then_settle_at_what_was_let_through() -> None:
+    """Ten calls at once, six refused: the first refusal halves the concurrency, the other
+    five (the same news) bring it down to the four the provider let through, not to 1."""
+    clock = FakeClock()
+    limiter = make(clock, concurrent_requests=10)
+    out = [await limiter.acquire(1) for _ in range(10)]
+    for res in out[:6]:
+        await limiter.note_429(res, "concurrency")
+        await limiter.settle(res, 0)
+    assert limiter.stats().learned_concurrency == 4
+    await limiter.settle(out[6], 1)
+    again = await limiter.acquire(1)  # granted after the fall: its 429 is news
+    await limiter.note_429(again, "concurrency")
+    assert limiter.stats().learned_concurrency == 2  # half of the 4 it had learned
+
+
+async def test_a_rate_limit_429_lowers_concurrency_only_when_nothing_explains_it() -> None:
+    """A 429 while every tier has room lowers the concurrency; one at a full tier does not."""
+    clock = FakeClock()
+    limiter = make(clock, requests_per_minute=4, concurrent_requests=20)
+    first = [await limiter.acquire(1) for _ in range(2)]
+    await limiter.note_429(first[0], "rate_limit")  # 2 of 4 requests used: unexplained
+    assert limiter.stats().learned_concurrency == 1
+    full = make(clock, requests_per_minute=2, concurrent_requests=20)
+    out = [await full.acquire(1) for _ in range(2)]
+    await full.note_429(out[1], "rate_limit")  # the minute's requests are all used
+    assert full.stats().learned_concurrency is None
+    await full.note_429(out[0], "quota")  # money, not load
+    assert full.stats().learned_concurrency is None
+    assert full.stats().rate_limited == 2
+
+
+async def test_concurrency_recovers_one_per_window_at_full_use_never_past_the_cap() -> None:
+    """After a fall, each CONCURRENCY_RECOVERY_CALLS calls answered while the key ran at
+    its learned concurrency raise it by one; calls with room to spare vouch for nothing;
+    reaching the configured cap, the configured cap stands again."""
+    from aoe.ratelimit import CONCURRENCY_RECOVERY_CALLS
+
+    clock = FakeClock()
+    limiter = make(clock, concurrent_requests=3)
+    out = [await limiter.acquire(1) for _ in range(3)]
+    await limiter.note_429(out[0], "concurrency")
+    for res in out:
+        await limiter.settle(res, 1)
+    assert limiter.stats().learned_concurrency == 1
+    for _ in range(2 * CONCURRENCY_RECOVERY_CALLS):  # one at a time: at the learned value
+        await limiter.settle(await limiter.acquire(1), 1)
+    assert limiter.stats().learned_concurrency == 2
+    for _ in range(2 * CONCURRENCY_RECOVERY_CALLS):  # one at a time: room to spare at 2
+        await limiter.settle(await limiter.acquire(1), 1)
+    assert limiter.stats().learned_concurrency == 2
+    for _ in range(CONCURRENCY_RECOVERY_CALLS):
+        pair = [await limiter.acquire(1), await limiter.acquire(1)]
+        for res in pair:
+            await limiter.settle(res, 1)
+    assert limiter.stats().learned_concurrency is None  # back at the configured 3
+    assert limiter.stats().concurrency_limit == 3
+
+
+async def test_a_retry_after_past_the_retry_cap_closes_the_key_and_ends_every_waiter() -> None:
+    """A 429 asking for 300 s: the agents waiting on the key fail at once, saying when it
+    opens again; new calls fail at once until then; then the key works again."""
+    from aoe.errors import RateLimitClosedError
+
+    clock = FakeClock()
+    limiter = make(clock, concurrent_requests=1)
+    refused = await limiter.acquire(1)
+    waiters = [asyncio.create_task(limiter.acquire(1)) for _ in range(3)]
+    await spin()
+    await limiter.note_429(refused, "rate_limit", retry_after_s=300)
+    await spin()
+    assert all(t.done() for t in waiters)
+    for task in waiters:
+        error = task.exception()
+        assert isinstance(error, RateLimitClosedError)
+        assert "opens again at 2026-01-01 00:05:00 UTC" in str(error)
+        assert error.retry_after_s == pytest.approx(300)
+    await limiter.settle(refused, 0)
+    await clock.advance(200)
+    with pytest.raises(RateLimitClosedError, match="00:05:00 UTC") as raised:
+        await limiter.acquire(1)
+    assert raised.value.retry_after_s == pytest.approx(100)
+    assert limiter.stats().closed_for_s == pytest.approx(100)
+    await clock.advance(100)
+    assert (await limiter.acquire(1)).granted_at == pytest.approx(300)
+    assert clock.slept == []  # nobody waited for the key to open
+
+
+# -- what headers teach ------------------------------------------------------------------------
+
+
+async def test_a_key_without_limits_learns_the_tiers_its_headers_describe() -> None:
+    """No limits configured: headers saying 3 requests a minute become a tier of 3 a minute."""
+    clock = FakeClock()
+    limiter = make(clock)
+    await limiter.observe(RateLimitSnapshot(limit_requests=3, limit_tokens=1000))
+    assert [(t.name, t.limit) for t in limiter.stats().tiers] == [
+        ("requests_per_minute (learned)", 3),
+        ("tokens_per_minute (learned)", 1000),
+    ]
+    for _ in range(3):
+        await limiter.settle(await limiter.acquire(10), 10)
+    with pytest.raises(RateLimitTimeoutError, match=r"requests_per_minute \(learned\) 3/3"):
+        await limiter.acquire(10, timeout_s=0)
+    with pytest.raises(ConfigError, match="the provider's headers say so"):
+        await limiter.acquire(2000)
+    await limiter.observe(RateLimitSnapshot(limit_requests=6))  # the provider raised it
+    await limiter.acquire(10, timeout_s=0)
+
+
+async def test_a_reading_without_a_reset_holds_nothing() -> None:
+    """Limit 3, remaining 1 and no reset time: nothing is held for a guessed minute; the
+    learned tier of 3 a minute still counts what was sent."""
+    clock = FakeClock()
+    limiter = make(clock)
+    await limiter.observe(RateLimitSnapshot(limit_requests=3, remaining_requests=0))
+    for _ in range(3):
+        await limiter.acquire(0, timeout_s=0)
+    with pytest.raises(RateLimitTimeoutError):
+        await limiter.acquire(0, timeout_s=0)
+
+
+async def test_a_reading_for_one_model_never_holds_another_of_the_same_key(
+    tmp_path: Path,
+) -> None:
+    """A gateway says model A has 0 calls left for 30 s: calls to model B of the same key
+    go at once; calls to A wait for the reset."""
+    config = Config(providers={"gw": ProviderConfig("gw", "openai")})
+    clock = FakeClock()
+    registry = RateLimiterRegistry(config, clock=clock)
+    model_a, model_b = registry.for_model("gw", "a"), registry.for_model("gw", "b")
+    await model_a.observe(
+        RateLimitSnapshot(limit_requests=3, remaining_requests=0, reset_requests_s=30)
+    )
+    for _ in range(5):
+        await model_b.settle(await model_b.acquire(1, timeout_s=0), 1)
+    waiting = asyncio.create_task(model_a.acquire(1))
+    await clock.advance(29)
+    assert not waiting.done()
+    await clock.advance(1)
+    assert (await waiting).granted_at == pytest.approx(30)
+    names = [s.name for s in registry.all_stats()]
+    assert names == ["gw", "gw/a (headers)"]  # b learned nothing: no row of its own

@@ -25,11 +25,20 @@ from aoe.cost.budget import BudgetReservation
 from aoe.cost.money import ZERO
 from aoe.cost.tokens import budget_input_tokens, estimate_request
 from aoe.engine.task import Attempt
-from aoe.errors import BudgetExceededError, ProviderError, RateLimitedError
+from aoe.errors import (
+    BudgetExceededError,
+    ConfigError,
+    ProviderConnectionError,
+    ProviderError,
+    RateLimitClosedError,
+    RateLimitedError,
+    RateLimitKind,
+)
 from aoe.ledger.records import CallRecord, CallStart
 from aoe.monitor.events import ApiCall, BudgetHit, RateLimitHit, ToolCalled
 from aoe.providers.base import Completion, CompletionRequest, LLMClient, ToolCall, Usage
 from aoe.ratelimit import Reservation
+from aoe.retry import MAX_RETRY_AFTER_S
 from aoe.services import Limiter
 from aoe.tools import Toolbox, ToolResult, tool_log
 
@@ -81,8 +90,14 @@ async def call(
             completion = await client.complete(request)
         else:
             completion = await client.complete_with_tools(request)
-    except (ProviderError, asyncio.CancelledError) as raw:
+    except (ProviderError, ConfigError, asyncio.CancelledError) as raw:
+        # ConfigError: the client refused the request as configured (a bad base_url)
         await asyncio.shield(_call_failed(attempt, ticket, raw))
+        closed_for = raw.retry_after_s if isinstance(raw, RateLimitedError) else None
+        if closed_for is not None and closed_for > MAX_RETRY_AFTER_S:  # the key is closed
+            raise RateLimitClosedError(
+                ticket.limiter.name, opens_at=rt.clock.wall() + closed_for, retry_after_s=closed_for
+            ) from raw
         raise
     except Exception as raw:  # a client bug must not keep the reservation and the permit
         unexpected = ProviderError(
@@ -262,15 +277,25 @@ async def _call_failed(attempt: Attempt, ticket: _Ticket, raw: BaseException) ->
     """Settle and record a call that did not answer.
 
     A call whose outcome is unknown (timed out, cut off, cancelled in flight) may have
-    been billed: its tokens stay taken and its reservation becomes unconfirmed spend.
+    been billed: its tokens stay taken and its reservation becomes unconfirmed spend. A
+    request that never left (refused by the client as configured, or its connection
+    never made) gives its permit and its reservation back whole. A 429 is told to the
+    limiter before the permit is settled, and published.
     """
     error = raw if isinstance(raw, ProviderError) else None
     usage = error.usage if error is not None else None
-    unknown = error.outcome_unknown if error is not None else True
-    spent_tokens = ticket.reserved_tokens if unknown else 0
-    await ticket.limiter.settle(ticket.permit, usage.total_tokens if usage else spent_tokens)
-    if isinstance(error, RateLimitedError):
-        await ticket.limiter.note_429(error.retry_after_s)
+    never_sent = isinstance(raw, ConfigError) or (
+        isinstance(raw, ProviderConnectionError) and not raw.outcome_unknown
+    )
+    unknown = not never_sent and (error.outcome_unknown if error is not None else True)
+    if error is not None and error.limited is not None:
+        await ticket.limiter.note_429(ticket.permit, error.limited, error.retry_after_s)
+        _publish_429(attempt, ticket, error, error.limited)
+    if never_sent:
+        await ticket.limiter.release(ticket.permit)
+    else:
+        spent_tokens = ticket.reserved_tokens if unknown else 0
+        await ticket.limiter.settle(ticket.permit, usage.total_tokens if usage else spent_tokens)
     cost = await _settle_budget(attempt, ticket, usage, unknown=unknown)
     attempt.add_call(usage or Usage(), cost)
     await _record(
@@ -281,6 +306,26 @@ async def _call_failed(attempt: Attempt, ticket: _Ticket, raw: BaseException) ->
         confirmed=not unknown,
         status=type(raw).__name__,
         request_id=None,
+    )
+
+
+def _publish_429(
+    attempt: Attempt, ticket: _Ticket, error: ProviderError, kind: RateLimitKind
+) -> None:
+    """Every provider 429 is an event: the plain log, metrics and traces all see it."""
+    rt = attempt.rt
+    rt.events.publish(
+        RateLimitHit(
+            attempt.envelope,
+            rt.clock.wall(),
+            limiter=ticket.limiter.name,
+            waited_s=0.0,
+            provider_429=True,
+            provider=ticket.provider,
+            model=str(attempt.task.agent.model),
+            limited=kind,
+            retry_after_s=error.retry_after_s,
+        )
     )
 
 

@@ -30,6 +30,7 @@ from aoe.engine.task import AgentTask, Attempt
 from aoe.errors import (
     AoeError,
     BudgetExceededError,
+    OutputTruncatedError,
     OutputValidationError,
     RateLimitedError,
     RateLimitTimeoutError,
@@ -131,7 +132,9 @@ async def _run_attempt(task: AgentTask, rt: Runtime, number: int) -> _Outcome:
             completion = await _tool_loop(attempt, request)
         else:
             completion = (await call(attempt, request)).completion
-        output = parse_output(agent, completion.text, where=task.where)
+        output = parse_output(
+            agent, completion.text, where=task.where, finish_reason=completion.finish_reason
+        )
     except AoeError as error:
         if error.where is None:
             error.where = attempt.where
@@ -272,14 +275,24 @@ def _validator_for(schema_json: str) -> Draft202012Validator:
     return Draft202012Validator(json.loads(schema_json))
 
 
-def parse_output(agent: AgentSpec, text: str, *, where: str) -> Any:
-    """The agent's output: parsed and validated JSON with ``output_schema``, else the text."""
+#: Finish reasons that say the answer was cut at max_tokens (OpenAI, Anthropic).
+CUT_AT_MAX_TOKENS = frozenset({"length", "max_tokens"})
+
+
+def parse_output(agent: AgentSpec, text: str, *, where: str, finish_reason: str = "stop") -> Any:
+    """The agent's output: parsed and validated JSON with ``output_schema``, else the text.
+
+    An answer that is not valid because it was cut at ``max_tokens`` raises
+    ``OutputTruncatedError``, which is not retried: the same request would be cut again.
+    """
     if agent.output_schema is None:
         return text
     body = _strip_fences(text)
     try:
         value = json.loads(body)
     except json.JSONDecodeError as exc:
+        if finish_reason in CUT_AT_MAX_TOKENS:
+            raise _cut(agent, where, text) from None
         raise OutputValidationError(
             f"answer is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})",
             where=where,
@@ -289,6 +302,8 @@ def parse_output(agent: AgentSpec, text: str, *, where: str) -> Any:
     validator = _validator_for(json.dumps(thaw(agent.output_schema), sort_keys=True))
     error = next(iter(sorted(validator.iter_errors(value), key=lambda e: list(e.path))), None)
     if error is not None:
+        if finish_reason in CUT_AT_MAX_TOKENS:
+            raise _cut(agent, where, text)
         path = "/".join(str(p) for p in error.absolute_path) or "(root)"
         raise OutputValidationError(
             f"answer does not match output_schema at {path}: {error.message}",
@@ -297,6 +312,17 @@ def parse_output(agent: AgentSpec, text: str, *, where: str) -> Any:
             text=text,
         )
     return value
+
+
+def _cut(agent: AgentSpec, where: str, text: str) -> OutputTruncatedError:
+    return OutputTruncatedError(
+        f"the answer was cut at max_tokens={agent.max_tokens} before its JSON was complete "
+        f"({len(text)} characters came back); not retried, as it would be cut again: "
+        "raise max_tokens",
+        where=where,
+        hint=f"raise max_tokens for this agent (now {agent.max_tokens}), or ask for less output",
+        text=text,
+    )
 
 
 def _strip_fences(text: str) -> str:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Protocol
 
+from aoe.errors import RateLimitKind
 from aoe.providers.base import Usage
 
 _ZERO = Decimal(0)
@@ -186,11 +187,20 @@ class BudgetHit(AttemptEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RateLimitHit(AttemptEvent):
-    """A call waited for rate-limit capacity, or the provider answered 429."""
+    """A call waited for rate-limit capacity, or the provider answered 429.
+
+    A 429 says which ``provider`` and ``model`` answered it, what it ``limited``
+    (``rate_limit``: calls or tokens per period; ``concurrency``: calls in flight;
+    ``quota``: money) and the ``retry_after_s`` it asked for, if any.
+    """
 
     limiter: str
     waited_s: float
     provider_429: bool = False
+    provider: str | None = None
+    model: str | None = None
+    limited: RateLimitKind | None = None
+    retry_after_s: float | None = None
 
 
 class EventSink(Protocol):

@@ -149,7 +149,12 @@ class MetricsSink:
             ["limiter"],
             registry=r,
         )
-        self.rl_429 = Counter("aoe_rate_limit_429", "Provider 429 answers", ["limiter"], registry=r)
+        self.rl_429 = Counter(
+            "aoe_rate_limit_429",
+            "Provider 429 answers, by what they limited (rate_limit, concurrency, quota)",
+            ["provider", "model", "kind"],
+            registry=r,
+        )
         self.budget_hits = Counter(
             "aoe_budget_hits", "Reservations a budget refused", ["scope"], registry=r
         )
@@ -192,7 +197,8 @@ class MetricsSink:
         elif isinstance(event, RateLimitHit):
             self.rl_wait.labels(event.limiter).inc(max(event.waited_s, 0.0))
             if event.provider_429:
-                self.rl_429.labels(event.limiter).inc()
+                provider, model = event.provider or event.limiter, event.model or ""
+                self.rl_429.labels(provider, model, event.limited or "rate_limit").inc()
         elif isinstance(event, BudgetHit):
             self.budget_hits.labels(event.scope).inc()
         elif isinstance(event, WorkflowFinished):

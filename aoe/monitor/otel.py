@@ -54,6 +54,7 @@ class OtelSink:
         self._tracer = tracer
         self._workflows: dict[str, Span] = {}
         self._agents: dict[tuple[str, str], Span] = {}
+        self._429s: dict[tuple[str, str, int], RateLimitHit] = {}  # told before its ApiCall
 
     def handle(self, event: Event) -> None:
         # the optional extra: this sink exists only once from_environment imported it
@@ -97,6 +98,8 @@ class OtelSink:
                     "attempt", {"aoe.attempt": event.attempt}, timestamp=_ns(event.at)
                 )
         elif isinstance(event, AgentRetrying | RateLimitHit | BudgetHit):
+            if isinstance(event, RateLimitHit) and event.provider_429:
+                self._429s[(event.workflow, event.agent, event.attempt)] = event
             agent_span = self._agents.get((event.workflow, event.agent))
             if agent_span is not None:
                 agent_span.add_event(event.kind, self._detail(event), timestamp=_ns(event.at))
@@ -139,11 +142,14 @@ class OtelSink:
                 "aoe.delay_s": event.delay_s,
             }
         if isinstance(event, RateLimitHit):
-            return {
+            detail: dict[str, Any] = {
                 "aoe.limiter": event.limiter,
                 "aoe.waited_s": event.waited_s,
                 "aoe.provider_429": event.provider_429,
             }
+            if event.limited is not None:
+                detail["aoe.rate_limit.kind"] = event.limited
+            return detail
         return {"aoe.budget.scope": event.scope, "aoe.message": event.message}
 
     def _call(self, event: ApiCall) -> None:
@@ -173,6 +179,17 @@ class OtelSink:
                 "aoe.cost_confirmed": event.cost_confirmed,
             },
         )
+        hit = self._429s.pop((event.workflow, event.agent, event.attempt), None)
+        if hit is not None:
+            span.set_attributes(
+                {
+                    "http.response.status_code": 429,
+                    "aoe.provider_429": True,
+                    "aoe.rate_limit.kind": hit.limited or "rate_limit",
+                }
+            )
+            if hit.retry_after_s is not None:
+                span.set_attribute("aoe.rate_limit.retry_after_s", hit.retry_after_s)
         if event.status != "ok":
             span.set_attribute("error.type", event.status)
             span.set_status(Status(StatusCode.ERROR, event.status))

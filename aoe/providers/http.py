@@ -4,6 +4,7 @@ Everything that can go wrong on the wire becomes a ``ProviderError`` subclass he
 ``from`` its cause, so no httpx exception and no raw status reaches the engine:
 
     httpx.ConnectError / ConnectTimeout / PoolTimeout  -> ProviderConnectionError  (not sent)
+    a base_url httpx cannot call (scheme, port)        -> ConfigError              (not sent)
     the call's deadline (``timeout_s``) passed         -> ProviderTimeout          (outcome unknown)
     httpx.RemoteProtocolError / ReadError / WriteError -> ProviderConnectionError  (outcome unknown)
 
@@ -11,6 +12,7 @@ The call's one deadline lives here: ``post_json`` bounds the whole call by ``tim
 (httpx only bounds connecting and waiting for a pooled connection, whose failure says the
 request never left).
     429 rate limit                                     -> RateLimitedError
+    429 about calls in flight (CONCURRENCY_WORDS)      -> RateLimitedError, concurrency
     429 insufficient_quota / billing codes, 402,
         Anthropic enforced_spend_limit_reached         -> QuotaExceededError
     529, Anthropic overloaded_error                    -> OverloadedError
@@ -71,6 +73,15 @@ QUOTA_MARKERS = frozenset(
         "enforced_spend_limit_reached",
     }
 )
+
+# How a 429 says it is about calls in flight at once, not calls or tokens per period:
+# LiteLLM's max_parallel_requests ("Max parallel request limit reached"), TGI's
+# max_concurrent_requests ("Model is overloaded"), gateways' "too many concurrent requests".
+# LiteLLM words its per-minute limits the same way but names them (rpm_limit, tpm_limit),
+# and OpenAI names the period ("requests per min (RPM)"), so a 429 that names a period is a
+# rate limit whatever else it says. The words are matched in the message, type and code.
+CONCURRENCY_WORDS = ("concurren", "parallel request", "in flight", "in-flight", "overloaded")
+PERIOD_WORDS = ("rpm", "tpm", "rpd", "per min", "per hour", "per day", "per sec")
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +159,13 @@ async def post_json(
             f"provider {endpoint.provider!r}: cannot call {url!r}: {exc}",
             hint="check base_url in aoe.yaml (it needs http:// or https://)",
         ) from exc
+    except ExceptionGroup as group:  # connecting to a port past 65535: OverflowError in a group
+        if group.split(OverflowError)[1] is not None:
+            raise
+        raise ConfigError(
+            f"provider {endpoint.provider!r}: cannot call {url!r}: {group.exceptions[0]}",
+            hint="check the port of base_url in aoe.yaml",
+        ) from group
     except httpx.HTTPError as exc:
         raise transport_error(endpoint, exc) from exc
     latency_s = time.perf_counter() - started
@@ -215,7 +233,10 @@ def status_error(
         )
     if status == 429:
         return RateLimitedError(
-            message, **common, hint="lower this provider's limits in aoe.yaml to avoid 429s"
+            message,
+            **common,
+            concurrency=_about_concurrency(message, markers),
+            hint="lower this provider's limits in aoe.yaml to avoid 429s",
         )
     if status == 529 or "overloaded_error" in markers:
         return OverloadedError(message, **common)
@@ -311,6 +332,12 @@ def _markers(body: Mapping[str, Any] | None) -> set[str]:
     if isinstance(details, Mapping) and details.get("error_code") is not None:
         found.add(str(details["error_code"]))
     return found
+
+
+def _about_concurrency(message: str, markers: set[str]) -> bool:
+    """Whether a 429 says too many calls were in flight (see ``CONCURRENCY_WORDS``)."""
+    text = " ".join([message, *sorted(markers)]).lower()
+    return any(w in text for w in CONCURRENCY_WORDS) and not any(w in text for w in PERIOD_WORDS)
 
 
 def _error_type(body: Mapping[str, Any] | None) -> str | None:

@@ -185,7 +185,11 @@ class LiveView:
         return Group(*parts)
 
     def _limits(self) -> RenderableType | None:
-        stats = [s for s in self._view.limiter_stats() if s.tiers or s.concurrency_limit]
+        stats = [
+            s
+            for s in self._view.limiter_stats()
+            if s.tiers or s.concurrency_limit or s.learned_concurrency
+        ]
         if not stats:
             return None
         table = Table(title="rate limits", title_justify="left", box=None, header_style="bold")
@@ -194,7 +198,9 @@ class LiveView:
         for s in stats:
             first = True
             rows = [(t.name, f"{t.used} / {t.limit}") for t in s.tiers]
-            if s.concurrency_limit:
+            if s.learned_concurrency is not None:
+                rows.append(("concurrent (learned)", f"{s.in_flight} / {s.learned_concurrency}"))
+            elif s.concurrency_limit:
                 rows.append(("concurrent", f"{s.in_flight} / {s.concurrency_limit}"))
             for tier, use in rows:
                 table.add_row(

@@ -67,7 +67,16 @@ class PlainProgress:
                 self._line(event, f"{event.workflow}/{event.agent}: SKIPPED ({event.reason})")
             case BudgetHit():
                 self._line(event, f"{event.workflow}/{event.agent}: BUDGET {event.message}")
-            case RateLimitHit() if event.provider_429 or event.waited_s >= 1.0:
+            case RateLimitHit() if event.provider_429:
+                what = (event.limited or "rate_limit").replace("_", " ")
+                if event.retry_after_s is not None:
+                    what += f", retry after {event.retry_after_s:.1f}s"
+                self._line(
+                    event,
+                    f"{event.workflow}/{event.agent}: 429 from {event.provider or event.limiter}"
+                    f" for {event.model or '?'} ({what})",
+                )
+            case RateLimitHit() if event.waited_s >= 1.0:
                 self._line(
                     event,
                     f"{event.workflow}/{event.agent}: waited {event.waited_s:.1f}s for "

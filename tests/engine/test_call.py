@@ -12,12 +12,19 @@ from aoe.cost.book import RunBudgets
 from aoe.engine.results import AgentState, RunResult, WorkflowState
 from aoe.engine.runtime import Runtime
 from aoe.engine.scheduler import Engine, WorkflowJob
-from aoe.errors import ConfigError, ProviderConnectionError, ProviderError, ProviderTimeout
+from aoe.errors import (
+    ConfigError,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderTimeout,
+    RateLimitedError,
+)
 from aoe.graph import WorkflowGraph
 from aoe.ledger.records import CallRecord
+from aoe.monitor.events import Event, EventBus, RateLimitHit
 from aoe.providers.base import Usage
 from aoe.ratelimit import RateLimiter, TierStats
-from aoe.spec.models import LimitsSpec, ModelRef, WorkflowSpec, fingerprints
+from aoe.spec.models import LimitsSpec, ModelRef, RetrySpec, WorkflowSpec, fingerprints
 from tests.engine.scripted import (
     CallLog,
     FlatPrices,
@@ -29,6 +36,7 @@ from tests.engine.scripted import (
 )
 
 CENT = Decimal("0.01")
+RETRY = RetrySpec(max_retries=3, strategy="constant", base_delay_s=1, jitter=False)
 
 
 def _runtime(client: ScriptedClient, limiter: RateLimiter, **kw: object) -> Runtime:
@@ -290,3 +298,80 @@ async def test_a_provider_billing_past_a_budget_ends_the_run_with_exit_3() -> No
     assert b.state is AgentState.SKIPPED  # the workflow stopped starting agents at once
     assert b.error is not None
     assert "was passed by" in b.error
+
+
+class _Events:
+    """An event sink that keeps every event."""
+
+    def __init__(self) -> None:
+        self.events: list[Event] = []
+
+    def handle(self, event: Event) -> None:
+        self.events.append(event)
+
+
+async def test_a_429_is_published_and_teaches_the_limiter_before_the_permit_is_freed() -> None:
+    """Each provider 429 is an event naming the provider, the model, what it limited and the
+    wait it asked; the limiter hears of it while the call still counts as in flight."""
+    refusal = RateLimitedError(
+        "too many concurrent requests",
+        provider="script",
+        status=429,
+        retry_after_s=1.0,
+        concurrency=True,
+    )
+    client = ScriptedClient(script={"a": [refusal]}, latency_s={"b": 5.0, "c": 5.0})
+    limiter = RateLimiter(LimitsSpec(), clock=client.clock, name="key")
+    sink = _Events()
+    rt = _runtime(client, limiter, events=EventBus([sink]))
+    spec = workflow(agent("a", retry=RETRY), agent("b"), agent("c"))
+    result = await asyncio.wait_for(Engine(rt).run([WorkflowJob.of("wf", spec)]), 2)
+    assert result.exit_code == 0
+    (hit,) = [e for e in sink.events if isinstance(e, RateLimitHit) and e.provider_429]
+    assert (hit.agent, hit.provider, hit.model) == ("a", "script", "script/m")
+    assert (hit.limited, hit.retry_after_s, hit.limiter) == ("concurrency", 1.0, "key")
+    assert limiter.stats().learned_concurrency == 1  # half of the 3 that were in flight
+    assert limiter.stats().rate_limited == 1
+
+
+async def test_a_retry_after_past_the_cap_ends_the_agent_and_those_waiting_at_once() -> None:
+    """A 429 asking for 300 s: the agent that got it and the two waiting for the key end
+    RATE_LIMITED at once, each told when the key opens again; no time passes."""
+    refusal = RateLimitedError("slow down", provider="script", status=429, retry_after_s=300)
+    client = ScriptedClient(script={"first": [refusal]}, latency_s={"first": 1.0})
+    rt = _runtime(client, _one_slot(client.clock))
+    spec = workflow(
+        agent("first", priority=9, retry=RETRY),
+        agent("second", retry=RETRY),
+        agent("third", retry=RETRY),
+        allow_partial_completion=True,
+        max_failure_rate=1,
+    )
+    result = await asyncio.wait_for(Engine(rt).run([WorkflowJob.of("wf", spec)]), 2)
+    agents = result.workflows[0].agents
+    assert {a.state for a in agents.values()} == {AgentState.RATE_LIMITED}
+    for ended in agents.values():
+        assert "opens again at 2026-01-01 00:05:01 UTC" in (ended.error or "")
+        assert len(ended.attempts) == 1  # not retried: 300 s is past the retry cap
+    assert client.order() == ["first"]
+    assert client.clock.now() == pytest.approx(1.0)  # the one call's latency, nothing more
+
+
+async def test_a_request_the_client_refused_as_configured_holds_and_costs_nothing() -> None:
+    """A bad base_url (the client raises ConfigError before sending): the reservation and the
+    permit come back whole and the call is recorded at no cost."""
+    bad_url = ConfigError("provider 'script': cannot call 'ftp://x': bad URL")
+    client = ScriptedClient(script={"a": [bad_url]})
+    limiter = RateLimiter(
+        LimitsSpec(requests_per_minute=10, tokens_per_minute=10_000), clock=client.clock, name="key"
+    )
+    budgets = RunBudgets(Decimal(1))
+    log = CallLog()
+    rt = _runtime(client, limiter, budgets=budgets, recorder=log)
+    result = await Engine(rt).run([WorkflowJob.of("wf", workflow(agent("a")))])
+    assert result.workflows[0].agents["a"].state is AgentState.FAILED
+    run = budgets.state("run")
+    assert (run.reserved_usd, run.spent_usd, run.unconfirmed_usd) == (0, 0, 0)
+    (record,) = log.calls
+    assert (record.status, record.cost_usd, record.cost_confirmed) == ("ConfigError", 0, True)
+    assert _tiers(limiter) == {"requests_per_minute": 0, "tokens_per_minute": 0}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,11 +13,24 @@ from aoe.engine.runtime import Runtime
 from aoe.engine.scheduler import Engine, WorkflowJob
 from aoe.errors import RateLimitedError
 from aoe.ledger.store import Ledger
-from aoe.ratelimit import RateLimiter
-from aoe.spec.models import LimitsSpec, RetrySpec
+from aoe.ratelimit import LimiterStats, RateLimiter
+from aoe.spec.models import LimitsSpec, ModelRef, RetrySpec
 from tests.engine.scripted import OneClient, OneLimiter, ScriptedClient, agent, workflow
 
 TWO_RETRIES = RetrySpec(max_retries=2, strategy="constant", base_delay_s=1, jitter=False)
+
+
+class _ByModel:
+    """A limiter source with one limiter per model name."""
+
+    def __init__(self, limiters: dict[str, RateLimiter]) -> None:
+        self.limiters = limiters
+
+    def for_model(self, provider: str, model: str) -> RateLimiter:
+        return self.limiters[model]
+
+    def all_stats(self) -> tuple[LimiterStats, ...]:
+        return tuple(limiter.stats() for limiter in self.limiters.values())
 
 
 def _too_many(retry_after_s: float) -> RateLimitedError:
@@ -33,8 +47,13 @@ async def test_an_agent_whose_every_retry_gets_429_ends_rate_limited_and_fails_t
         latency_s={"slow": 100.0},
     )
     limiter = RateLimiter(LimitsSpec(requests_per_minute=100), clock=client.clock, name="key")
-    rt = Runtime(clients=OneClient(client), clock=client.clock, limiters=OneLimiter(limiter))
-    spec = workflow(agent("busy", retry=TWO_RETRIES), agent("slow"))
+    other = RateLimiter(LimitsSpec(), clock=client.clock, name="other")
+    limiters = _ByModel({"m": limiter, "other": other})
+    rt = Runtime(clients=OneClient(client), clock=client.clock, limiters=limiters)
+    # slow is on a key of its own: busy's 429s (which teach busy's key its concurrency) and
+    # their Retry-After are about busy's key only
+    slow = replace(agent("slow"), model=ModelRef("script", "other"))
+    spec = workflow(agent("busy", retry=TWO_RETRIES), slow)
     result = await asyncio.wait_for(Engine(rt).run([WorkflowJob.of("wf", spec)]), 2)
     wf = result.workflows[0]
     busy = wf.agents["busy"]

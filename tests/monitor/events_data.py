@@ -26,7 +26,7 @@ T0 = 1_700_000_000.0
 
 
 def every_event() -> list[Event]:
-    """A run of two agents: a rate-limit wait, a retry, a budget hit, a skip, two calls."""
+    """A run of two agents: a rate-limit wait, a 429, a retry, a budget hit, a skip, two calls."""
     run = Envelope("run1")
     ap = run.of_workflow("ap")
     extract, post, report = ap.of_agent("extract"), ap.of_agent("post"), ap.of_agent("report")
@@ -35,7 +35,18 @@ def every_event() -> list[Event]:
         RunStarted(run, T0, workflows=("ap",), simulate=True, budget_usd=Decimal("1.0")),
         WorkflowStarted(ap, T0, name="ap-close", agents_total=3),
         AgentStarted(x1, T0 + 1, model="openai/gpt-4o-mini", module="accounts_payable"),
-        RateLimitHit(x1, T0 + 1.5, limiter="openai", waited_s=0.5, provider_429=True),
+        RateLimitHit(x1, T0 + 1.5, limiter="openai", waited_s=0.5),
+        RateLimitHit(
+            x1,
+            T0 + 1.9,
+            limiter="openai",
+            waited_s=0.0,
+            provider_429=True,
+            provider="openai",
+            model="openai/gpt-4o-mini",
+            limited="concurrency",
+            retry_after_s=1.0,
+        ),
         ApiCall(
             x1,
             T0 + 2,
@@ -44,7 +55,7 @@ def every_event() -> list[Event]:
             usage=Usage(100, 20, 0, 0, 0),
             cost_usd=Decimal("0.001"),
             latency_s=0.4,
-            status="server_error",
+            status="RateLimitedError",
         ),
         ToolCalled(
             x1, T0 + 2, turn=1, tool="lookup_vendor", ok=True, duration_s=0.02, result_chars=120

@@ -128,7 +128,8 @@ def test_push_sends_final_figures_grouped_by_run_id(gateway) -> None:  # type: i
     assert (method, path) == ("PUT", "/metrics/job/aoe/run_id/run1")
     text = body.decode()
     assert _value(text, 'aoe_agent_runs_total{state="BUDGET_EXCEEDED",workflow="ap"}') == 1
-    assert _value(text, 'aoe_rate_limit_429_total{limiter="openai"}') == 1
+    assert _value(text, 'aoe_rate_limit_429_total{kind="concurrency",model="openai/gpt-4o-mini",'
+                        'provider="openai"}') == 1
     assert _value(text, 'aoe_rate_limit_wait_seconds_total{limiter="openai"}') == 0.5
     assert _value(text, 'aoe_tokens_total{model="openai/gpt-4o-mini",provider="openai",'
                         'type="cache_read"}') == 30

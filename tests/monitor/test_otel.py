@@ -64,12 +64,17 @@ def test_genai_attributes_and_errors() -> None:
     assert (ok["gen_ai.usage.input_tokens"], ok["gen_ai.usage.output_tokens"]) == (100, 50)
     assert ok["gen_ai.usage.cache_read.input_tokens"] == 30
     assert "error.type" not in ok
-    assert calls[0].attributes["error.type"] == "server_error"
+    refused = dict(calls[0].attributes)
+    assert refused["error.type"] == "RateLimitedError"
+    assert refused["http.response.status_code"] == 429
+    assert refused["aoe.rate_limit.kind"] == "concurrency"
+    assert refused["aoe.rate_limit.retry_after_s"] == 1.0
+    assert "http.response.status_code" not in ok
     post = by_name["invoke_agent post"]
     assert post.attributes["gen_ai.operation.name"] == "invoke_agent"
     assert post.attributes["error.type"] == "BUDGET_EXCEEDED"
     assert [e.name for e in by_name["invoke_agent extract"].events] == [
-        "rate_limit_hit", "agent_retrying", "attempt"]
+        "rate_limit_hit", "rate_limit_hit", "agent_retrying", "attempt"]
 
 
 def test_from_environment_is_off_without_an_endpoint() -> None:

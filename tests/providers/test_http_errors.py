@@ -314,3 +314,36 @@ async def test_usage_of_an_unreadable_answer_is_still_billed_exactly(
     with pytest.raises(MalformedResponseError) as info:
         await openai_client.complete(chat_request())
     assert info.value.usage == Usage(input_tokens=11, output_tokens=7)
+
+
+@pytest.mark.parametrize(
+    ("body", "concurrency"),
+    [
+        ({"error": {"message": "Max parallel request limit reached. active requests: 8."}}, True),
+        ({"error": "Model is overloaded", "error_type": "overloaded"}, True),  # TGI
+        ({"error": {"message": "Too many concurrent requests", "type": "requests"}}, True),
+        ({"error": {"message": "slow down", "code": "concurrency_limit_exceeded"}}, True),
+        (  # LiteLLM says "parallel" for its per-minute limits too, and names them
+            {"error": {"message": "Max parallel request limit reached Hit limit for api_key: "
+                       "x. tpm_limit: 200, current_tpm 80 , rpm_limit: 4 current rpm 4"}},
+            False,
+        ),
+        (
+            {"error": {"message": "Rate limit reached for gpt-4o on requests per min (RPM): "
+                       "Limit 3, Used 3, Requested 1.", "code": "rate_limit_exceeded"}},
+            False,
+        ),
+        ({"type": "error", "error": {"type": "rate_limit_error", "message": "slow"}}, False),
+    ],
+)
+def test_a_429_about_calls_in_flight_is_told_from_one_about_a_period(
+    body: dict[str, object], concurrency: bool
+) -> None:
+    """A 429 that says too many calls are in flight is a concurrency limit (aoe lowers its
+    concurrency for it); one that names a per-period limit is a rate limit."""
+    import json
+
+    error = status_error(Endpoint("gw"), 429, {}, json.dumps(body).encode())
+    assert isinstance(error, RateLimitedError)
+    assert error.concurrency is concurrency
+    assert error.limited == ("concurrency" if concurrency else "rate_limit")

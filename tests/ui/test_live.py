@@ -179,7 +179,8 @@ def _footer(lines: list[str]) -> str:
 
 
 async def _busy_limiter(clock: FakeClock) -> RateLimiter:
-    """A key with three calls out, one of which waited 2.5 s for its slot, and one 429."""
+    """A key with three calls out, one of which waited 2.5 s for its slot, and one 429
+    (under its request and token limits, so it lowered the key's concurrency to 1)."""
     limits = LimitsSpec(requests_per_minute=500, tokens_per_minute=200_000, concurrent_requests=3)
     limiter = RateLimiter(limits, clock=clock, name="openai")
     first = [await limiter.acquire(1200) for _ in range(3)]
@@ -187,8 +188,7 @@ async def _busy_limiter(clock: FakeClock) -> RateLimiter:
     await asyncio.sleep(0)  # in the queue from t=0
     await clock.advance(2.5)
     await limiter.settle(first[0], 1000)
-    await queued
-    await limiter.note_429()
+    await limiter.note_429(await queued, "rate_limit")
     return limiter
 
 
@@ -260,8 +260,9 @@ def test_a_failed_tool_call_is_shown_in_red() -> None:
 
 
 async def test_rate_limits_table_shows_each_tier_waits_and_429s() -> None:
-    """Per provider key: each tier's use against its limit, the concurrent calls, the time
-    calls spent waiting for capacity and how many 429s came back."""
+    """Per provider key: each tier's use against its limit, the concurrent calls (against
+    what 429s taught, when they did), the time calls spent waiting for capacity and how
+    many 429s came back."""
     view, feed, clock = _view()
     unlimited = RateLimiter(LimitsSpec(), clock=clock, name="local")
     view.bind(Readouts((await _busy_limiter(clock), unlimited)))
@@ -272,7 +273,7 @@ async def test_rate_limits_table_shows_each_tier_waits_and_429s() -> None:
     assert table[0][:5] == ["key", "tier", "used", "/", "limit"]
     assert table[1][:7] == ["openai", "requests_per_minute", "4", "/", "500", "2.5s", "1"]
     assert table[2][:4] == ["tokens_per_minute", "4600", "/", "200000"]
-    assert table[3][:4] == ["concurrent", "3", "/", "3"]
+    assert table[3][:5] == ["concurrent", "(learned)", "3", "/", "1"]
     assert not [line for line in lines if " local " in line]  # no limits: nothing to show
 
 

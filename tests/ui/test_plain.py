@@ -65,3 +65,32 @@ def test_tool_lines_come_in_event_order_with_the_agent_lines() -> None:
         "tool a ok in 0.01s (123 chars)",
         "tool b error in 0.01s (123 chars)",
     ]
+
+
+def test_every_provider_429_gets_a_line_saying_what_it_limited() -> None:
+    """A CI log shows each 429: which provider and model, what it was about, the wait asked;
+    a short wait for capacity stays quiet, a long one is a line of its own."""
+    from aoe.monitor.events import RateLimitHit
+
+    hit = RateLimitHit(
+        ATTEMPT,
+        AT,
+        limiter="openai",
+        waited_s=0.0,
+        provider_429=True,
+        provider="openai",
+        model="openai/gpt-4o-mini",
+        limited="concurrency",
+        retry_after_s=1.0,
+    )
+    quota = RateLimitHit(
+        ATTEMPT, AT, limiter="openai", waited_s=0.0, provider_429=True, limited="quota"
+    )
+    short = RateLimitHit(ATTEMPT, AT, limiter="openai", waited_s=0.2)
+    long = RateLimitHit(ATTEMPT, AT, limiter="openai", waited_s=2.0)
+    assert _lines(hit, quota, short, long) == [
+        f"{STAMP} invoice/check_vendor: 429 from openai for openai/gpt-4o-mini "
+        "(concurrency, retry after 1.0s)",
+        f"{STAMP} invoice/check_vendor: 429 from openai for ? (quota)",
+        f"{STAMP} invoice/check_vendor: waited 2.0s for rate limit openai",
+    ]
