@@ -299,6 +299,10 @@ class FakeProvider:
         with self._lock:
             self._faults.setdefault(path, deque()).extend(faults)
 
+    def unscript(self) -> None:
+        """Forget the faults still queued: later calls are answered normally."""
+        self._faults.clear()
+
     def script_tools(self, *turns: Sequence[tuple[str, Any]]) -> None:
         """Queue answers for the next calls that offer tools: each turn is a list of
         ``(tool name, arguments)`` asked for at once (arguments a dict, or a string sent as

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import random
+import sqlite3
 import statistics
 from collections import defaultdict
 from decimal import Decimal
@@ -23,8 +24,9 @@ import pytest
 
 from aoe.app.prepare import RunOptions, prepare
 from aoe.app.run import RunHandle
+from aoe.cost.money import from_pusd
 from aoe.engine.results import AgentState, RunResult
-from tests.fakeprovider import FakeProvider, _prompt_tokens, fake_provider
+from tests.fakeprovider import FakeProvider, Fault, _prompt_tokens, fake_provider
 
 INPUT_PER_MTOK = Decimal("2.5")
 OUTPUT_PER_MTOK = Decimal("10")
@@ -157,3 +159,71 @@ async def test_no_budget_is_passed_whatever_the_provider_counts(
         used.append(utilisation)
     assert max(used) <= 1.0
     assert statistics.median(used) > 0.0  # the runs spent something: the test bit
+
+
+FAULTS = (
+    Fault.drop,  # billed, then the connection is cut: the answer is lost
+    lambda: Fault.rate_limit(retry_after_ms="5"),
+    lambda: Fault.error(500),
+    Fault.ok,
+    Fault.ok,
+)
+
+
+@pytest.mark.timeout(120)
+async def test_faults_never_pass_a_budget_and_the_ledger_covers_the_bill(
+    fake_provider: FakeProvider, tmp_path: Path
+) -> None:
+    """24 randomized runs in which the server drops answers it billed, refuses calls with
+    429s and fails with 500s: it never bills past a budget, and the ledger holds what it
+    billed as confirmed spend plus, as unconfirmed, at least what it billed unseen."""
+    rng = random.Random("budget-bounds-faults")
+    unseen = Decimal(0)
+    for index in range(24):
+        server = fake_provider
+        server.counting = rng.choice(COUNTINGS)
+        server.output_fill = rng.choice([0.1, 0.5, 1.0])
+        workflow, config, _, expected = _write_run(rng, tmp_path, server, 1000 + index)
+        text = workflow.read_text(encoding="utf-8").replace("BUDGET", "# no workflow budget")
+        text = text.replace(
+            "retry: {max_retries: 0}",
+            "retry: {max_retries: 3, strategy: constant, base_delay_s: 0.001, jitter: false}",
+        )
+        workflow.write_text(text, encoding="utf-8")
+        server.script(*(rng.choice(FAULTS)() for _ in range(rng.randint(5, 60))))
+        budget = (expected * Decimal(rng.choice(["0.2", "0.6", "1.5"]))).quantize(
+            Decimal("0.000001")
+        )
+        db = tmp_path / f"faults{index}.db"
+        first_bill = len(server.billed)
+        options = RunOptions(
+            files=(workflow,),
+            config_path=config,
+            db_path=db,
+            budget_usd=budget,
+            max_parallel=rng.choice([1, 8, 64]),
+        )
+        result = await RunHandle(prepare(options)).execute()
+        server.unscript()  # faults left over do not leak into the next run
+        billed = sum(
+            (
+                (b.input_tokens * INPUT_PER_MTOK + b.output_tokens * OUTPUT_PER_MTOK) / 10**6
+                for b in server.billed[first_bill:]
+            ),
+            Decimal(0),
+        )
+        assert billed <= budget, f"run {index}: billed {billed} > --budget {budget}"
+        with sqlite3.connect(db) as ledger:
+            confirmed, unconfirmed = (
+                from_pusd(v or 0)
+                for v in ledger.execute(
+                    "SELECT SUM(CASE WHEN cost_confirmed THEN cost_pusd ELSE 0 END),"
+                    " SUM(CASE WHEN cost_confirmed THEN 0 ELSE cost_pusd END) FROM calls"
+                ).fetchone()
+            )
+        assert confirmed <= billed <= confirmed + unconfirmed, f"run {index}"
+        assert confirmed + unconfirmed == result.cost_usd
+        assert confirmed + unconfirmed <= budget
+        assert result.exit_code in (0, 1, 3, 4), result.exit_code
+        unseen += unconfirmed
+    assert unseen > 0  # answers were dropped after billing: the test bit
