@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 from aoe.app.prepare import PreparedRun
 from aoe.clock import Clock, SystemClock
+from aoe.coordination.fleet import Fleet, open_fleet
 from aoe.cost.book import RunBudgets
 from aoe.cost.budget import BudgetState
 from aoe.cost.pricing import PriceBook
@@ -24,7 +25,7 @@ from aoe.cost.tokens import preload
 from aoe.engine.results import RunResult
 from aoe.engine.runtime import Runtime
 from aoe.engine.scheduler import Engine, EngineOptions
-from aoe.errors import LedgerError, RunLeaseLostError
+from aoe.errors import AoeError, LedgerError, RunLeaseLostError
 from aoe.ledger.store import Ledger, default_db_path
 from aoe.monitor.events import EventBus, EventSink
 from aoe.providers.base import LLMClient
@@ -101,7 +102,9 @@ class RunHandle:
         lease: RunLease = NoLease()
         heartbeat: asyncio.Task[None] | None = None
         run_id = p.run_id or uuid.uuid4().hex[:12]
+        fleet: Fleet | None = None
         try:
+            fleet = await self._fleet(p)
             if o.use_ledger:
                 ledger = await asyncio.to_thread(Ledger.open, o.db_path or default_db_path())
                 lease = ledger.run_lease(
@@ -143,11 +146,11 @@ class RunHandle:
             try:
                 result = await engine.run(list(p.jobs))
             except Exception as exc:
-                if self._lost is not None:  # the ledger refused its writes: this is why
-                    raise self._lost from exc
+                if (stop := self._why_stopped(fleet)) is not None:  # the ledger refused
+                    raise stop from exc  # its writes, or Redis went away: this is why
                 raise
-            if self._lost is not None:
-                raise self._lost
+            if (stop := self._why_stopped(fleet)) is not None:
+                raise stop
             return result
         finally:
             if heartbeat is not None:
@@ -159,6 +162,24 @@ class RunHandle:
             await lease.release()
             if ledger is not None:
                 await ledger.aclose()
+            if fleet is not None:
+                await fleet.aclose()
+
+    def _why_stopped(self, fleet: Fleet | None) -> AoeError | None:
+        """The lease was taken over, or Redis was lost (exit 5, see ``aoe.coordination``)."""
+        if self._lost is not None:
+            return self._lost
+        return fleet.lost if fleet is not None else None
+
+    async def _fleet(self, p: PreparedRun) -> Fleet | None:
+        """The coordination hook: limits shared through Redis when aoe.yaml or AOE_REDIS_URL
+        names one (``aoe.coordination``), the run's own otherwise. Losing Redis mid-run
+        stops the run: no call is admitted past the shared limits."""
+        fleet = await open_fleet(p.config, clock=self.clock)
+        if fleet is not None:
+            self._limiters = fleet.limiters
+            fleet.on_lost(lambda _: self.cancel())
+        return fleet
 
     async def _heartbeat(self, lease: RunLease) -> None:
         """Renew the lease every ``heartbeat_s``; stop the run if it was taken over.

@@ -1,0 +1,216 @@
+"""Where the coordinator lives and how aoe reaches it: settings, the client, its errors.
+
+``settings_for(config)`` reads ``coordination:`` from aoe.yaml, ``AOE_REDIS_URL`` over it;
+no URL means no coordinator (one process, in-memory limits and budgets). ``connect``
+opens redis-py's asyncio client and proves the server answers before a cent is spent:
+a server that does not is ``CoordinationUnavailableError`` (exit 2), saying which server
+(the URL with its password masked), what went wrong and how to fix it. A run never falls
+back to per-process limits: with a URL configured, Redis is the only place limits live.
+
+A server lost while a run runs is ``CoordinationLostError`` (exit 5, see the package
+docstring): every store method that cannot reach it raises it, through ``Connection.lost``
+so the run hears of it once and stops admitting calls.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from aoe.errors import AoeError
+from aoe.spec.models import Config
+
+__all__ = [
+    "REDIS_URL_ENV",
+    "Connection",
+    "CoordinationLostError",
+    "CoordinationSettings",
+    "CoordinationUnavailableError",
+    "connect",
+    "key_hash",
+    "redact_url",
+    "settings_for",
+]
+
+REDIS_URL_ENV: Final = "AOE_REDIS_URL"
+
+#: Every key aoe writes starts with this, so a shared Redis can hold other data beside it.
+KEY_PREFIX: Final = "aoe"
+
+#: Seconds to connect and to wait for any answer. Loopback answers in well under 1 ms and a
+#: LAN in a few; a server that takes seconds is down or overloaded, and a run that waits
+#: on it longer only holds its calls back.
+SOCKET_TIMEOUT_S: Final = 5.0
+
+#: Connections one process may open. Every call in flight may acquire and settle at once;
+#: past this many they queue for a connection instead of opening more sockets.
+MAX_CONNECTIONS: Final = 64
+
+
+class CoordinationUnavailableError(AoeError):
+    """The configured Redis does not answer at the start of a run (nothing was spent)."""
+
+    exit_code = 2
+
+
+class CoordinationLostError(AoeError):
+    """Redis stopped answering while the run ran: it admitted no call after that, and ends
+    with state ``coordination_lost``."""
+
+    exit_code: ClassVar[int] = 5
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinationSettings:
+    """A resolved ``coordination:``: the URL (from aoe.yaml or ``AOE_REDIS_URL``) and where
+    it came from, for error messages."""
+
+    redis_url: str
+    source: str
+    permit_ttl_s: float = 30.0
+
+    @property
+    def shown_url(self) -> str:
+        return redact_url(self.redis_url)
+
+
+def settings_for(
+    config: Config, environ: Mapping[str, str] | None = None
+) -> CoordinationSettings | None:
+    """The coordinator this run uses, or None (no URL anywhere: one process on its own)."""
+    env = os.environ if environ is None else environ
+    spec = config.coordination
+    url = env.get(REDIS_URL_ENV) or None
+    source = REDIS_URL_ENV
+    if url is None and spec.redis_url:
+        url = spec.redis_url
+        source = f"coordination.redis_url in {config.path or 'aoe.yaml'}"
+    if url is None:
+        return None
+    return CoordinationSettings(url, source, spec.permit_ttl_s)
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password (and a username alone, which may be a token) masked."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable URL>"
+    if parts.password is None and parts.username is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = parts.username if parts.password is not None else None
+    auth = f"{user}:***" if user else "***"
+    return urlunsplit((parts.scheme, f"{auth}@{host}", parts.path, parts.query, parts.fragment))
+
+
+def key_hash(*parts: str) -> str:
+    """A key name part that says nothing of what it names (provider, API key, model)."""
+    digest = hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+    return digest[:24]
+
+
+class Connection:
+    """The client of one run, and who to tell when the server is lost.
+
+    ``on_lost`` callbacks run once, on the first failure, in the order added.
+    """
+
+    def __init__(self, client: aioredis.Redis, settings: CoordinationSettings) -> None:
+        self.client = client
+        self.settings = settings
+        self._on_lost: list[Callable[[CoordinationLostError], None]] = []
+        self.lost_error: CoordinationLostError | None = None
+
+    def on_lost(self, callback: Callable[[CoordinationLostError], None]) -> None:
+        self._on_lost.append(callback)
+
+    def lost(self, exc: BaseException, doing: str) -> CoordinationLostError:
+        """The error for a failure while ``doing``; the first one is told to ``on_lost``."""
+        if self.lost_error is not None:
+            return self.lost_error
+        error = CoordinationLostError(
+            f"lost Redis at {self.settings.shown_url} while {doing} ({_reason(exc)}): the run "
+            "admits no more calls, so that no process runs past the shared limits and budgets",
+            where=self.settings.source,
+            hint="bring Redis back (check `redis-cli -u URL ping`), then resume the run with "
+            "`aoe run --resume RUN_ID`; calls in flight stay counted as unconfirmed",
+        )
+        self.lost_error = error
+        for callback in self._on_lost:
+            callback(error)
+        return error
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:200]
+
+
+def client_for(settings: CoordinationSettings, **options: Any) -> aioredis.Redis:
+    """redis-py's asyncio client for ``settings`` (no I/O yet)."""
+    try:
+        return aioredis.Redis.from_url(
+            settings.redis_url,
+            socket_timeout=SOCKET_TIMEOUT_S,
+            socket_connect_timeout=SOCKET_TIMEOUT_S,
+            max_connections=MAX_CONNECTIONS,
+            decode_responses=False,
+            health_check_interval=0,
+            **options,
+        )
+    except ValueError as exc:
+        raise CoordinationUnavailableError(
+            f"the Redis URL {settings.shown_url} is not valid: {_reason(exc)}",
+            where=settings.source,
+            hint="write redis://HOST:PORT/DB (rediss:// for TLS, unix:///PATH for a socket)",
+        ) from None
+
+
+async def connect(settings: CoordinationSettings) -> Connection:
+    """Open the client and ping the server; ``CoordinationUnavailableError`` if it is not up."""
+    client = client_for(settings)
+    try:
+        await client.ping()
+        info = await client.info("server")
+    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        await client.aclose()
+        raise CoordinationUnavailableError(
+            f"cannot reach Redis at {settings.shown_url}: {_reason(exc)}; the run needs it to "
+            "share rate limits, budgets and run leases with other processes, and does not "
+            "start without it (nothing was spent)",
+            where=settings.source,
+            hint=f"start Redis there (`redis-server`), fix the URL, or unset {REDIS_URL_ENV} and "
+            "coordination.redis_url to run on this process's own limits",
+        ) from None
+    except RedisError as exc:  # refused: auth, ACL, protocol
+        await client.aclose()
+        raise CoordinationUnavailableError(
+            f"Redis at {settings.shown_url} refused aoe: {_reason(exc)}",
+            where=settings.source,
+            hint="check the user and password in the URL and the server's ACL",
+        ) from None
+    version = str(info.get("redis_version", "0"))
+    if int(version.split(".", maxsplit=1)[0] or 0) < 6:
+        await client.aclose()
+        raise CoordinationUnavailableError(
+            f"Redis at {settings.shown_url} is version {version}; aoe needs 6.2 or newer "
+            "(its scripts read the server's TIME and then write)",
+            where=settings.source,
+            hint="upgrade Redis (Debian 12 ships 7.0)",
+        )
+    return Connection(client, settings)
