@@ -308,6 +308,8 @@ class RedisLimiter:
     # -- round trips -----------------------------------------------------------------------
 
     async def _run(self, op: str, *args: str) -> _Answer:
+        if self._conn.lost_error is not None:  # the run is stopping: no more round trips
+            raise self._conn.lost_error
         now = "" if self._server_time else repr(self._clock.now())
         argv = [op, now, self._channel, *self._argv_tail, *args]
         try:
