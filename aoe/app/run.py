@@ -104,7 +104,7 @@ class RunHandle:
         run_id = p.run_id or uuid.uuid4().hex[:12]
         fleet: Fleet | None = None
         try:
-            fleet = await self._fleet(p)
+            fleet = await self._fleet(p, run_id)
             if o.use_ledger:
                 ledger = await asyncio.to_thread(Ledger.open, o.db_path or default_db_path())
                 lease = ledger.run_lease(
@@ -171,13 +171,16 @@ class RunHandle:
             return self._lost
         return fleet.lost if fleet is not None else None
 
-    async def _fleet(self, p: PreparedRun) -> Fleet | None:
-        """The coordination hook: limits shared through Redis when aoe.yaml or AOE_REDIS_URL
-        names one (``aoe.coordination``), the run's own otherwise. Losing Redis mid-run
-        stops the run: no call is admitted past the shared limits."""
-        fleet = await open_fleet(p.config, clock=self.clock)
+    async def _fleet(self, p: PreparedRun, run_id: str) -> Fleet | None:
+        """The coordination hook: limits and budgets shared through Redis when aoe.yaml or
+        AOE_REDIS_URL names one (``aoe.coordination``), the run's own otherwise. Losing
+        Redis mid-run stops the run: no call is admitted past the shared limits."""
+        fleet = await open_fleet(
+            p.config, clock=self.clock, run_id=run_id, budget_usd=p.budget_usd, spent=p.spent
+        )
         if fleet is not None:
             self._limiters = fleet.limiters
+            self._budgets = fleet.budgets
             fleet.on_lost(lambda _: self.cancel())
         return fleet
 

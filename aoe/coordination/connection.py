@@ -28,6 +28,7 @@ from redis.exceptions import BusyLoadingError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from aoe.clock import Clock, SystemClock
 from aoe.errors import AoeError
 from aoe.spec.models import Config
 
@@ -138,6 +139,12 @@ class Connection:
         self.settings = settings
         self._on_lost: list[Callable[[CoordinationLostError], None]] = []
         self.lost_error: CoordinationLostError | None = None
+        self.server_offset_s = 0.0  # the server's TIME minus this host's, at connect
+
+    def server_wall(self, local_wall: float) -> float:
+        """This host's wall time ``local_wall`` on the server's clock (periods of shared
+        budgets follow the server, not each host)."""
+        return local_wall + self.server_offset_s
 
     def on_lost(self, callback: Callable[[CoordinationLostError], None]) -> None:
         self._on_lost.append(callback)
@@ -193,8 +200,12 @@ def client_for(settings: CoordinationSettings) -> aioredis.Redis:
     return aioredis.Redis.from_pool(pool)  # the client owns the pool and closes it
 
 
-async def connect(settings: CoordinationSettings) -> Connection:
-    """Open the client and ping the server; ``CoordinationUnavailableError`` if it is not up."""
+async def connect(settings: CoordinationSettings, *, clock: Clock | None = None) -> Connection:
+    """Open the client and ping the server; ``CoordinationUnavailableError`` if it is not up.
+
+    Also reads the server's ``TIME`` against ``clock``'s wall time (``server_offset_s``).
+    """
+    wall = (clock or SystemClock()).wall
     client = client_for(settings)
     try:
         await client.ping()
@@ -225,4 +236,8 @@ async def connect(settings: CoordinationSettings) -> Connection:
             where=settings.source,
             hint="upgrade Redis (Debian 12 ships 7.0)",
         )
-    return Connection(client, settings)
+    conn = Connection(client, settings)
+    before = wall()
+    seconds, micros = await client.time()
+    conn.server_offset_s = seconds + micros / 1e6 - (before + wall()) / 2
+    return conn

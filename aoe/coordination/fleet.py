@@ -3,17 +3,24 @@
 ``open_fleet`` returns None without a Redis URL (one process: in-memory limits and
 budgets, the ledger's lease) and otherwise connects, proving the server answers before a
 cent is spent (``CoordinationUnavailableError``, exit 2), and hands back the limiters
-(``RedisLimiters``) to use instead of the in-memory ones. ``on_lost`` tells the run when
-Redis goes away mid-run, so it stops admitting calls.
+(``RedisLimiters``) and budgets (``RedisBudgets``) to use instead of the in-memory ones.
+``on_lost`` tells the run when Redis goes away mid-run, so it stops admitting calls.
+
+Which shared budgets (``budgets:`` in aoe.yaml) a run draws on: the names in
+``AOE_BUDGET_NAME`` (comma-separated), checked against aoe.yaml before anything is spent.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from decimal import Decimal
+from typing import Final
 
 from aoe.clock import Clock
+from aoe.coordination.budgets import RedisBudgets, check_names
 from aoe.coordination.connection import (
     Connection,
     CoordinationLostError,
@@ -22,9 +29,13 @@ from aoe.coordination.connection import (
 )
 from aoe.coordination.limiter import RedisLimiters
 from aoe.coordination.wake import Wakeups
+from aoe.errors import ConfigError
 from aoe.spec.models import Config
 
-__all__ = ["Fleet", "open_fleet"]
+#: Shared budgets every call of the run draws on, by name (comma-separated).
+BUDGET_NAME_ENV: Final = "AOE_BUDGET_NAME"
+
+__all__ = ["BUDGET_NAME_ENV", "Fleet", "open_fleet"]
 
 
 @dataclass(slots=True)
@@ -34,6 +45,7 @@ class Fleet:
     conn: Connection
     wakeups: Wakeups
     limiters: RedisLimiters
+    budgets: RedisBudgets
 
     def on_lost(self, callback: Callable[[CoordinationLostError], None]) -> None:
         """``callback`` is called once, when Redis first fails to answer mid-run."""
@@ -46,15 +58,50 @@ class Fleet:
     async def aclose(self) -> None:
         with contextlib.suppress(Exception):  # a lost server: nothing left to tidy there
             await self.limiters.aclose()
+            await self.budgets.aclose()
             await self.wakeups.aclose()
         await self.conn.aclose()
 
 
-async def open_fleet(config: Config, *, clock: Clock) -> Fleet | None:
-    """The fleet's services, or None when no Redis is configured (see the module)."""
-    settings = settings_for(config)
+async def open_fleet(
+    config: Config,
+    *,
+    clock: Clock,
+    run_id: str,
+    budget_usd: Decimal | None = None,
+    spent: Mapping[str, Decimal] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Fleet | None:
+    """The fleet's services, or None when no Redis is configured (see the module).
+
+    ``budget_usd`` is the run's ``--budget``, ``spent`` what the ledger says the run's
+    scopes spent before (``--resume``).
+    """
+    env = os.environ if environ is None else environ
+    names = [n.strip() for n in env.get(BUDGET_NAME_ENV, "").split(",") if n.strip()]
+    check_names(names, config.budgets)
+    settings = settings_for(config, env)
     if settings is None:
+        if names:
+            raise ConfigError(
+                f"{BUDGET_NAME_ENV} names shared budgets ({', '.join(names)}) but no Redis "
+                "is configured to share them",
+                hint="set coordination.redis_url in aoe.yaml or AOE_REDIS_URL",
+            )
         return None
-    conn = await connect(settings)
+    conn = await connect(settings, clock=clock)
     wakeups = Wakeups(conn)
-    return Fleet(conn, wakeups, RedisLimiters(conn, config, clock=clock, wakeups=wakeups))
+    return Fleet(
+        conn,
+        wakeups,
+        RedisLimiters(conn, config, clock=clock, wakeups=wakeups),
+        RedisBudgets(
+            conn,
+            run_id=run_id,
+            run_limit_usd=budget_usd,
+            spent=spent,
+            named=[config.budgets[n] for n in names],
+            clock=clock,
+            wakeups=wakeups,
+        ),
+    )
