@@ -110,6 +110,7 @@ class RunHandle:
                 lease = ledger.run_lease(
                     heartbeat_s=o.lease_heartbeat_s, clock=self.clock, holder=p.lease
                 )
+            lease = self._fleet_lease(fleet, lease)
             await lease.acquire(run_id)
             if math.isfinite(lease.heartbeat_s):
                 heartbeat = asyncio.create_task(self._heartbeat(lease), name="aoe-lease")
@@ -162,8 +163,7 @@ class RunHandle:
             await lease.release()
             if ledger is not None:
                 await ledger.aclose()
-            if fleet is not None:
-                await fleet.aclose()
+            await self._close_fleet(fleet)
 
     def _why_stopped(self, fleet: Fleet | None) -> AoeError | None:
         """The lease was taken over, or Redis was lost (exit 5, see ``aoe.coordination``)."""
@@ -183,6 +183,17 @@ class RunHandle:
             self._budgets = fleet.budgets
             fleet.on_lost(lambda _: self.cancel())
         return fleet
+
+    def _fleet_lease(self, fleet: Fleet | None, lease: RunLease) -> RunLease:
+        """With Redis, the run's lease is held there too: one process on any machine."""
+        if fleet is None:
+            return lease
+        return fleet.run_lease(lease, heartbeat_s=self.prepared.options.lease_heartbeat_s)
+
+    @staticmethod
+    async def _close_fleet(fleet: Fleet | None) -> None:
+        if fleet is not None:
+            await fleet.aclose()
 
     async def _heartbeat(self, lease: RunLease) -> None:
         """Renew the lease every ``heartbeat_s``; stop the run if it was taken over.

@@ -4,7 +4,9 @@
 budgets, the ledger's lease) and otherwise connects, proving the server answers before a
 cent is spent (``CoordinationUnavailableError``, exit 2), and hands back the limiters
 (``RedisLimiters``) and budgets (``RedisBudgets``) to use instead of the in-memory ones.
-``on_lost`` tells the run when Redis goes away mid-run, so it stops admitting calls.
+``run_lease`` holds the run's lease in Redis beside the ledger's, so one process on any
+machine runs a run. ``on_lost`` tells the run when Redis goes away mid-run, so it stops
+admitting calls.
 
 Which shared budgets (``budgets:`` in aoe.yaml) a run draws on: the names in
 ``AOE_BUDGET_NAME`` (comma-separated), checked against aoe.yaml before anything is spent.
@@ -27,6 +29,7 @@ from aoe.coordination.connection import (
     connect,
     settings_for,
 )
+from aoe.coordination.lease import FleetLease, RedisRunLease, _Lease
 from aoe.coordination.limiter import RedisLimiters
 from aoe.coordination.wake import Wakeups
 from aoe.errors import ConfigError
@@ -46,6 +49,13 @@ class Fleet:
     wakeups: Wakeups
     limiters: RedisLimiters
     budgets: RedisBudgets
+    clock: Clock
+
+    def run_lease(self, ledger: _Lease, *, heartbeat_s: float) -> FleetLease:
+        """The run's lease in Redis, held together with ``ledger``'s (see ``lease``)."""
+        return FleetLease(
+            RedisRunLease(self.conn, heartbeat_s=heartbeat_s, clock=self.clock), ledger
+        )
 
     def on_lost(self, callback: Callable[[CoordinationLostError], None]) -> None:
         """``callback`` is called once, when Redis first fails to answer mid-run."""
@@ -104,4 +114,5 @@ async def open_fleet(
             clock=clock,
             wakeups=wakeups,
         ),
+        clock,
     )
