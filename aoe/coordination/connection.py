@@ -54,9 +54,10 @@ KEY_PREFIX: Final = "aoe"
 #: on it longer only holds its calls back.
 SOCKET_TIMEOUT_S: Final = 5.0
 
-#: Connections one process may open. Every call in flight may acquire and settle at once;
-#: past this many they queue for a connection instead of opening more sockets.
-MAX_CONNECTIONS: Final = 64
+#: Connections one process may open; past this many, round trips queue for a connection.
+#: Measured at 100 calls in flight (bench/bench_redis.py): 16 connections answered an
+#: acquire in half the time 64 or 200 did (fewer sockets for the server and the loop).
+MAX_CONNECTIONS: Final = 16
 
 #: A command that fails on a broken connection is tried again this many times, backing off
 #: from 50 ms to 0.5 s (about 2.5 s in all): what a Redis restart or failover takes.
