@@ -5,13 +5,17 @@ DESIGN.md section 5: when ``coordination: {redis_url: ...}`` is in aoe.yaml (or
 instead of in the process, behind the same protocols (``aoe.services``), so the engine
 does not know which it runs on:
 
-    connection   settings, the client, CoordinationUnavailableError / CoordinationLostError
+    config       settings, CoordinationUnavailableError / CoordinationLostError
+    connection   redis-py's client, reached and lost
     scripts      the Lua scripts in lua/ (one per concern, one script run per operation)
     limiter      RedisLimiter / RedisLimiters: aoe.ratelimit's semantics, shared
     budgets      RedisBudgets: run, workflow, agent and named shared budgets, in pico-dollars
     lease        RedisRunLease / FleetLease: one process on any machine runs a run
     wake         pub/sub wake-ups, so waiters neither poll nor storm
     fleet        open_fleet: the one call a run makes (aoe.app.run)
+
+Only ``config`` and ``fleet`` are imported here: redis-py (the ``[redis]`` extra) is
+imported once a Redis URL is configured, never by a run without one.
 
 Exit codes (DESIGN.md section 1 plus one): a Redis that does not answer when the run
 starts is exit 2 (bad configuration, nothing spent); a Redis lost mid-run is exit **5**:
@@ -20,29 +24,22 @@ counted as unconfirmed where the outcome is unknown), is recorded as ``CANCELLED
 ledger, and says which server it lost. It never falls back to per-process limits.
 """
 
-from aoe.coordination.budgets import RedisBudgets
-from aoe.coordination.connection import (
+from aoe.coordination.config import (
+    REDIS_URL_ENV,
     CoordinationLostError,
     CoordinationSettings,
     CoordinationUnavailableError,
-    connect,
     settings_for,
 )
-from aoe.coordination.fleet import Fleet, open_fleet
-from aoe.coordination.lease import FleetLease, RedisRunLease
-from aoe.coordination.limiter import RedisLimiter, RedisLimiters
+from aoe.coordination.fleet import BUDGET_NAME_ENV, Fleet, open_fleet
 
 __all__ = [
+    "BUDGET_NAME_ENV",
+    "REDIS_URL_ENV",
     "CoordinationLostError",
     "CoordinationSettings",
     "CoordinationUnavailableError",
     "Fleet",
-    "FleetLease",
-    "RedisBudgets",
-    "RedisLimiter",
-    "RedisLimiters",
-    "RedisRunLease",
-    "connect",
     "open_fleet",
     "settings_for",
 ]

@@ -44,7 +44,7 @@ from aoe.coordination.wake import Wakeups
 from aoe.cost.book import RUN_SCOPE
 from aoe.cost.budget import BudgetOverrun, BudgetReservation, BudgetScope, BudgetState
 from aoe.cost.money import ZERO, format_usd, from_pusd, to_pusd
-from aoe.errors import BudgetExceededError, ConfigError
+from aoe.errors import BudgetExceededError
 from aoe.spec.models import AgentSpec, SharedBudgetSpec, WorkflowSpec
 
 __all__ = ["NAMED_PREFIX", "RedisBudgets", "period_label"]
@@ -327,14 +327,3 @@ class RedisBudgets:
             for task in (alarm, woken):
                 if not task.done():
                     task.cancel()
-
-
-def check_names(names: Sequence[str], budgets: Mapping[str, SharedBudgetSpec]) -> None:
-    """Every named budget a run asks for is declared in aoe.yaml (else exit 2)."""
-    for name in names:
-        if name not in budgets:
-            known = ", ".join(sorted(budgets)) or "none"
-            raise ConfigError(
-                f"no shared budget named {name!r} is declared (declared: {known})",
-                hint=f"add `budgets: {{{name}: {{usd: ..., period: month}}}}` to aoe.yaml",
-            )

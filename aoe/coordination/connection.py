@@ -1,7 +1,6 @@
-"""Where the coordinator lives and how aoe reaches it: settings, the client, its errors.
+"""How aoe reaches the coordinator: redis-py's client, and what its failures become.
 
-``settings_for(config)`` reads ``coordination:`` from aoe.yaml, ``AOE_REDIS_URL`` over it;
-no URL means no coordinator (one process, in-memory limits and budgets). ``connect``
+The settings and errors are in ``aoe.coordination.config`` (no redis-py there). ``connect``
 opens redis-py's asyncio client and proves the server answers before a cent is spent:
 a server that does not is ``CoordinationUnavailableError`` (exit 2), saying which server
 (the URL with its password masked), what went wrong and how to fix it. A run never falls
@@ -15,11 +14,8 @@ so the run hears of it once and stops admitting calls.
 from __future__ import annotations
 
 import hashlib
-import os
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import ClassVar, Final
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import Callable
+from typing import Final
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -29,8 +25,14 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from aoe.clock import Clock, SystemClock
-from aoe.errors import AoeError
-from aoe.spec.models import Config
+from aoe.coordination.config import (
+    REDIS_URL_ENV,
+    CoordinationLostError,
+    CoordinationSettings,
+    CoordinationUnavailableError,
+    redact_url,
+    settings_for,
+)
 
 __all__ = [
     "REDIS_URL_ENV",
@@ -43,8 +45,6 @@ __all__ = [
     "redact_url",
     "settings_for",
 ]
-
-REDIS_URL_ENV: Final = "AOE_REDIS_URL"
 
 #: Every key aoe writes starts with this, so a shared Redis can hold other data beside it.
 KEY_PREFIX: Final = "aoe"
@@ -62,65 +62,6 @@ MAX_CONNECTIONS: Final = 16
 #: A command that fails on a broken connection is tried again this many times, backing off
 #: from 50 ms to 0.5 s (about 2.5 s in all): what a Redis restart or failover takes.
 RECONNECT_RETRIES: Final = 6
-
-
-class CoordinationUnavailableError(AoeError):
-    """The configured Redis does not answer at the start of a run (nothing was spent)."""
-
-    exit_code = 2
-
-
-class CoordinationLostError(AoeError):
-    """Redis stopped answering while the run ran: it admitted no call after that, and ends
-    with state ``coordination_lost``."""
-
-    exit_code: ClassVar[int] = 5
-
-
-@dataclass(frozen=True, slots=True)
-class CoordinationSettings:
-    """A resolved ``coordination:``: the URL (from aoe.yaml or ``AOE_REDIS_URL``) and where
-    it came from, for error messages."""
-
-    redis_url: str
-    source: str
-    permit_ttl_s: float = 30.0
-
-    @property
-    def shown_url(self) -> str:
-        return redact_url(self.redis_url)
-
-
-def settings_for(
-    config: Config, environ: Mapping[str, str] | None = None
-) -> CoordinationSettings | None:
-    """The coordinator this run uses, or None (no URL anywhere: one process on its own)."""
-    env = os.environ if environ is None else environ
-    spec = config.coordination
-    url = env.get(REDIS_URL_ENV) or None
-    source = REDIS_URL_ENV
-    if url is None and spec.redis_url:
-        url = spec.redis_url
-        source = f"coordination.redis_url in {config.path or 'aoe.yaml'}"
-    if url is None:
-        return None
-    return CoordinationSettings(url, source, spec.permit_ttl_s)
-
-
-def redact_url(url: str) -> str:
-    """The URL with its password (and a username alone, which may be a token) masked."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable URL>"
-    if parts.password is None and parts.username is None:
-        return url
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    user = parts.username if parts.password is not None else None
-    auth = f"{user}:***" if user else "***"
-    return urlunsplit((parts.scheme, f"{auth}@{host}", parts.path, parts.query, parts.fragment))
 
 
 def key_hash(*parts: str) -> str:

@@ -10,6 +10,9 @@ admitting calls.
 
 Which shared budgets (``budgets:`` in aoe.yaml) a run draws on: the names in
 ``AOE_BUDGET_NAME`` (comma-separated), checked against aoe.yaml before anything is spent.
+
+redis-py is the optional extra ``aoe[redis]``: it is imported only once a URL is
+configured, so a run without a coordinator never needs it.
 """
 
 from __future__ import annotations
@@ -19,26 +22,28 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from aoe.clock import Clock
-from aoe.coordination.budgets import RedisBudgets, check_names
-from aoe.coordination.connection import (
-    Connection,
+from aoe.coordination.config import (
     CoordinationLostError,
-    connect,
+    CoordinationUnavailableError,
     settings_for,
 )
-from aoe.coordination.lease import FleetLease, RedisRunLease, _Lease
-from aoe.coordination.limiter import RedisLimiters
-from aoe.coordination.wake import Wakeups
 from aoe.errors import ConfigError
 from aoe.spec.models import Config
 
-#: Shared budgets every call of the run draws on, by name (comma-separated).
-BUDGET_NAME_ENV: Final = "AOE_BUDGET_NAME"
+if TYPE_CHECKING:
+    from aoe.coordination.budgets import RedisBudgets
+    from aoe.coordination.connection import Connection
+    from aoe.coordination.lease import FleetLease, _Lease
+    from aoe.coordination.limiter import RedisLimiters
+    from aoe.coordination.wake import Wakeups
 
 __all__ = ["BUDGET_NAME_ENV", "Fleet", "open_fleet"]
+
+#: Shared budgets every call of the run draws on, by name (comma-separated).
+BUDGET_NAME_ENV: Final = "AOE_BUDGET_NAME"
 
 
 @dataclass(slots=True)
@@ -53,6 +58,8 @@ class Fleet:
 
     def run_lease(self, ledger: _Lease, *, heartbeat_s: float) -> FleetLease:
         """The run's lease in Redis, held together with ``ledger``'s (see ``lease``)."""
+        from aoe.coordination.lease import FleetLease, RedisRunLease
+
         return FleetLease(
             RedisRunLease(self.conn, heartbeat_s=heartbeat_s, clock=self.clock), ledger
         )
@@ -89,7 +96,13 @@ async def open_fleet(
     """
     env = os.environ if environ is None else environ
     names = [n.strip() for n in env.get(BUDGET_NAME_ENV, "").split(",") if n.strip()]
-    check_names(names, config.budgets)
+    for name in names:
+        if name not in config.budgets:
+            known = ", ".join(sorted(config.budgets)) or "none"
+            raise ConfigError(
+                f"no shared budget named {name!r} is declared (declared: {known})",
+                hint=f"add `budgets: {{{name}: {{usd: ..., period: month}}}}` to aoe.yaml",
+            )
     settings = settings_for(config, env)
     if settings is None:
         if names:
@@ -99,6 +112,17 @@ async def open_fleet(
                 hint="set coordination.redis_url in aoe.yaml or AOE_REDIS_URL",
             )
         return None
+    try:  # the optional extra, needed only now that a coordinator is configured
+        from aoe.coordination.budgets import RedisBudgets
+        from aoe.coordination.connection import connect
+        from aoe.coordination.limiter import RedisLimiters
+        from aoe.coordination.wake import Wakeups
+    except ImportError as exc:
+        raise CoordinationUnavailableError(
+            f"a Redis coordinator is configured but its client is not installed ({exc.name})",
+            where=settings.source,
+            hint="pip install 'aoe[redis]'",
+        ) from None
     conn = await connect(settings, clock=clock)
     wakeups = Wakeups(conn)
     return Fleet(

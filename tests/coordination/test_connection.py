@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -114,3 +117,31 @@ def test_aoe_run_with_a_live_redis_completes(
     keys = [k.decode() for k in client.keys("aoe:*")]
     client.close()
     assert any(k.endswith(":state") for k in keys), keys  # the limits lived in Redis
+
+
+_WITHOUT_REDIS = """
+import sys
+class Block:
+    def find_spec(self, name, path, target=None):
+        if name == "redis" or name.startswith("redis."):
+            raise ImportError("redis is not installed", name="redis")
+sys.meta_path.insert(0, Block())
+from aoe.cli.main import main
+code = main(["run", sys.argv[1], "--simulate", "--no-live"])
+print("redis imported:", "redis" in sys.modules)
+sys.exit(code)
+"""
+
+
+def test_runs_without_a_coordinator_never_need_the_redis_extra(tmp_path: Path) -> None:
+    """Without a Redis URL aoe runs with redis-py absent; with one, it says to install it."""
+    env = {k: v for k, v in os.environ.items() if k != "AOE_REDIS_URL"}
+    env["AOE_DB"] = str(tmp_path / "aoe.db")
+    args = [sys.executable, "-c", _WITHOUT_REDIS, str(FLOW)]
+    alone = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert alone.returncode == 0, alone.stderr
+    assert "redis imported: False" in alone.stdout
+    env["AOE_REDIS_URL"] = "redis://127.0.0.1:6379/0"
+    fleet = subprocess.run(args, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert fleet.returncode == 2
+    assert "pip install 'aoe[redis]'" in fleet.stderr
