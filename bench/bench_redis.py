@@ -109,7 +109,9 @@ async def round_trips(url: str, n: int) -> tuple[float, float]:
         await limiter.settle(await limiter.acquire(100), 80)
     middle = _script_calls(url)
     for _ in range(n):
-        await budgets.settle(await budgets.reserve(budgets._named, Decimal("0.01")), Decimal(0))
+        await budgets.settle(
+            await budgets.reserve(budgets.named_scopes, Decimal("0.01")), Decimal(0)
+        )
     after = _script_calls(url)
     await limiter.aclose()
     await budgets.aclose()

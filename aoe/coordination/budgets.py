@@ -134,6 +134,11 @@ class RedisBudgets:
             return f"{_BASE}:named:{scope.removeprefix(NAMED_PREFIX)}:{label}"
         return f"{_BASE}:run:{self._run_id}:{scope}"
 
+    @property
+    def named_scopes(self) -> tuple[BudgetScope, ...]:
+        """The shared budgets every call of this run reserves against."""
+        return self._named
+
     # -- the protocol ----------------------------------------------------------------------------
 
     async def reserve(

@@ -188,7 +188,7 @@ class RedisLimiter:
             answer = await self._try(tokens)
             if answer.head[0] == "granted":
                 return self._granted(answer, tokens, 0.0)
-            self._raise_final(answer, head=True)
+            self._raise_final(answer)
             if timeout_s is not None and (
                 timeout_s <= 0 or (answer.head[1] == "paused" and float(answer.head[2]) > timeout_s)
             ):
@@ -352,7 +352,7 @@ class RedisLimiter:
 
     # -- waiting ---------------------------------------------------------------------------
 
-    def _raise_final(self, answer: _Answer, *, head: bool) -> None:
+    def _raise_final(self, answer: _Answer) -> None:
         kind = answer.head[0]
         if kind == "closed":
             left = float(answer.head[1])
@@ -411,7 +411,7 @@ class RedisLimiter:
                         head.future.set_result(grant)
                     continue
                 try:
-                    self._raise_final(answer, head=True)
+                    self._raise_final(answer)
                 except RateLimitClosedError as closed:
                     self._fail_all(closed)
                     continue

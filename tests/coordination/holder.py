@@ -30,7 +30,7 @@ async def main(url: str, ttl_s: float) -> None:
         conn, run_id="killed", run_limit_usd=None, named=[BUDGET], clock=clock, wakeups=wakeups
     )
     await limiter.acquire(10)
-    await budgets.reserve((budgets.run_scope, *budgets._named), Decimal(4))
+    await budgets.reserve((budgets.run_scope, *budgets.named_scopes), Decimal(4))
     print("held", flush=True)
     await asyncio.sleep(3600)
 

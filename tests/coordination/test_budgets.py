@@ -60,7 +60,7 @@ async def process(redis_url: str, clock: FakeClock) -> AsyncIterator[Factory]:
 
 
 def named(book: RedisBudgets) -> BudgetScope:
-    return next(s for s in book._named)
+    return next(s for s in book.named_scopes)
 
 
 async def test_a_reservation_takes_every_scope_or_none(process: Factory) -> None:

@@ -117,10 +117,10 @@ async def test_a_killed_process_gives_back_its_permit_and_its_spend_stays_counte
         permit = await asyncio.wait_for(limiter.acquire(1), 10)
         assert time.monotonic() - killed_at < 2.0 + WAKE_POLL_S + 0.5
         await limiter.settle(permit, 1)
-        (state,) = await budgets.refresh(budgets._named)
+        (state,) = await budgets.refresh(budgets.named_scopes)
         assert (state.unconfirmed_usd, state.reserved_usd) == (Decimal(4), Decimal(0))
         with pytest.raises(BudgetExceededError, match=r"unconfirmed \$4\.0000"):
-            await budgets.reserve(budgets._named, Decimal("6.01"))
+            await budgets.reserve(budgets.named_scopes, Decimal("6.01"))
         await limiter.aclose()
         await budgets.aclose()
         await wakeups.aclose()
