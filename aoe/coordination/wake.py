@@ -33,10 +33,12 @@ class Wakeups:
         self._pubsub: PubSub | None = None
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Event()
+        self._subscribed = asyncio.Event()
 
     def subscribe(self, channel: str, callback: Callable[[], None]) -> None:
         self._callbacks.setdefault(channel, []).append(callback)
         self._changed.set()
+        self._subscribed.clear()
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._listen(), name="aoe-wake")
 
@@ -64,6 +66,8 @@ class Wakeups:
                     if subscribed - wanted:
                         await pubsub.unsubscribe(*(subscribed - wanted))
                     subscribed = wanted
+                    if not self._changed.is_set():
+                        self._subscribed.set()
                 if not subscribed:
                     continue
                 message = await pubsub.get_message(timeout=0.5)
@@ -78,6 +82,11 @@ class Wakeups:
                 await asyncio.sleep(RESUBSCRIBE_S)  # waiters poll meanwhile
                 self._changed.set()
         await self._drop()
+
+    async def ready(self) -> None:
+        """Until every channel subscribed so far is listened to (messages sent before may
+        be missed; waiters then ask again within ``WAKE_POLL_S``)."""
+        await self._subscribed.wait()
 
     async def _drop(self) -> None:
         pubsub, self._pubsub = self._pubsub, None

@@ -50,6 +50,7 @@ async def process(redis_url: str, clock: FakeClock) -> AsyncIterator[Factory]:
             clock=clock, wakeups=wakeups, server_time=False,
         )  # fmt: skip
         made.append((conn, wakeups, book))
+        await asyncio.wait_for(wakeups.ready(), 5)  # wake-ups heard from now on
         return book
 
     yield make

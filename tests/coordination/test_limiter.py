@@ -56,6 +56,7 @@ async def process(redis_url: str, clock: FakeClock) -> AsyncIterator[Factory]:
             server_time=False,
         )  # fmt: skip
         made.append((conn, wakeups, limiter))
+        await asyncio.wait_for(wakeups.ready(), 5)  # wake-ups heard from now on
         return limiter
 
     yield make
