@@ -11,73 +11,87 @@ none: it writes the event's fields and nothing else.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, TextIO
 
+import orjson
+
 from aoe.cost.money import decimal_text
 from aoe.ledger.files import open_private
-from aoe.monitor.events import Envelope, Event, WorkflowFinished
+from aoe.monitor.events import Event, WorkflowFinished
 
 EVENTS_VERSION = 2
 
 
-def _plain(value: Any) -> Any:
+@functools.cache
+def _field_names(cls: type[Event]) -> tuple[str, ...]:
+    """An event class's own fields, in declaration order (the envelope is flattened)."""
+    return tuple(f.name for f in dataclasses.fields(cls) if f.name != "envelope")
+
+
+def _money(value: Any) -> Any:
+    """What orjson cannot write itself: Decimal money as its exact text."""
     if isinstance(value, Decimal):
         return decimal_text(value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, tuple | list):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    return value
+    raise TypeError(f"not JSON: {type(value).__name__}")
 
 
-def _envelope(envelope: Envelope) -> dict[str, Any]:
-    fields = (
-        ("run_id", envelope.run_id),
-        ("workflow", envelope.workflow),
-        ("agent", envelope.agent),
-        ("attempt", envelope.attempt),
-    )
-    return {name: value for name, value in fields if value is not None}
-
-
-def event_record(event: Event) -> dict[str, Any]:
-    """The JSON object written for ``event``."""
-    record: dict[str, Any] = {"version": EVENTS_VERSION, "kind": event.kind}
-    record.update(_envelope(event.envelope))
-    for f in dataclasses.fields(event):
-        if f.name != "envelope":
-            record[f.name] = _plain(getattr(event, f.name))
+def _fields(event: Event) -> dict[str, Any]:
+    """The line's object before encoding: values may still be Decimal or dataclasses."""
+    envelope = event.envelope
+    record: dict[str, Any] = {
+        "version": EVENTS_VERSION,
+        "kind": event.kind,
+        "run_id": envelope.run_id,
+    }
+    if envelope.workflow is not None:
+        record["workflow"] = envelope.workflow
+    if envelope.agent is not None:
+        record["agent"] = envelope.agent
+    if envelope.attempt is not None:
+        record["attempt"] = envelope.attempt
+    for name in _field_names(type(event)):
+        record[name] = getattr(event, name)
     if isinstance(event, WorkflowFinished):
         record["counts"] = dict(event.counts)
     return record
 
 
+def encode_event(event: Event) -> bytes:
+    """``event`` as one JSON line (newline included), encoded once for every reader.
+
+    orjson writes the event's dataclasses (``Usage``) and tuples itself; ``_money`` turns
+    Decimal into its exact text. A float that is not finite becomes null.
+    """
+    return orjson.dumps(_fields(event), default=_money, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def event_record(event: Event) -> dict[str, Any]:
+    """The JSON object written for ``event`` (read back from its line)."""
+    record: dict[str, Any] = json.loads(encode_event(event))
+    return record
+
+
 class JsonlSink:
-    """Writes each event to a file as a JSON line, flushed at once."""
+    """Writes each event to a file as a JSON line, flushed at once (one write per event)."""
 
     def __init__(self, stream: TextIO, *, owns: bool = False) -> None:
         self._stream = stream
+        self._bytes = stream.buffer
         self._owns = owns
 
     @classmethod
     def open(cls, path: Path) -> JsonlSink:
-        """Append to ``path`` (creating its directory, and the file 0600); line-buffered."""
+        """Append to ``path`` (creating its directory, and the file 0600)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        return cls(open_private(path, append=True, buffering=1), owns=True)
+        return cls(open_private(path, append=True), owns=True)
 
     def handle(self, event: Event) -> None:
-        self._stream.write(
-            json.dumps(
-                event_record(event), separators=(",", ":"), ensure_ascii=False, allow_nan=False
-            )
-            + "\n"
-        )
-        self._stream.flush()
+        self._bytes.write(encode_event(event))
+        self._bytes.flush()
 
     def close(self) -> None:
         if self._owns:
