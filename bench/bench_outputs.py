@@ -96,7 +96,9 @@ def _layered(count: int, model: str, *, width: int = 100) -> str:
         if i >= width:
             need = f"a{i - width + (i * 7) % width:05d}"
             lines.append(f"    needs: [{need}]")
-            lines.append(f"    prompt: 'Check batch {{{{ inputs.batch }}}}: {{{{ agents.{need}.output }}}}'")
+            lines.append(
+                f"    prompt: 'Check batch {{{{ inputs.batch }}}}: {{{{ agents.{need}.output }}}}'"
+            )
         else:
             lines.append("    prompt: 'Check batch {{ inputs.batch }}'")
     return "\n".join(lines) + "\n"
@@ -148,10 +150,22 @@ def many_agents(tree: Path, count: int, rounds: int) -> list[Row]:
                 assert code == 0, f"{variant} exited {code}"
     label = f"{count:,} agents, aoe run --json --events"
     return [
-        Row(f"{label}: CPU per agent", cli_cpu / count * 1000, "ms",
-            "the engine alone, same file", engine_cpu / count * 1000, "<= 0.25 ms per agent"),
-        Row(f"{label}: peak RSS", cli_rss, "MB", "the engine alone, same file", engine_rss,
-            "< 150 MB"),
+        Row(
+            f"{label}: CPU per agent",
+            cli_cpu / count * 1000,
+            "ms",
+            "the engine alone, same file",
+            engine_cpu / count * 1000,
+            "<= 0.25 ms per agent",
+        ),
+        Row(
+            f"{label}: peak RSS",
+            cli_rss,
+            "MB",
+            "the engine alone, same file",
+            engine_rss,
+            "< 150 MB",
+        ),
     ]
 
 
@@ -161,8 +175,10 @@ def _rss_in_flight(tree: Path, count: int, model: str) -> float:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
-            limits = ("limits: {requests_per_minute: 100000, tokens_per_minute: 100000000,"
-                      " concurrent_requests: 10000}")
+            limits = (
+                "limits: {requests_per_minute: 100000, tokens_per_minute: 100000000,"
+                " concurrent_requests: 10000}"
+            )
             provider = model.split("/", maxsplit=1)[0]
             (work / "aoe.yaml").write_text(
                 "providers:\n"
@@ -195,9 +211,14 @@ def in_flight(tree: Path, count: int, rounds: int) -> list[Row]:
         for model in list(best)[:: 1 if r % 2 == 0 else -1]:
             best[model] = min(best[model], _rss_in_flight(tree, count, model))
     return [
-        Row(f"{count} agents in flight, openai/gpt-4o-mini, --budget: peak RSS",
-            best["openai/gpt-4o-mini"], "MB", "same run, local/llama-3.1-8b-instruct",
-            best["local/llama-3.1-8b-instruct"], "< 100 MB"),
+        Row(
+            f"{count} agents in flight, openai/gpt-4o-mini, --budget: peak RSS",
+            best["openai/gpt-4o-mini"],
+            "MB",
+            "same run, local/llama-3.1-8b-instruct",
+            best["local/llama-3.1-8b-instruct"],
+            "< 100 MB",
+        ),
     ]
 
 
@@ -220,14 +241,16 @@ def _first_call(tree: Path) -> float:
             )
             agents = "".join(f"  a{i}:\n    prompt: 'Say {i}.'\n" for i in range(5))
             (work / "wf.yaml").write_text(
-                "version: 1\nname: start\ndefaults: {model: openai/gpt-4o-mini}\n"
-                "agents:\n" + agents
+                "version: 1\nname: start\ndefaults: {model: openai/gpt-4o-mini}\nagents:\n" + agents
             )
             env = _env(tree, OPENAI_API_KEY="sk-bench", AOE_DB=str(work / "l.db"))
             started = time.monotonic()
             subprocess.run(
                 [sys.executable, "-m", "aoe", "run", "wf.yaml", "--no-live"],
-                cwd=work, env=env, capture_output=True, check=True,
+                cwd=work,
+                env=env,
+                capture_output=True,
+                check=True,
             )
             return min(b.at for b in server.billed) - started
     finally:
@@ -244,8 +267,14 @@ def start_up(tree: Path, rounds: int) -> list[Row]:
         best["first"] = min(best["first"], _first_call(tree))
     return [
         Row("aoe --help", best["help"], "s", "python -c pass", best["pass"], "< 0.08 s"),
-        Row("aoe run, 5 agents: start to first call", best["first"], "s", "python -c pass",
-            best["pass"], "< 0.25 s"),
+        Row(
+            "aoe run, 5 agents: start to first call",
+            best["first"],
+            "s",
+            "python -c pass",
+            best["pass"],
+            "< 0.25 s",
+        ),
     ]
 
 
