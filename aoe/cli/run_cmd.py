@@ -7,6 +7,7 @@ Progress goes to stderr (a live view on a terminal, plain lines in CI or with
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import shlex
@@ -212,9 +213,13 @@ def run(
     wanted = OutputOptions(events, metrics_port, metrics_addr, pushgateway)
     outputs = RunOutputs.start(wanted, sys.stderr)
     result = None
+    # The loaded specs and the imports live as long as the run: keep the cycle collector
+    # from walking them again at every full collection while the run makes its garbage.
+    gc.freeze()
     try:
         result = run_with_progress(prepared, live=_live_wanted(no_live), outputs=outputs)
     finally:
+        gc.unfreeze()
         outputs.finish(result.run_id if result is not None else None)
     write_run_reports(result, prepared.jobs, junit=junit, warn=sys.stderr)
     if as_json:

@@ -10,6 +10,7 @@ none: it writes the event's fields and nothing else.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
 import json
@@ -76,12 +77,19 @@ def event_record(event: Event) -> dict[str, Any]:
 
 
 class JsonlSink:
-    """Writes each event to a file as a JSON line, flushed at once (one write per event)."""
+    """Writes each event to a file as a JSON line, flushed at once.
+
+    On the event loop, the lines of one turn of the loop go out in one write when that
+    turn ends (``call_soon``): a reader sees each line before the run does anything
+    else, and 10,000 agents cost thousands of writes instead of 30,000 (one write to
+    disk costs more than encoding the line). Off a loop, each line is written at once.
+    """
 
     def __init__(self, stream: TextIO, *, owns: bool = False) -> None:
         self._stream = stream
         self._bytes = stream.buffer
         self._owns = owns
+        self._flush_scheduled = False
 
     @classmethod
     def open(cls, path: Path) -> JsonlSink:
@@ -91,8 +99,23 @@ class JsonlSink:
 
     def handle(self, event: Event) -> None:
         self._bytes.write(encode_event(event))
-        self._bytes.flush()
+        if self._flush_scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop: nothing else runs before the caller reads
+            self._bytes.flush()
+            return
+        self._flush_scheduled = True
+        loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if not self._bytes.closed:
+            self._bytes.flush()
 
     def close(self) -> None:
+        if not self._bytes.closed:
+            self._bytes.flush()
         if self._owns:
             self._stream.close()
