@@ -181,7 +181,6 @@ def run(
     from aoe.report.printable import printable
     from aoe.report.result import result_json
     from aoe.ui.session import console, run_with_progress
-    from aoe.ui.summary import render_summary
 
     budget_usd = _money("--budget", budget)
     _positive("--max-parallel", max_parallel)
@@ -225,6 +224,8 @@ def run(
     if as_json:
         sys.stdout.write(result_json(result) + "\n")
     else:
+        from aoe.ui.summary import render_summary  # Rich tables: not before the first call
+
         render_summary(console(), result)
     raise typer.Exit(result.exit_code)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import json
 from decimal import Decimal
 from pathlib import Path
@@ -27,10 +26,16 @@ from aoe.monitor.events import Event, WorkflowFinished
 EVENTS_VERSION = 2
 
 
-@functools.cache
+_FIELD_NAMES: dict[type[Event], tuple[str, ...]] = {}
+
+
 def _field_names(cls: type[Event]) -> tuple[str, ...]:
     """An event class's own fields, in declaration order (the envelope is flattened)."""
-    return tuple(f.name for f in dataclasses.fields(cls) if f.name != "envelope")
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = tuple(f.name for f in dataclasses.fields(cls) if f.name != "envelope")
+        _FIELD_NAMES[cls] = names
+    return names
 
 
 def _money(value: Any) -> Any:
