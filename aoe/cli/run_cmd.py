@@ -222,7 +222,10 @@ def run(
         outputs.finish(result.run_id if result is not None else None)
     write_run_reports(result, prepared.jobs, junit=junit, warn=sys.stderr)
     if as_json:
-        sys.stdout.write(result_json(result) + "\n")
+        sys.stdout.flush()  # anything written as text goes first
+        sys.stdout.buffer.write(result_json(result))
+        sys.stdout.buffer.write(b"\n")
+        sys.stdout.buffer.flush()
     else:
         from aoe.ui.summary import render_summary  # Rich tables: not before the first call
 
