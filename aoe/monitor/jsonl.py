@@ -3,9 +3,10 @@
 Each line carries ``version`` and ``kind`` (the event class in snake case), the envelope
 (``run_id``, and ``workflow``, ``agent``, ``attempt`` where the event has them), ``at``
 (epoch seconds) and the event's own fields; money is an exact decimal string. Lines are
-flushed as they are written,
-so ``tail -f`` follows a run. Events hold no prompts, outputs or keys, and this sink adds
-none: it writes the event's fields and nothing else.
+written by the end of the event loop's turn that made them, so ``tail -f`` follows a run.
+Events hold no prompts, outputs or keys, and this sink adds none: it writes the event's
+fields and nothing else. Each event is encoded once (``encode_event``); no other sink
+needs its bytes.
 """
 
 from __future__ import annotations
