@@ -9,9 +9,10 @@ progress output. Its peak RSS comes from wait4(2) for that child alone. Target: 
 100 MB.
 
 Two runs: a local model served by the loopback server (`local/llama-3.1-8b-instruct`,
-as vLLM or llama.cpp would serve it; its tokens are estimated from bytes), and an OpenAI
-model (`openai/gpt-4o-mini`), whose exact token counts need the 200,000-token o200k
-vocabulary in memory: a fixed cost of its own, whatever the number of agents.
+as vLLM or llama.cpp would serve it), and an OpenAI model (`openai/gpt-4o-mini`) behind
+the same compatible base_url. Since issue 12 both are estimated from bytes: only a budget
+at OpenAI's own API loads the 200,000-token o200k vocabulary (about 76 MB, whatever the
+number of agents). bench/bench_outputs.py measures the same with a budget.
 """
 
 from __future__ import annotations
