@@ -6,8 +6,9 @@ person reads and a measurable share of the run's CPU. Once the run holds more th
 each: a summary line (done of total, by state, running, cost) is written at most once
 per ``SUMMARY_EVERY_S`` of the run's clock, and whatever went wrong is still a line of
 its own at once (a failed or skipped-by-budget agent, a retry, a budget hit, a 429, a
-failed tool call). Run and workflow lines stay as they are. The clock is the events'
-own ``at``, so a run on a fake clock summarises on that clock.
+failed tool call). Run and workflow lines stay as they are, and the run's end gets a
+last summary. The clock is the events' own ``at``, so a run on a fake clock summarises
+on that clock.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from aoe.monitor.events import (
     BudgetHit,
     Event,
     RateLimitHit,
+    RunFinished,
     RunStarted,
     ToolCalled,
     WorkflowFinished,
@@ -110,8 +112,8 @@ class PlainProgress:
             self._each(event)
             return
         if not quiet:
-            if isinstance(event, WorkflowFinished) and self._changed:
-                self._write(event.at, self._summary())  # where the run stood
+            if isinstance(event, RunFinished) and self._changed:
+                self._write(event.at, self._summary())  # where the run ended
                 self._changed = False
             self._each(event)
             return

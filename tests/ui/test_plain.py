@@ -101,7 +101,13 @@ def _big_run(agents: int) -> list[Event]:
     agent 7 fails, agent 8 is retried first."""
     from decimal import Decimal
 
-    from aoe.monitor.events import AgentFinished, AgentRetrying, WorkflowFinished, WorkflowStarted
+    from aoe.monitor.events import (
+        AgentFinished,
+        AgentRetrying,
+        RunFinished,
+        WorkflowFinished,
+        WorkflowStarted,
+    )
 
     wf = Envelope("r1", "big")
     events: list[Event] = [WorkflowStarted(wf, AT, name="big", agents_total=agents)]
@@ -135,6 +141,16 @@ def _big_run(agents: int) -> list[Event]:
             counts=(("COMPLETED", agents - 1), ("FAILED", 1)),
         )
     )
+    events.append(
+        RunFinished(
+            Envelope("r1"),
+            end,
+            state="FAILED",
+            exit_code=1,
+            cost_usd=Decimal("0.001") * agents,
+            duration_s=end - AT,
+        )
+    )
     return events
 
 
@@ -164,10 +180,10 @@ def test_a_large_run_prints_a_summary_per_second_and_every_failure_at_once() -> 
     failed = next(i for i, line in enumerate(lines) if "big/a7: FAILED" in line)
     retry = next(i for i, line in enumerate(lines) if "big/a8: RETRY" in line)
     assert failed < retry < lines.index(summaries[1])  # at once, not at the next summary
-    assert lines[-2].endswith(
+    assert lines[-2].split(" ", 1)[1].startswith("big: FAILED")
+    assert lines[-1].endswith(  # the run's end: where it stood, however recent the last
         f"{agents} of {agents} agents done ({agents - 1} completed, 1 failed), 0 running, $0.2500"
     )
-    assert lines[-1].split(" ", 1)[1].startswith("big: FAILED")
 
 
 def test_summaries_follow_the_run_clock_not_the_number_of_events() -> None:
