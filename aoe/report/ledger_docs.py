@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -52,8 +53,20 @@ def json_bytes(document: Mapping[str, Any]) -> bytes:
     try:
         encoded = orjson.dumps(document, option=orjson.OPT_INDENT_2)
     except orjson.JSONEncodeError:
-        return json_safe(json.dumps(document, indent=2, ensure_ascii=False)).encode("utf-8")
+        text = json.dumps(_finite(document), indent=2, ensure_ascii=False, allow_nan=False)
+        return json_safe(text).encode("utf-8")
     return json_safe_bytes(encoded)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities as None, as orjson writes them (JSON has neither)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def json_text(document: Mapping[str, Any]) -> str:

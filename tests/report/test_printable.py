@@ -71,3 +71,10 @@ def test_json_text_writes_what_the_fast_encoder_refuses() -> None:
         "output": {"n": big, "s": "\x9b"}
     }
     assert "\x9b" not in json_text({"output": {"n": big, "s": "\x9b"}})
+
+
+def test_json_text_writes_nan_as_null_whichever_encoder_writes_it() -> None:
+    """JSON has no NaN: a model's NaN or infinity prints as null, with or without a big int."""
+    nan, inf = float("nan"), float("inf")
+    assert json.loads(json_text({"x": [nan, inf]})) == {"x": [None, None]}
+    assert json.loads(json_text({"x": [nan, -inf], "n": 2**70})) == {"x": [None, None], "n": 2**70}
