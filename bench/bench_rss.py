@@ -39,8 +39,10 @@ def measure(count: int, model: str) -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
-            limits = ("limits: {requests_per_minute: 100000, tokens_per_minute: 100000000,"
-                      " concurrent_requests: 10000}")
+            limits = (
+                "limits: {requests_per_minute: 100000, tokens_per_minute: 100000000,"
+                " concurrent_requests: 10000}"
+            )
             provider = model.split("/", maxsplit=1)[0]
             (work / "aoe.yaml").write_text(
                 "providers:\n"
@@ -59,7 +61,10 @@ def measure(count: int, model: str) -> None:
             env = {**os.environ, "OPENAI_API_KEY": "sk-bench", "AOE_DB": str(work / "l.db")}
             proc = subprocess.Popen(
                 [sys.executable, "-m", "aoe", "run", "wf.yaml", "--no-live", "--json"],
-                cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                cwd=work,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
             _, status, usage = os.wait4(proc.pid, 0)
             proc.returncode = os.waitstatus_to_exitcode(status)
