@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
+import aiohttp
 
 from aoe.clock import Clock
 from aoe.providers.base import (
@@ -47,7 +47,7 @@ class AnthropicClient(JsonApiClient):
         config: ProviderConfig,
         *,
         api_key: str | None,
-        http: httpx.AsyncClient | None = None,
+        http: aiohttp.ClientSession | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.api_version = config.api_version or DEFAULT_API_VERSION

@@ -1,10 +1,13 @@
-"""What the OpenAI and Anthropic clients share: one JSON POST per call over pooled httpx.
+"""What the OpenAI and Anthropic clients share: one JSON POST per call over a pooled session.
 
 A subclass says where to post (``path``), how to authenticate (``auth_headers``), how a
 request becomes a body (``build_body``) and how a response becomes a ``Completion``
 (``parse``); this class sends it, turns an answer that breaks the API's promise into a
 ``MalformedResponseError`` with the status and an excerpt, and warns once when a server
 sends no usage.
+
+Each client holds its own aiohttp session (one pool per provider endpoint), opened on the
+first call, with as many connections as the provider's ``concurrent_requests`` cap.
 """
 
 from __future__ import annotations
@@ -14,11 +17,18 @@ import logging
 import re
 from typing import Any, ClassVar
 
-import httpx
+import aiohttp
 
 from aoe.clock import Clock
 from aoe.providers.base import Completion, CompletionRequest, ModelInfo, Usage
-from aoe.providers.http import Endpoint, JsonResponse, make_http_client, malformed, post_json
+from aoe.providers.http import (
+    Endpoint,
+    JsonResponse,
+    make_session,
+    malformed,
+    pool_size,
+    post_json,
+)
 from aoe.spec.models import ProviderConfig
 
 log = logging.getLogger("aoe.providers")
@@ -36,7 +46,7 @@ class JsonApiClient:
         config: ProviderConfig,
         *,
         api_key: str | None,
-        http: httpx.AsyncClient | None = None,
+        http: aiohttp.ClientSession | None = None,
         clock: Clock | None = None,
     ) -> None:
         del clock  # latency is measured on the wall clock of the real call
@@ -46,7 +56,8 @@ class JsonApiClient:
         self._endpoint = Endpoint(config.name, config.api_key_env, api_key)
         self._headers = {"content-type": "application/json", **self.auth_headers(api_key)}
         self._owns_http = http is None
-        self._http = http or make_http_client()
+        self._http = http  # opened on the first call, inside the running loop
+        self._pool_size = pool_size(config.limits)
         self._warned_no_usage = False
 
     def auth_headers(self, api_key: str | None) -> dict[str, str]:
@@ -82,8 +93,16 @@ class JsonApiClient:
         return await self._call(request, with_tools=True)
 
     async def aclose(self) -> None:
-        if self._owns_http:
-            await self._http.aclose()
+        """Close the session this client opened; one passed in belongs to its owner."""
+        if self._owns_http and self._http is not None:
+            http, self._http = self._http, None
+            await http.close()
+
+    def _session(self) -> aiohttp.ClientSession:
+        http = self._http
+        if http is None:
+            http = self._http = make_session(max_connections=self._pool_size)
+        return http
 
     def _masked(self, completion: Completion) -> Completion:
         """An answer that repeats the API key (a misbehaving server or proxy) never carries
@@ -101,7 +120,7 @@ class JsonApiClient:
 
     async def _call(self, request: CompletionRequest, *, with_tools: bool) -> Completion:
         response = await post_json(
-            self._http,
+            self._session(),
             self._endpoint,
             self._url,
             headers=self._headers,
