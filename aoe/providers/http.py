@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -127,16 +128,28 @@ def pool_size(limits: LimitsSpec) -> int:
     return limits.concurrent_requests or MAX_CONNECTIONS
 
 
-def make_session(*, max_connections: int = MAX_CONNECTIONS) -> aiohttp.ClientSession:
+def env_proxy(url: str) -> str | None:
+    """The proxy ``HTTPS_PROXY`` / ``HTTP_PROXY`` name for ``url``, unless ``NO_PROXY``
+    exempts its host; read once per provider (aiohttp's ``trust_env`` would read the
+    environment and ``.netrc`` in a worker thread on every call)."""
+    scheme, _, rest = url.partition("://")
+    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+    proxy = urllib.request.getproxies().get(scheme.lower())
+    if proxy is None or urllib.request.proxy_bypass(host):
+        return None
+    return proxy
+
+
+def make_session(
+    *, max_connections: int = MAX_CONNECTIONS, proxy: str | None = None
+) -> aiohttp.ClientSession:
     """The pooled session one provider shares across all its calls: HTTP/1.1 keep-alive,
-    at most ``max_connections`` open, proxies from the environment as before."""
+    at most ``max_connections`` open, through ``proxy`` if one is given."""
     connector = aiohttp.TCPConnector(
         limit=max_connections, limit_per_host=0, keepalive_timeout=KEEPALIVE_S
     )
     return aiohttp.ClientSession(
-        connector=connector,
-        timeout=_timeout(CONNECT_TIMEOUT_S),
-        trust_env=True,  # HTTPS_PROXY and friends, as httpx honoured them
+        connector=connector, timeout=_timeout(CONNECT_TIMEOUT_S), proxy=proxy
     )
 
 

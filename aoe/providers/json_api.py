@@ -24,6 +24,7 @@ from aoe.providers.base import Completion, CompletionRequest, ModelInfo, Usage
 from aoe.providers.http import (
     Endpoint,
     JsonResponse,
+    env_proxy,
     make_session,
     malformed,
     pool_size,
@@ -58,6 +59,7 @@ class JsonApiClient:
         self._owns_http = http is None
         self._http = http  # opened on the first call, inside the running loop
         self._pool_size = pool_size(config.limits)
+        self._proxy = env_proxy(self._url)
         self._warned_no_usage = False
 
     def auth_headers(self, api_key: str | None) -> dict[str, str]:
@@ -101,7 +103,7 @@ class JsonApiClient:
     def _session(self) -> aiohttp.ClientSession:
         http = self._http
         if http is None:
-            http = self._http = make_session(max_connections=self._pool_size)
+            http = self._http = make_session(max_connections=self._pool_size, proxy=self._proxy)
         return http
 
     def _masked(self, completion: Completion) -> Completion:
@@ -118,14 +120,20 @@ class JsonApiClient:
         )
         return dataclasses.replace(completion, text=redact(completion.text), tool_calls=calls)
 
-    async def _call(self, request: CompletionRequest, *, with_tools: bool) -> Completion:
-        response = await post_json(
+    async def _post(self, body: dict[str, Any], *, timeout_s: float) -> JsonResponse:
+        """The call's one HTTP exchange (bench/bench_http.py puts other transports here)."""
+        return await post_json(
             self._session(),
             self._endpoint,
             self._url,
             headers=self._headers,
-            body=self.build_body(request, with_tools=with_tools),
-            timeout_s=request.timeout_s,
+            body=body,
+            timeout_s=timeout_s,
+        )
+
+    async def _call(self, request: CompletionRequest, *, with_tools: bool) -> Completion:
+        response = await self._post(
+            self.build_body(request, with_tools=with_tools), timeout_s=request.timeout_s
         )
         try:
             completion = self.parse(request, response)

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from aoe.errors import ProviderConnectionError, ProviderTimeout
+from aoe.errors import BadRequestError, ProviderConnectionError, ProviderTimeout
 from aoe.providers.openai import OpenAIClient
 from aoe.spec.models import LimitsSpec, ProviderConfig
 from tests.fakeprovider import FakeProvider, Fault, chat_request
@@ -113,3 +113,31 @@ async def test_a_hang_up_after_the_request_left_may_have_been_billed(
     assert info.value.outcome_unknown is True
     assert info.value.retriable
     assert "sk-test" not in str(info.value)
+
+
+async def test_calls_go_through_the_proxy_the_environment_names(
+    fake_provider: FakeProvider, monkeypatch: pytest.MonkeyPatch
+):
+    """HTTP_PROXY is honoured (read once when the client is built), and NO_PROXY exempts."""
+    for name in ("HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", fake_provider.base_url)  # the loopback server plays proxy
+    config = ProviderConfig("far", "openai", None, "http://provider.invalid/v1")
+    client = OpenAIClient(config, api_key=None)
+    try:
+        with pytest.raises(BadRequestError):  # the fake answers 404 to a proxied path
+            await client.complete(chat_request(timeout_s=ANSWERED_TIMEOUT_S))
+    finally:
+        await client.aclose()
+    assert fake_provider.last().path == "http://provider.invalid/v1/chat/completions"
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    exempt = OpenAIClient(
+        ProviderConfig("near", "openai", None, fake_provider.openai_base_url), api_key=None
+    )
+    try:
+        answer = await exempt.complete(chat_request(timeout_s=ANSWERED_TIMEOUT_S))
+    finally:
+        await exempt.aclose()
+    assert answer.text
+    assert fake_provider.last().path == "/v1/chat/completions"
