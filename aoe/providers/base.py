@@ -1,7 +1,7 @@
 """What every provider client speaks: requests, completions, usage, and the LLMClient protocol.
 
 A provider turns a ``CompletionRequest`` into a ``Completion`` or raises a
-``ProviderError`` subclass (see ``aoe.errors``); nothing from httpx or the wire format
+``ProviderError`` subclass (see ``aoe.errors``); nothing from aiohttp or the wire format
 leaks past this boundary.
 """
 

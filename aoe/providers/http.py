@@ -42,7 +42,10 @@ lose the sent / never-sent distinction the ledger bills by.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import os
+import ssl
 import time
 import urllib.request
 from collections.abc import Mapping
@@ -51,6 +54,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
+import certifi
 
 from aoe.errors import (
     AuthenticationError,
@@ -140,13 +144,29 @@ def env_proxy(url: str) -> str | None:
     return proxy
 
 
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The certificates HTTPS trusts, as under httpx: ``SSL_CERT_FILE`` or ``SSL_CERT_DIR``
+    when set, else certifi's bundle (so a machine without a system store still verifies).
+    Built once per process, for the first ``https://`` provider."""
+    if os.environ.get("SSL_CERT_FILE"):
+        return ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+    if os.environ.get("SSL_CERT_DIR"):
+        return ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
+    return ssl.create_default_context(cafile=certifi.where())
+
+
 def make_session(
-    *, max_connections: int = MAX_CONNECTIONS, proxy: str | None = None
+    *, max_connections: int = MAX_CONNECTIONS, proxy: str | None = None, https: bool = True
 ) -> aiohttp.ClientSession:
     """The pooled session one provider shares across all its calls: HTTP/1.1 keep-alive,
-    at most ``max_connections`` open, through ``proxy`` if one is given."""
+    at most ``max_connections`` open, through ``proxy`` if one is given; ``https=False``
+    (a plain ``http://`` endpoint) skips loading the certificates."""
     connector = aiohttp.TCPConnector(
-        limit=max_connections, limit_per_host=0, keepalive_timeout=KEEPALIVE_S
+        limit=max_connections,
+        limit_per_host=0,
+        keepalive_timeout=KEEPALIVE_S,
+        ssl=tls_context() if https else True,
     )
     return aiohttp.ClientSession(
         connector=connector, timeout=_timeout(CONNECT_TIMEOUT_S), proxy=proxy

@@ -103,7 +103,11 @@ class JsonApiClient:
     def _session(self) -> aiohttp.ClientSession:
         http = self._http
         if http is None:
-            http = self._http = make_session(max_connections=self._pool_size, proxy=self._proxy)
+            http = self._http = make_session(
+                max_connections=self._pool_size,
+                proxy=self._proxy,
+                https=self._url.startswith("https://"),
+            )
         return http
 
     def _masked(self, completion: Completion) -> Completion:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
+import certifi
 import pytest
 
 from aoe.errors import BadRequestError, ProviderConnectionError, ProviderTimeout
+from aoe.providers.http import tls_context
 from aoe.providers.openai import OpenAIClient
 from aoe.spec.models import LimitsSpec, ProviderConfig
 from tests.fakeprovider import FakeProvider, Fault, chat_request
@@ -141,3 +144,23 @@ async def test_calls_go_through_the_proxy_the_environment_names(
         await exempt.aclose()
     assert answer.text
     assert fake_provider.last().path == "/v1/chat/completions"
+
+
+def test_https_trusts_certifi_or_the_bundle_ssl_cert_file_names(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """HTTPS provider calls trust the same certificates as before: SSL_CERT_FILE when set,
+    else certifi's bundle, whatever the machine's own store holds."""
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    bundle = Path(certifi.where()).read_text()
+    first = bundle[bundle.index("-----BEGIN") : bundle.index("-----END CERTIFICATE-----") + 25]
+    (tmp_path / "one.pem").write_text(first + "\n")
+    tls_context.cache_clear()
+    try:
+        assert len(tls_context().get_ca_certs()) == bundle.count("-----BEGIN CERTIFICATE-----")
+        tls_context.cache_clear()
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "one.pem"))
+        assert len(tls_context().get_ca_certs()) == 1
+    finally:
+        tls_context.cache_clear()
