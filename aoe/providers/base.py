@@ -7,6 +7,7 @@ leaks past this boundary.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -162,3 +163,8 @@ class LLMClient(Protocol):
     def model_info(self, model: str) -> ModelInfo: ...
 
     async def aclose(self) -> None: ...
+
+
+def wire_name(name: str, max_length: int) -> str:
+    """A tool or schema name both APIs accept: ``^[a-zA-Z0-9_-]{1,max_length}$``."""
+    return re.sub(r"[^a-zA-Z0-9_-]", "_", name)[:max_length] or "output"

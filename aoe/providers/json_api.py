@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from typing import Any, ClassVar
 
 import aiohttp
@@ -168,8 +167,3 @@ def token_count(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise TypeError(f"token count {value!r} is not a non-negative integer")
     return value
-
-
-def wire_name(name: str, max_length: int) -> str:
-    """A tool or schema name both APIs accept: ``^[a-zA-Z0-9_-]{1,max_length}$``."""
-    return re.sub(r"[^a-zA-Z0-9_-]", "_", name)[:max_length] or "output"
