@@ -382,13 +382,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="end with one JSON line of rows")
     parser.add_argument("--quick", action="store_true", help="aoe and the baseline only")
-    parser.add_argument("--rounds", type=int, default=None, help="rounds (default 3, quick 2)")
+    parser.add_argument("--rounds", type=int, default=None, help="rounds (default 3)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         serve()
         return
-    rounds = args.rounds or (2 if args.quick else 3)
+    rounds = args.rounds or 3
     if rounds < 1:
         parser.error("--rounds must be at least 1")
     best = run(args.quick, rounds)

@@ -31,12 +31,12 @@ server's close crosses the request on the wire is the outcome unknown.
 ``x-should-retry`` becomes ``should_retry``. Messages carry the provider, the status and the
 provider's own message, with the API key masked should a server ever echo it.
 
-Why aiohttp and not httpx (``python bench/bench_http.py``): httpx's pool (httpcore) asks
-every pooled connection whether its socket is readable on each request, so its cost per
-call grows with the calls in flight (130-460 calls/s at 100-500 in flight on the loopback
-server, where aiohttp makes 7,500-8,900); httpx over the ``httpx-aiohttp`` transport
-reaches a third of aiohttp and maps a server's hang-up to a connect timeout, which would
-lose the sent / never-sent distinction the ledger bills by.
+Why aiohttp and not httpx (``python bench/bench_http.py``, bench/README.md): httpx's pool
+(httpcore) asks every pooled connection whether its socket is readable on each request,
+so its cost per call grows with the calls in flight: 1-4 % of a bare aiohttp client's
+calls per second at 100-500 in flight, 0.9-20 ms of CPU per call. httpx over the
+``httpx-aiohttp`` transport reaches 17-39 %, and maps a server's hang-up to a connect
+timeout, which would lose the sent / never-sent distinction the ledger bills by.
 """
 
 from __future__ import annotations
