@@ -116,7 +116,8 @@ class RunHandle:
                 heartbeat = asyncio.create_task(self._heartbeat(lease), name="aoe-lease")
             recorder: Recorder = ledger if ledger is not None else NullRecorder()
             models = {agent.model for job in p.jobs for agent in job.spec.agents.values()}
-            await asyncio.to_thread(preload, models)
+            exact = {m for m in models if clients.client_for(m).model_info(m.name).tokenizer}
+            await asyncio.to_thread(preload, exact)  # only where a budget counts exactly
             runtime = Runtime(
                 clients=clients,
                 events=self.events,
