@@ -73,6 +73,7 @@ class RunHandle:
         self._limiters: LimiterSource = NoLimits()
         self._budgets: BudgetBook = NoBudgets()
         self._lost: RunLeaseLostError | None = None
+        self._fleet: Fleet | None = None  # limits, budgets, lease in Redis (aoe.coordination)
 
     def cancel(self) -> None:
         self._cancelled = True
@@ -102,15 +103,14 @@ class RunHandle:
         lease: RunLease = NoLease()
         heartbeat: asyncio.Task[None] | None = None
         run_id = p.run_id or uuid.uuid4().hex[:12]
-        fleet: Fleet | None = None
         try:
-            fleet = await self._fleet(p, run_id)
+            await self._open_fleet(p, run_id)
             if o.use_ledger:
                 ledger = await asyncio.to_thread(Ledger.open, o.db_path or default_db_path())
                 lease = ledger.run_lease(
                     heartbeat_s=o.lease_heartbeat_s, clock=self.clock, holder=p.lease
                 )
-            lease = self._fleet_lease(fleet, lease)
+            lease = self._fleet_lease(lease)
             await lease.acquire(run_id)
             if math.isfinite(lease.heartbeat_s):
                 heartbeat = asyncio.create_task(self._heartbeat(lease), name="aoe-lease")
@@ -148,10 +148,10 @@ class RunHandle:
             try:
                 result = await engine.run(list(p.jobs))
             except Exception as exc:
-                if (stop := self._why_stopped(fleet)) is not None:  # the ledger refused
+                if (stop := self._why_stopped()) is not None:  # the ledger refused
                     raise stop from exc  # its writes, or Redis went away: this is why
                 raise
-            if (stop := self._why_stopped(fleet)) is not None:
+            if (stop := self._why_stopped()) is not None:
                 raise stop
             return result
         finally:
@@ -164,35 +164,35 @@ class RunHandle:
             await lease.release()
             if ledger is not None:
                 await ledger.aclose()
-            await self._close_fleet(fleet)
+            await self._close_fleet()
 
-    def _why_stopped(self, fleet: Fleet | None) -> AoeError | None:
+    def _why_stopped(self) -> AoeError | None:
         """The lease was taken over, or Redis was lost (exit 5, see ``aoe.coordination``)."""
         if self._lost is not None:
             return self._lost
-        return fleet.lost if fleet is not None else None
+        return self._fleet.lost if self._fleet is not None else None
 
-    async def _fleet(self, p: PreparedRun, run_id: str) -> Fleet | None:
+    async def _open_fleet(self, p: PreparedRun, run_id: str) -> None:
         """The coordination hook: limits and budgets shared through Redis when aoe.yaml or
         AOE_REDIS_URL names one (``aoe.coordination``), the run's own otherwise. Losing
         Redis mid-run stops the run: no call is admitted past the shared limits."""
         fleet = await open_fleet(
             p.config, clock=self.clock, run_id=run_id, budget_usd=p.budget_usd, spent=p.spent
         )
+        self._fleet = fleet
         if fleet is not None:
             self._limiters = fleet.limiters
             self._budgets = fleet.budgets
             fleet.on_lost(lambda _: self.cancel())
-        return fleet
 
-    def _fleet_lease(self, fleet: Fleet | None, lease: RunLease) -> RunLease:
+    def _fleet_lease(self, lease: RunLease) -> RunLease:
         """With Redis, the run's lease is held there too: one process on any machine."""
-        if fleet is None:
+        if self._fleet is None:
             return lease
-        return fleet.run_lease(lease, heartbeat_s=self.prepared.options.lease_heartbeat_s)
+        return self._fleet.run_lease(lease, heartbeat_s=self.prepared.options.lease_heartbeat_s)
 
-    @staticmethod
-    async def _close_fleet(fleet: Fleet | None) -> None:
+    async def _close_fleet(self) -> None:
+        fleet, self._fleet = self._fleet, None
         if fleet is not None:
             await fleet.aclose()
 
