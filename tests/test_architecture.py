@@ -25,7 +25,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("aoe.errors", "aoe.clock"),
     ("aoe.spec",),
     ("aoe.providers", "aoe.graph", "aoe.retry"),
-    ("aoe.cost", "aoe.ratelimit", "aoe.ledger", "aoe.tools"),
+    ("aoe.cost", "aoe.ratelimit", "aoe.ledger", "aoe.tools", "aoe.coordination"),
     ("aoe.monitor",),
     ("aoe.services",),
     ("aoe.engine",),

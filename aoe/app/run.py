@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 
 from aoe.app.prepare import PreparedRun
 from aoe.clock import Clock, SystemClock
+from aoe.coordination.fleet import Fleet, open_fleet
 from aoe.cost.book import RunBudgets
 from aoe.cost.budget import BudgetState
 from aoe.cost.pricing import PriceBook
@@ -24,7 +25,7 @@ from aoe.cost.tokens import preload
 from aoe.engine.results import RunResult
 from aoe.engine.runtime import Runtime
 from aoe.engine.scheduler import Engine, EngineOptions
-from aoe.errors import LedgerError, RunLeaseLostError
+from aoe.errors import AoeError, LedgerError, RunLeaseLostError
 from aoe.ledger.store import Ledger, default_db_path
 from aoe.monitor.events import EventBus, EventSink
 from aoe.providers.base import LLMClient
@@ -72,6 +73,7 @@ class RunHandle:
         self._limiters: LimiterSource = NoLimits()
         self._budgets: BudgetBook = NoBudgets()
         self._lost: RunLeaseLostError | None = None
+        self._fleet: Fleet | None = None  # limits, budgets, lease in Redis (aoe.coordination)
 
     def cancel(self) -> None:
         self._cancelled = True
@@ -102,11 +104,13 @@ class RunHandle:
         heartbeat: asyncio.Task[None] | None = None
         run_id = p.run_id or uuid.uuid4().hex[:12]
         try:
+            await self._open_fleet(p, run_id)
             if o.use_ledger:
                 ledger = await asyncio.to_thread(Ledger.open, o.db_path or default_db_path())
                 lease = ledger.run_lease(
                     heartbeat_s=o.lease_heartbeat_s, clock=self.clock, holder=p.lease
                 )
+            lease = self._fleet_lease(lease)
             await lease.acquire(run_id)
             if math.isfinite(lease.heartbeat_s):
                 heartbeat = asyncio.create_task(self._heartbeat(lease), name="aoe-lease")
@@ -144,11 +148,11 @@ class RunHandle:
             try:
                 result = await engine.run(list(p.jobs))
             except Exception as exc:
-                if self._lost is not None:  # the ledger refused its writes: this is why
-                    raise self._lost from exc
+                if (stop := self._why_stopped()) is not None:  # the ledger refused
+                    raise stop from exc  # its writes, or Redis went away: this is why
                 raise
-            if self._lost is not None:
-                raise self._lost
+            if (stop := self._why_stopped()) is not None:
+                raise stop
             return result
         finally:
             if heartbeat is not None:
@@ -160,6 +164,37 @@ class RunHandle:
             await lease.release()
             if ledger is not None:
                 await ledger.aclose()
+            await self._close_fleet()
+
+    def _why_stopped(self) -> AoeError | None:
+        """The lease was taken over, or Redis was lost (exit 5, see ``aoe.coordination``)."""
+        if self._lost is not None:
+            return self._lost
+        return self._fleet.lost if self._fleet is not None else None
+
+    async def _open_fleet(self, p: PreparedRun, run_id: str) -> None:
+        """The coordination hook: limits and budgets shared through Redis when aoe.yaml or
+        AOE_REDIS_URL names one (``aoe.coordination``), the run's own otherwise. Losing
+        Redis mid-run stops the run: no call is admitted past the shared limits."""
+        fleet = await open_fleet(
+            p.config, clock=self.clock, run_id=run_id, budget_usd=p.budget_usd, spent=p.spent
+        )
+        self._fleet = fleet
+        if fleet is not None:
+            self._limiters = fleet.limiters
+            self._budgets = fleet.budgets
+            fleet.on_lost(lambda _: self.cancel())
+
+    def _fleet_lease(self, lease: RunLease) -> RunLease:
+        """With Redis, the run's lease is held there too: one process on any machine."""
+        if self._fleet is None:
+            return lease
+        return self._fleet.run_lease(lease, heartbeat_s=self.prepared.options.lease_heartbeat_s)
+
+    async def _close_fleet(self) -> None:
+        fleet, self._fleet = self._fleet, None
+        if fleet is not None:
+            await fleet.aclose()
 
     async def _heartbeat(self, lease: RunLease) -> None:
         """Renew the lease every ``heartbeat_s``; stop the run if it was taken over.

@@ -19,9 +19,11 @@ from aoe.errors import Problem, SpecError, UsageError
 from aoe.spec.models import (
     Config,
     Convert,
+    CoordinationSpec,
     LimitsSpec,
     PriceSpec,
     ProviderConfig,
+    SharedBudgetSpec,
     as_written,
     given,
 )
@@ -130,9 +132,21 @@ def _build(data: Mapping[str, Any], path: Path | None) -> Config:
         )
         for model, p in (data.get("pricing") or {}).items()
     }
+    coordination = data.get("coordination") or {}
+    budgets = {
+        name: SharedBudgetSpec(name, Decimal(str(b["usd"])), b.get("period", "month"))
+        for name, b in (data.get("budgets") or {}).items()
+    }
     return Config(
-        providers=MappingProxyType(providers), pricing=MappingProxyType(pricing), path=path
+        providers=MappingProxyType(providers),
+        pricing=MappingProxyType(pricing),
+        path=path,
+        coordination=CoordinationSpec(**given(coordination, _COORDINATION_SETTINGS)),
+        budgets=MappingProxyType(budgets),
     )
+
+
+_COORDINATION_SETTINGS: Mapping[str, Convert] = {"redis_url": as_written, "permit_ttl_s": float}
 
 
 def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

@@ -293,9 +293,33 @@ class PriceSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class SharedBudgetSpec:
+    """A named budget shared by every run and process (``budgets:`` in aoe.yaml, kept in
+    Redis): at most ``usd`` per ``period`` (``none``: one budget for all time)."""
+
+    name: str
+    usd: Decimal
+    period: Literal["day", "week", "month", "year", "none"] = "month"
+
+
+@dataclass(frozen=True, slots=True)
+class CoordinationSpec:
+    """``coordination:`` in aoe.yaml: where a fleet shares limits, budgets and leases.
+
+    ``permit_ttl_s``: how long a concurrency permit or budget reservation of a process that
+    stopped renewing it (killed, cut off) is held before it comes back (see
+    ``aoe.coordination``)."""
+
+    redis_url: str | None = None
+    permit_ttl_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The provider configuration (``aoe.yaml``), merged over the built-in defaults."""
 
     providers: Mapping[str, ProviderConfig]
     pricing: Mapping[str, PriceSpec] = field(default_factory=lambda: EMPTY)
     path: Path | None = None
+    coordination: CoordinationSpec = field(default_factory=CoordinationSpec)
+    budgets: Mapping[str, SharedBudgetSpec] = field(default_factory=lambda: EMPTY)
