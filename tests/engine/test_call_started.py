@@ -77,7 +77,7 @@ async def test_the_ledger_holds_the_call_before_the_provider_sees_it(tmp_path: P
 class _StartFails(CallLog):
     """A ledger that cannot record a call's start (full disk, lost lease)."""
 
-    async def start_call(self, record: CallStart) -> None:
+    async def start_call(self, record: CallStart, *, wait: bool = True) -> None:
         raise LedgerError("cannot write to the ledger: disk I/O error", hint="free some space")
 
 
@@ -106,7 +106,7 @@ class _SlowStart(CallLog):
         self.clock = clock
         self.started: list[CallStart] = []
 
-    async def start_call(self, record: CallStart) -> None:
+    async def start_call(self, record: CallStart, *, wait: bool = True) -> None:
         self.started.append(record)
         await self.clock.sleep(5.0)
 
