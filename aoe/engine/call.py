@@ -175,7 +175,7 @@ async def _take_ticket(
     model, provider = task.agent.model, client.name
     limiter = rt.limiters.for_model(provider, model.name)
     estimate = estimate_request(model, request)
-    own_api = client.model_info(model.name).tokenizer is not None
+    own_api = rt.model_info(client, model.name).tokenizer is not None
     bound = budget_input_tokens(estimate, request, own_api=own_api)
     price = rt.prices.max_cost_usd(model, bound, request.max_tokens)
     reserved = price or ZERO

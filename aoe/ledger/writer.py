@@ -59,6 +59,10 @@ from aoe.spec.models import thaw
 
 Statement = Callable[[sqlite3.Connection, Any], None]
 MAX_BATCH: Final = 1000
+#: How long the writer keeps a batch open for more writes while nobody waits for any of
+#: its writes (an awaited write closes it at once): more writes per transaction, and no
+#: commit is later for it than this.
+LINGER_S: Final = 0.002
 
 
 def _json(value: Any) -> str:
@@ -308,6 +312,9 @@ class Writer:
         self._closed = False
         #: The first posted write that failed; from then on every write fails.
         self.failure: BaseException | None = None
+        #: How long a batch that nobody waits for stays open for more writes.
+        self.linger_s = LINGER_S
+        self._urgent = threading.Event()  # set by a write that is waited for
         #: The run lease this ledger's writes are fenced by (set and cleared by its lease).
         self.fence: RunLeaseHolder | None = None
 
@@ -332,6 +339,7 @@ class Writer:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         self._queue.put((statement, record, fut, loop))
+        self._urgent.set()
         return fut
 
     def post(self, statement: Statement, record: Any) -> None:
@@ -347,6 +355,7 @@ class Writer:
             return
         applied = threading.Event()
         self._queue.put((write_nothing, applied, None, None))
+        self._urgent.set()
         while not applied.wait(0.05) and thread.is_alive():
             pass
 
@@ -355,6 +364,7 @@ class Writer:
         self._closed = True
         if self._thread is not None:
             self._queue.put(_STOP)
+            self._urgent.set()
         return self._thread
 
     def _start(self) -> None:
@@ -377,15 +387,7 @@ class Writer:
             if first is _STOP:
                 break
             batch: list[_Item] = [first]  # type: ignore[list-item]
-            while len(batch) < MAX_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stopping = True
-                    break
-                batch.append(item)  # type: ignore[arg-type]
+            stopping = self._gather(batch)
             if self.failure is not None:
                 errors: list[BaseException | None] = [_again(self.failure)] * len(batch)
             else:
@@ -394,6 +396,23 @@ class Writer:
             self._resolve(batch, errors)
         if conn is not None:
             conn.close()
+
+    def _gather(self, batch: list[_Item]) -> bool:
+        """Add to ``batch`` what is queued. While nobody waits for any of it, first wait up
+        to ``linger_s`` for more (cut short by a write that is waited for), so that one
+        transaction holds more writes. Returns whether the writer was told to stop."""
+        if batch[0][2] is None and self.linger_s > 0:
+            self._urgent.clear()
+            self._urgent.wait(self.linger_s)
+        while len(batch) < MAX_BATCH:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return False
+            if item is _STOP:
+                return True
+            batch.append(item)  # type: ignore[arg-type]
+        return False
 
     def _note_failure(self, batch: list[_Item], errors: list[BaseException | None]) -> None:
         """Remember the first posted write that failed: the chain of commits ends there."""
