@@ -9,7 +9,7 @@ from typing import Any
 
 from aoe.cost.budget import BudgetScope
 from aoe.cost.money import ZERO
-from aoe.engine.results import AttemptResult
+from aoe.engine.results import NO_USAGE, AttemptResult
 from aoe.engine.runtime import Runtime
 from aoe.monitor.events import Envelope
 from aoe.providers.base import Usage
@@ -59,7 +59,7 @@ class Attempt:
     number: int
     envelope: Envelope
     started_at: float
-    usage: Usage = field(default_factory=Usage)
+    usage: Usage = NO_USAGE
     cost_usd: Decimal = ZERO
 
     @classmethod

@@ -398,21 +398,29 @@ class Writer:
             conn.close()
 
     def _gather(self, batch: list[_Item]) -> bool:
-        """Add to ``batch`` what is queued. While nobody waits for any of it, first wait up
+        """Add to ``batch`` what is queued. While nobody waits for any of it, then wait up
         to ``linger_s`` for more (cut short by a write that is waited for), so that one
         transaction holds more writes. Returns whether the writer was told to stop."""
-        if batch[0][2] is None and self.linger_s > 0:
-            self._urgent.clear()
-            self._urgent.wait(self.linger_s)
+        self._urgent.clear()  # a write waited for from now on sets it; earlier ones are queued
+        stopping, waited_for = self._take_queued(batch)
+        if stopping or waited_for or self.linger_s <= 0 or len(batch) >= MAX_BATCH:
+            return stopping
+        self._urgent.wait(self.linger_s)
+        return self._take_queued(batch)[0]
+
+    def _take_queued(self, batch: list[_Item]) -> tuple[bool, bool]:
+        """Move what is queued into ``batch``: (told to stop, someone waits for the batch)."""
+        waited_for = any(fut is not None for _, _, fut, _ in batch)
         while len(batch) < MAX_BATCH:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
-                return False
+                break
             if item is _STOP:
-                return True
+                return True, waited_for
             batch.append(item)  # type: ignore[arg-type]
-        return False
+            waited_for = waited_for or item[2] is not None  # type: ignore[index]
+        return False, waited_for
 
     def _note_failure(self, batch: list[_Item], errors: list[BaseException | None]) -> None:
         """Remember the first posted write that failed: the chain of commits ends there."""
