@@ -5,7 +5,14 @@ taken by priority (then file order) whenever a slot is free under the workflow's
 ``max_parallel_agents`` and the run's ``max_parallel``. Workflow instances are admitted in
 order, at most ``max_workflows`` at once. The engine is event-driven, in the manner of
 ``graphlib.TopologicalSorter``: a finished agent releases its dependents and the
-dispatcher fills free slots; nothing polls.
+dispatcher fills free slots; nothing polls. A finished agent is settled at the end of its
+own task, so its dependents start on the next turn of the event loop.
+
+Memory per agent (tracemalloc over 10,000 agents, ``bench/bench_chain.py``): about 90 B
+while pending (its entries in ``_WorkflowRun``), 8 KB while running (its task and
+coroutine frames, ``AgentTask``, ``Attempt``, request and ticket; on the simulator 2.8 KB
+of that is its ``random.Random``), 600 B once finished (its ``AgentResult``), besides
+its spec and its share of the graph (about 1 KB).
 """
 
 from __future__ import annotations
