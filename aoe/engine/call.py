@@ -111,24 +111,41 @@ async def call(
         )
         await asyncio.shield(_call_failed(attempt, ticket, unexpected))
         raise unexpected from raw
-    # Once the provider answered, one shielded task settles the call and records it, so it
-    # is settled and in the ledger even if the agent is cancelled meanwhile (or mid-tool).
-    # The tools it asked for run beside the settling; their log joins the record.
+    last_turn = turn >= agent.max_turns
+    not_run = f"not run: max_turns={agent.max_turns} reached" if last_turn else "not run: cancelled"
+    if tools is None:  # settled and recorded here, with the scheduler's cancel held off
+        guard = attempt.task.guard
+        guard.held = True
+        try:
+            log = tool_log(completion.tool_calls, (), not_run=not_run)
+            await _settle_and_record(attempt, ticket, completion, _ready(log))
+        finally:
+            guard.held = False
+        if guard.deferred:  # cancelled meanwhile: now that it is recorded, stop
+            guard.deferred = False
+            current = asyncio.current_task()
+            if current is not None:
+                current.cancel()
+            raise asyncio.CancelledError
+        return Turn(completion)
+    # With tools, one shielded task settles the call and records it, so it is settled and
+    # in the ledger even if the agent is cancelled meanwhile (or mid-tool). The tools it
+    # asked for run beside the settling; their log joins the record.
     logged: asyncio.Future[ToolLog] = asyncio.get_running_loop().create_future()
     after = asyncio.ensure_future(_settle_and_record(attempt, ticket, completion, logged))
-    last_turn = turn >= agent.max_turns
     answer = Turn(completion)
     try:
-        if tools is not None and completion.tool_calls and not last_turn:
+        if completion.tool_calls and not last_turn:
             results = await _run_tools(attempt, tools, completion.tool_calls, turn)
             answer = Turn(completion, results)
     finally:
-        not_run = (
-            f"not run: max_turns={agent.max_turns} reached" if last_turn else "not run: cancelled"
-        )
         logged.set_result(tool_log(completion.tool_calls, answer.results, not_run=not_run))
         await asyncio.shield(after)
     return answer
+
+
+async def _ready(log: ToolLog) -> ToolLog:
+    return log
 
 
 async def _settle_and_record(

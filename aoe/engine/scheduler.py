@@ -23,7 +23,7 @@ import heapq
 import os
 import uuid
 from collections import deque
-from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from types import MappingProxyType
@@ -32,7 +32,7 @@ from typing import Any
 from aoe.cost.budget import BudgetScope
 from aoe.engine import policy
 from aoe.engine.pipeline import run_agent
-from aoe.engine.results import AgentResult, AgentState, AttemptResult, RunResult, WorkflowResult
+from aoe.engine.results import AgentResult, AgentState, RunResult, WorkflowResult
 from aoe.engine.runtime import Runtime
 from aoe.engine.task import AgentTask
 from aoe.graph import WorkflowGraph
@@ -110,7 +110,7 @@ class _WorkflowRun:
         self.order = {a: i for i, a in enumerate(spec.agents)}
         self.ready: list[tuple[int, int, str]] = []
         self.running: dict[str, asyncio.Task[AgentResult]] = {}
-        self.attempts: dict[str, list[AttemptResult]] = {}
+        self.tasks: dict[str, AgentTask] = {}  # of the running agents
         self.limit = spec.max_parallel_agents or 0
         self.stop_reason: str | None = None
         self.cancelled = False
@@ -222,7 +222,7 @@ class Engine:
         for wf in self._active:
             wf.cancelled = True
             wf.stop_reason = "interrupted"
-            _cancel(wf.running.values())
+            _cancel(wf)
         self._admit()
         for wf in list(self._active):
             self._maybe_finish(wf)
@@ -339,7 +339,7 @@ class Engine:
         )
         runner = asyncio.create_task(self._run_agent(wf, agent_id, task), name=task.where)
         wf.running[agent_id] = runner
-        wf.attempts[agent_id] = task.attempts
+        wf.tasks[agent_id] = task
         self._running_total += 1
         runner.add_done_callback(functools.partial(self._on_done, wf, agent_id))
 
@@ -377,7 +377,8 @@ class Engine:
     def _agent_done(
         self, wf: _WorkflowRun, agent_id: str, task: asyncio.Task[AgentResult]
     ) -> None:
-        attempts = tuple(wf.attempts.get(agent_id, ()))
+        task_of = wf.tasks.get(agent_id)
+        attempts = tuple(task_of.attempts) if task_of is not None else ()
         now = self.rt.clock.wall()
         if task.cancelled():
             result = AgentResult(
@@ -402,7 +403,7 @@ class Engine:
 
     def _agent_ended(self, wf: _WorkflowRun, agent_id: str, result: AgentResult) -> None:
         wf.running.pop(agent_id, None)
-        wf.attempts.pop(agent_id, None)
+        wf.tasks.pop(agent_id, None)
         self._running_total -= 1
         self._settle(wf, result)
         # A provider billing past a budget stops the workflow (letting running agents end);
@@ -412,7 +413,7 @@ class Engine:
         if wf.stop_reason is None and result.state is not AgentState.COMPLETED:
             wf.stop_reason = policy.stop_reason(wf.job.spec, wf.states)
             if wf.stop_reason is not None and policy.cancels_running(wf.states):
-                _cancel(wf.running.values())
+                _cancel(wf)
         self._dispatch()
         self._maybe_finish(wf)
 
@@ -528,9 +529,13 @@ class Engine:
         task.add_done_callback(self._bookkeeping.discard)
 
 
-def _cancel(tasks: Iterable[asyncio.Task[AgentResult]]) -> None:
-    """Cancel agents once: an agent already winding down (recording what its call cost)
-    is not interrupted a second time by another Ctrl-C or a stopping policy."""
-    for task in tasks:
-        if not task.cancelling():
-            task.cancel()
+def _cancel(wf: _WorkflowRun) -> None:
+    """Cancel the running agents of ``wf`` once: an agent already winding down (recording
+    what its call cost) is not interrupted a second time by another Ctrl-C or a stopping
+    policy, and one settling an answered call is cancelled once that is recorded."""
+    for agent_id, runner in wf.running.items():
+        guard = wf.tasks[agent_id].guard
+        if guard.held:
+            guard.deferred = True
+        elif not runner.cancelling():
+            runner.cancel()

@@ -16,6 +16,18 @@ from aoe.providers.base import Usage
 from aoe.spec.models import AgentSpec, WorkflowSpec
 
 
+class CancelGuard:
+    """Holds the scheduler's cancel off an agent while it settles and records a call that
+    answered (``held``); a cancel that came meanwhile (``deferred``) is raised once it is
+    done. It does what ``asyncio.shield`` around that work would, without a task of its own."""
+
+    __slots__ = ("deferred", "held")
+
+    def __init__(self) -> None:
+        self.held = False
+        self.deferred = False
+
+
 @dataclass(frozen=True, slots=True)
 class AgentTask:
     """Everything one agent execution needs from the scheduler.
@@ -36,6 +48,7 @@ class AgentTask:
     first_attempt: int = 1
     # Filled as attempts end, so an agent cancelled mid-attempt still reports them.
     attempts: list[AttemptResult] = field(default_factory=list)
+    guard: CancelGuard = field(default_factory=CancelGuard)
 
     @property
     def run_id(self) -> str:
