@@ -13,7 +13,6 @@ Names are imported on first use, so ``import aoe`` (and ``aoe --help``) stays fa
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 from typing import TYPE_CHECKING, Any
 
 __all__ = [
@@ -87,7 +86,9 @@ if TYPE_CHECKING:
 
 def __getattr__(name: str) -> Any:
     if name == "__version__":  # one source: the version the package was installed with
-        return importlib.metadata.version("aoe")
+        from importlib.metadata import version  # noqa: PLC0415 - 30 ms, only when asked
+
+        return version("aoe")
     module = _WHERE.get(name)
     if module is None:
         raise AttributeError(f"module 'aoe' has no attribute {name!r}")

@@ -212,7 +212,7 @@ RateLimitKind = Literal["rate_limit", "concurrency", "quota"]
 
 
 class ProviderError(AoeError):
-    """A provider call failed; raised ``from`` the httpx exception or built from the response.
+    """A provider call failed; raised ``from`` the transport's exception or built from the response.
 
     ``outcome_unknown`` is true when the request may have reached the provider and been
     billed although no usage came back (a timeout or a cut connection after sending).

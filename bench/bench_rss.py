@@ -9,9 +9,10 @@ progress output. Its peak RSS comes from wait4(2) for that child alone. Target: 
 100 MB.
 
 Two runs: a local model served by the loopback server (`local/llama-3.1-8b-instruct`,
-as vLLM or llama.cpp would serve it; its tokens are estimated from bytes), and an OpenAI
-model (`openai/gpt-4o-mini`), whose exact token counts need the 200,000-token o200k
-vocabulary in memory: a fixed cost of its own, whatever the number of agents.
+as vLLM or llama.cpp would serve it), and an OpenAI model (`openai/gpt-4o-mini`) behind
+the same compatible base_url. Since issue 12 both are estimated from bytes: only a budget
+at OpenAI's own API loads the 200,000-token o200k vocabulary (about 76 MB, whatever the
+number of agents). bench/bench_outputs.py measures the same with a budget.
 """
 
 from __future__ import annotations
@@ -38,8 +39,10 @@ def measure(count: int, model: str) -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             work = Path(tmp)
-            limits = ("limits: {requests_per_minute: 100000, tokens_per_minute: 100000000,"
-                      " concurrent_requests: 10000}")
+            limits = (
+                "limits: {requests_per_minute: 100000, tokens_per_minute: 100000000,"
+                " concurrent_requests: 10000}"
+            )
             provider = model.split("/", maxsplit=1)[0]
             (work / "aoe.yaml").write_text(
                 "providers:\n"
@@ -58,7 +61,10 @@ def measure(count: int, model: str) -> None:
             env = {**os.environ, "OPENAI_API_KEY": "sk-bench", "AOE_DB": str(work / "l.db")}
             proc = subprocess.Popen(
                 [sys.executable, "-m", "aoe", "run", "wf.yaml", "--no-live", "--json"],
-                cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                cwd=work,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
             )
             _, status, usage = os.wait4(proc.pid, 0)
             proc.returncode = os.waitstatus_to_exitcode(status)

@@ -131,6 +131,17 @@ class Fault:
         return cls("drop", 200)
 
     @classmethod
+    def hang_up(cls) -> Fault:
+        """Read the call, then close the connection without a word of answer."""
+        return cls("hang_up")
+
+    @classmethod
+    def drip(cls, *, every_s: float = 0.05) -> Fault:
+        """Send the headers at once, then the body one byte every ``every_s``: each read
+        comes quickly, the whole answer only long after any sensible deadline."""
+        return cls("drip", 200, delay_s=every_s)
+
+    @classmethod
     def truncated(cls) -> Fault:
         """A complete HTTP response whose JSON body is cut in half."""
         return cls("truncated", 200)
@@ -186,11 +197,14 @@ class FakeProvider:
         self.responses: list[bytes] = []  # each body sent back, in order (cut ones in full)
         self.billed: list[Bill] = []  # each call answered with usage, read by its client or not
         self.port = 0
+        self.connections = 0  # connections accepted, to tell a reused one from a new one
+        self._idle: set[asyncio.StreamWriter] = set()  # waiting for their next request
         self.in_flight = 0
         self.peak_in_flight = 0
         self._faults: dict[str | None, deque[Fault]] = {}
         self._tool_turns: deque[Sequence[tuple[str, Any]]] = deque()
         self._lock = threading.Lock()
+        self._arrived = threading.Condition()
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -317,6 +331,16 @@ class FakeProvider:
     def calls(self, path: str | None = None) -> int:
         return sum(1 for r in self.requests if path is None or r.path == path)
 
+    async def received(self, count: int, *, timeout_s: float = 10.0) -> None:
+        """Return once ``count`` requests have arrived (TimeoutError after ``timeout_s``)."""
+
+        def wait() -> None:
+            with self._arrived:
+                if not self._arrived.wait_for(lambda: len(self.requests) >= count, timeout_s):
+                    raise TimeoutError(f"{len(self.requests)} of {count} requests arrived")
+
+        await asyncio.to_thread(wait)
+
     def last(self) -> Recorded:
         return self.requests[-1]
 
@@ -346,6 +370,22 @@ class FakeProvider:
         loop.call_soon_threadsafe(loop.stop)
         self._thread.join(5)
 
+    async def close_idle(self) -> int:
+        """Close every connection waiting for its next request, as a server's keep-alive
+        timeout does, and return once they are closed: how many there were."""
+        assert self._loop is not None
+        done = asyncio.run_coroutine_threadsafe(self._close_idle(), self._loop)
+        return await asyncio.wrap_future(done)
+
+    async def _close_idle(self) -> int:
+        idle, self._idle = list(self._idle), set()
+        for writer in idle:
+            writer.close()
+        for writer in idle:
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        return len(idle)
+
     async def _shutdown(self) -> None:
         assert self._server is not None
         self._server.close()
@@ -357,12 +397,19 @@ class FakeProvider:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        self.connections += 1
         try:
             while True:
-                request = await _read_request(reader)
+                self._idle.add(writer)
+                try:
+                    request = await _read_request(reader)
+                finally:
+                    self._idle.discard(writer)
                 if request is None:
                     break
-                self.requests.append(request)
+                with self._arrived:
+                    self.requests.append(request)
+                    self._arrived.notify_all()
                 self.in_flight += 1
                 self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
                 open_call = [True]
@@ -396,7 +443,12 @@ class FakeProvider:
         fault = self._limit_fault() if limited else self._next_fault(request.path)
         if fault.kind == "silent":
             await asyncio.get_running_loop().create_future()  # cancelled when the server stops
-        delay = self.latency_s + fault.delay_s
+        if fault.kind == "hang_up":
+            open_call[0] = False
+            self.in_flight -= 1
+            writer.close()
+            return False
+        delay = self.latency_s + (fault.delay_s if fault.kind != "drip" else 0.0)
         if delay > 0:
             await asyncio.sleep(delay)
         wire = "anthropic" if request.path == ANTHROPIC_PATH else "openai"
@@ -421,6 +473,13 @@ class FakeProvider:
             await writer.drain()
             writer.transport.abort()
             return False
+        if fault.kind == "drip":
+            writer.write(head)
+            for index in range(len(content)):
+                writer.write(content[index : index + 1])
+                await writer.drain()
+                await asyncio.sleep(fault.delay_s)
+            return True
         writer.write(head + content)
         await writer.drain()
         return True
@@ -449,7 +508,7 @@ class FakeProvider:
         kind = fault.kind
         if kind == "raw":
             return fault.status, fault.body, {}
-        if kind in ("ok", "drop", "truncated"):
+        if kind in ("ok", "drop", "truncated", "drip"):
             return 200, self._answer(wire, request), self._success_headers(wire)
         if kind == "missing_fields":
             drop = "choices" if wire == "openai" else "content"

@@ -6,6 +6,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aoe.errors import SpecError
 from aoe.graph import (
@@ -221,3 +223,58 @@ def test_ten_thousand_agents_build_fast() -> None:
     assert len(graph.critical_path) == 100
     assert hits > 0
     assert elapsed < 3.0  # ~0.1 s here; a generous bound that still catches quadratic work
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(st.lists(st.integers(min_value=0, max_value=30), max_size=4), min_size=1, max_size=30),
+    st.booleans(),
+)
+def test_levels_and_cycles_agree_with_networkx(needs: list[list[int]], backwards: bool) -> None:
+    """Levels are networkx's topological generations (in file order), and a graph is
+    refused as cyclic exactly when networkx finds a cycle in it."""
+    import networkx as nx
+
+    count = len(needs)
+    agents = [
+        agent(f"a{i}", *dict.fromkeys(f"a{j % count}" for j in picks if backwards or j % count < i))
+        for i, picks in enumerate(needs)
+    ]
+    spec = workflow(*agents)
+    reference: nx.DiGraph = nx.DiGraph()  # type: ignore[type-arg]
+    reference.add_nodes_from(spec.agents)
+    reference.add_edges_from((n, a.id) for a in agents for n in a.needs if n != a.id)
+    graph, _ = WorkflowGraph.analyse(spec)
+    if not nx.is_directed_acyclic_graph(reference):
+        assert graph is None
+        return
+    assert graph is not None
+    order = list(spec.agents)
+    expected = tuple(
+        tuple(sorted(level, key=order.index)) for level in nx.topological_generations(reference)
+    )
+    assert graph.levels == expected
+
+
+def test_validating_a_file_without_cycles_never_imports_networkx() -> None:
+    """`aoe run` and `aoe validate` leave networkx (0.2 s, 20 MB) unloaded."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from tests.test_graph import seed\n"
+        "from aoe.graph import WorkflowGraph\n"
+        "WorkflowGraph.build(seed()).downstream('A')\n"
+        "print('networkx' in sys.modules)\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        check=True,
+        timeout=60,
+    )
+    assert done.stdout.strip() == "False"

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import math
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 
 from aoe.app.prepare import PreparedRun
 from aoe.clock import Clock, SystemClock
@@ -53,14 +53,6 @@ class _Clients:
 
     def client_for(self, model: ModelRef) -> LLMClient:
         return self.pool.get("sim" if self.simulate else model.provider)
-
-    def warm(self, models: Iterable[ModelRef]) -> None:
-        """Create the clients of ``models`` before the first agent starts (creating the
-        first one looks up the installed provider plugins). One that cannot be created
-        fails its agents' calls, as it would without this."""
-        for model in models:
-            with contextlib.suppress(Exception):
-                self.client_for(model)
 
     async def aclose(self) -> None:
         await self.pool.aclose()
@@ -120,8 +112,8 @@ class RunHandle:
                 heartbeat = asyncio.create_task(self._heartbeat(lease), name="aoe-lease")
             recorder: Recorder = ledger if ledger is not None else NullRecorder()
             models = {agent.model for job in p.jobs for agent in job.spec.agents.values()}
-            await asyncio.to_thread(preload, models)
-            clients.warm(models)
+            exact = {m for m in models if clients.client_for(m).model_info(m.name).tokenizer}
+            await asyncio.to_thread(preload, exact)  # only where a budget counts exactly
             runtime = Runtime(
                 clients=clients,
                 events=self.events,

@@ -12,7 +12,6 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
-from importlib.metadata import version
 from typing import NoReturn
 
 import typer
@@ -66,6 +65,8 @@ def _env_debug() -> bool:
 
 def _show_version(value: bool) -> None:
     if value:
+        from importlib.metadata import version  # 30 ms: not for every `aoe --help`
+
         typer.echo(f"aoe {version('aoe')}")
         raise typer.Exit
 

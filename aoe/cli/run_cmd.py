@@ -7,6 +7,7 @@ Progress goes to stderr (a live view on a terminal, plain lines in CI or with
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import shlex
@@ -180,7 +181,6 @@ def run(
     from aoe.report.printable import printable
     from aoe.report.result import result_json
     from aoe.ui.session import console, run_with_progress
-    from aoe.ui.summary import render_summary
 
     budget_usd = _money("--budget", budget)
     _positive("--max-parallel", max_parallel)
@@ -212,14 +212,23 @@ def run(
     wanted = OutputOptions(events, metrics_port, metrics_addr, pushgateway)
     outputs = RunOutputs.start(wanted, sys.stderr)
     result = None
+    # The loaded specs and the imports live as long as the run: keep the cycle collector
+    # from walking them again at every full collection while the run makes its garbage.
+    gc.freeze()
     try:
         result = run_with_progress(prepared, live=_live_wanted(no_live), outputs=outputs)
     finally:
+        gc.unfreeze()
         outputs.finish(result.run_id if result is not None else None)
     write_run_reports(result, prepared.jobs, junit=junit, warn=sys.stderr)
     if as_json:
-        sys.stdout.write(result_json(result) + "\n")
+        sys.stdout.flush()  # anything written as text goes first
+        sys.stdout.buffer.write(result_json(result))
+        sys.stdout.buffer.write(b"\n")
+        sys.stdout.buffer.flush()
     else:
+        from aoe.ui.summary import render_summary  # Rich tables: not before the first call
+
         render_summary(console(), result)
     raise typer.Exit(result.exit_code)
 

@@ -147,7 +147,7 @@ def estimate_workflow(
     estimates: list[AgentEstimate] = []
     for agent in workflow.agents.values():
         request = _request(workflow, agent, {**context, "with": agent.with_values})
-        counted = estimate_request(agent.model, request)
+        counted = estimate_request(agent.model, request, exact=True)
         attempts = agent.retry.max_retries + 1
         turns_max = agent.max_turns if agent.tools else 1
         turns_expected = EXPECTED_TOOL_TURNS if agent.tools else 1

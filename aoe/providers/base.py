@@ -1,12 +1,13 @@
 """What every provider client speaks: requests, completions, usage, and the LLMClient protocol.
 
 A provider turns a ``CompletionRequest`` into a ``Completion`` or raises a
-``ProviderError`` subclass (see ``aoe.errors``); nothing from httpx or the wire format
+``ProviderError`` subclass (see ``aoe.errors``); nothing from aiohttp or the wire format
 leaks past this boundary.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -162,3 +163,8 @@ class LLMClient(Protocol):
     def model_info(self, model: str) -> ModelInfo: ...
 
     async def aclose(self) -> None: ...
+
+
+def wire_name(name: str, max_length: int) -> str:
+    """A tool or schema name both APIs accept: ``^[a-zA-Z0-9_-]{1,max_length}$``."""
+    return re.sub(r"[^a-zA-Z0-9_-]", "_", name)[:max_length] or "output"

@@ -40,9 +40,7 @@ class Bounded:
     async def aclose(self) -> None:
         await self.client.aclose()
 
-    async def _bounded(
-        self, call: Awaitable[Completion], request: CompletionRequest
-    ) -> Completion:
+    async def _bounded(self, call: Awaitable[Completion], request: CompletionRequest) -> Completion:
         try:
             async with asyncio.timeout(request.timeout_s + self.grace_s):
                 return await call

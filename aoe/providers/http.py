@@ -1,16 +1,21 @@
-"""The HTTP boundary of every provider: one pooled client, and the one translation of failures.
+"""The HTTP boundary of every provider: one pooled aiohttp session, and the one translation.
 
 Everything that can go wrong on the wire becomes a ``ProviderError`` subclass here, raised
-``from`` its cause, so no httpx exception and no raw status reaches the engine:
+``from`` its cause, so no aiohttp exception and no raw status reaches the engine:
 
-    httpx.ConnectError / ConnectTimeout / PoolTimeout  -> ProviderConnectionError  (not sent)
-    a base_url httpx cannot call (scheme, port)        -> ConfigError              (not sent)
+    aiohttp.ClientConnectorError (refused, DNS, TLS)   -> ProviderConnectionError  (not sent)
+    aiohttp.ConnectionTimeoutError (connecting, or
+        waiting for a pooled connection)               -> ProviderConnectionError  (not sent)
+    a base_url aiohttp cannot call (scheme, host, port)-> ConfigError              (not sent)
     the call's deadline (``timeout_s``) passed         -> ProviderTimeout          (outcome unknown)
-    httpx.RemoteProtocolError / ReadError / WriteError -> ProviderConnectionError  (outcome unknown)
+    any other aiohttp.ClientError: the server hung up,
+        the body was cut, the socket was reset         -> ProviderConnectionError  (outcome unknown)
 
 The call's one deadline lives here: ``post_json`` bounds the whole call by ``timeout_s``
-(httpx only bounds connecting and waiting for a pooled connection, whose failure says the
-request never left).
+(aiohttp only bounds connecting and waiting for a pooled connection, whose failure says
+the request never left). A pooled connection the server closed while it was idle is
+dropped when it is taken from the pool and the call goes out on a new one; only when the
+server's close crosses the request on the wire is the outcome unknown.
     429 rate limit                                     -> RateLimitedError
     429 about calls in flight (CONCURRENCY_WORDS)      -> RateLimitedError, concurrency
     429 insufficient_quota / billing codes, 402,
@@ -25,19 +30,31 @@ request never left).
 ``retry-after-ms`` then ``retry-after`` (seconds or an HTTP date) become ``retry_after_s``;
 ``x-should-retry`` becomes ``should_retry``. Messages carry the provider, the status and the
 provider's own message, with the API key masked should a server ever echo it.
+
+Why aiohttp and not httpx (``python bench/bench_http.py``, bench/README.md): httpx's pool
+(httpcore) asks every pooled connection whether its socket is readable on each request,
+so its cost per call grows with the calls in flight: 1-4 % of a bare aiohttp client's
+calls per second at 100-500 in flight, 0.9-20 ms of CPU per call. httpx over the
+``httpx-aiohttp`` transport reaches 17-39 %, and maps a server's hang-up to a connect
+timeout, which would lose the sent / never-sent distinction the ledger bills by.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import os
+import ssl
 import time
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import httpx
+import aiohttp
+import certifi
 
 from aoe.errors import (
     AuthenticationError,
@@ -53,9 +70,10 @@ from aoe.errors import (
     ServerError,
 )
 from aoe.providers.ratelimit_headers import parse_http_date
+from aoe.spec.models import LimitsSpec
 
-MAX_CONNECTIONS = 512  # 500 agents in flight against one provider, plus headroom
-MAX_KEEPALIVE = 64
+MAX_CONNECTIONS = 512  # a provider without a concurrent_requests cap: 500 in flight and headroom
+KEEPALIVE_S = 15.0  # an idle connection is closed by us before most servers close it
 CONNECT_TIMEOUT_S = 10.0
 EXCERPT_CHARS = 200
 
@@ -98,36 +116,71 @@ class Endpoint:
 
 @dataclass(frozen=True, slots=True)
 class JsonResponse:
-    """A 2xx answer whose body parsed as a JSON object."""
+    """A 2xx answer whose body parsed as a JSON object (``headers`` ignore case)."""
 
     status: int
-    headers: httpx.Headers
+    headers: Mapping[str, str]
     body: Mapping[str, Any]
     content: bytes
     latency_s: float
 
 
-def make_http_client(*, max_connections: int = MAX_CONNECTIONS) -> httpx.AsyncClient:
-    """The pooled client one provider shares across all its calls (HTTP/1.1, no redirects)."""
-    return httpx.AsyncClient(
-        limits=httpx.Limits(
-            max_connections=max_connections,
-            max_keepalive_connections=MAX_KEEPALIVE,
-            keepalive_expiry=30.0,
-        ),
-        timeout=_timeout(CONNECT_TIMEOUT_S),
-        follow_redirects=False,
+def pool_size(limits: LimitsSpec) -> int:
+    """Connections one provider may hold open: its ``concurrent_requests`` cap, which the
+    limiter never lets aoe pass (a learned concurrency is only ever lower), or
+    ``MAX_CONNECTIONS`` when it has none."""
+    return limits.concurrent_requests or MAX_CONNECTIONS
+
+
+def env_proxy(url: str) -> str | None:
+    """The proxy ``HTTPS_PROXY`` / ``HTTP_PROXY`` name for ``url``, unless ``NO_PROXY``
+    exempts its host; read once per provider (aiohttp's ``trust_env`` would read the
+    environment and ``.netrc`` in a worker thread on every call)."""
+    scheme, _, rest = url.partition("://")
+    host = rest.split("/", 1)[0].rsplit("@", 1)[-1]
+    proxy = urllib.request.getproxies().get(scheme.lower())
+    if proxy is None or urllib.request.proxy_bypass(host):
+        return None
+    return proxy
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The certificates HTTPS trusts, as under httpx: ``SSL_CERT_FILE`` or ``SSL_CERT_DIR``
+    when set, else certifi's bundle (so a machine without a system store still verifies).
+    Built once per process, for the first ``https://`` provider."""
+    if os.environ.get("SSL_CERT_FILE"):
+        return ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
+    if os.environ.get("SSL_CERT_DIR"):
+        return ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+def make_session(
+    *, max_connections: int = MAX_CONNECTIONS, proxy: str | None = None, https: bool = True
+) -> aiohttp.ClientSession:
+    """The pooled session one provider shares across all its calls: HTTP/1.1 keep-alive,
+    at most ``max_connections`` open, through ``proxy`` if one is given; ``https=False``
+    (a plain ``http://`` endpoint) skips loading the certificates."""
+    connector = aiohttp.TCPConnector(
+        limit=max_connections,
+        limit_per_host=0,
+        keepalive_timeout=KEEPALIVE_S,
+        ssl=tls_context() if https else True,
+    )
+    return aiohttp.ClientSession(
+        connector=connector, timeout=_timeout(CONNECT_TIMEOUT_S), proxy=proxy
     )
 
 
-def _timeout(connect_s: float) -> httpx.Timeout:
-    """httpx bounds only connecting and the wait for a pooled connection; the whole call is
+def _timeout(connect_s: float) -> aiohttp.ClientTimeout:
+    """aiohttp bounds only connecting and the wait for a pooled connection; the whole call is
     bounded by ``post_json``'s deadline."""
-    return httpx.Timeout(None, connect=connect_s, pool=connect_s)
+    return aiohttp.ClientTimeout(total=None, connect=connect_s)
 
 
 async def post_json(
-    http: httpx.AsyncClient,
+    http: aiohttp.ClientSession,
     endpoint: Endpoint,
     url: str,
     *,
@@ -143,10 +196,26 @@ async def post_json(
     # connecting (or waiting for a pooled connection) gives up before the call's deadline,
     # so a request that never left is told apart from one whose outcome is unknown
     timeout = _timeout(min(timeout_s / 2, CONNECT_TIMEOUT_S))
+    data = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
     started = time.perf_counter()
     try:
         async with asyncio.timeout(timeout_s):
-            response = await http.post(url, headers=dict(headers), json=body, timeout=timeout)
+            async with http.post(
+                url,
+                data=data.encode(),
+                headers=headers,
+                timeout=timeout,
+                allow_redirects=False,
+            ) as response:
+                content = await response.read()
+    except (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError) as exc:
+        raise ConfigError(
+            f"provider {endpoint.provider!r}: cannot call {url!r}: {type(exc).__name__}",
+            hint="check base_url in aoe.yaml (it needs http:// or https://, a host and a port "
+            "up to 65535)",
+        ) from exc
+    except aiohttp.ClientError as exc:  # before TimeoutError: a connect timeout is both
+        raise transport_error(endpoint, exc) from exc
     except TimeoutError as exc:
         raise ProviderTimeout(
             f"no complete answer within {timeout_s:g} s",
@@ -154,52 +223,28 @@ async def post_json(
             outcome_unknown=True,
             hint="raise timeout_s for this agent if the model is slow",
         ) from exc
-    except (httpx.UnsupportedProtocol, httpx.InvalidURL) as exc:
-        raise ConfigError(
-            f"provider {endpoint.provider!r}: cannot call {url!r}: {exc}",
-            hint="check base_url in aoe.yaml (it needs http:// or https://)",
-        ) from exc
-    except ExceptionGroup as group:  # connecting to a port past 65535: OverflowError in a group
-        if group.split(OverflowError)[1] is not None:
-            raise
-        raise ConfigError(
-            f"provider {endpoint.provider!r}: cannot call {url!r}: {group.exceptions[0]}",
-            hint="check the port of base_url in aoe.yaml",
-        ) from group
-    except httpx.HTTPError as exc:
-        raise transport_error(endpoint, exc) from exc
     latency_s = time.perf_counter() - started
-    if not 200 <= response.status_code < 300:
-        raise status_error(endpoint, response.status_code, response.headers, response.content)
+    status = response.status
+    if not 200 <= status < 300:
+        raise status_error(endpoint, status, response.headers, content)
     try:
-        parsed = json.loads(response.content)
+        parsed = json.loads(content)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise malformed(
-            endpoint, response.status_code, "body is not JSON", response.content
-        ) from exc
+        raise malformed(endpoint, status, "body is not JSON", content) from exc
     if not isinstance(parsed, dict):
-        raise malformed(
-            endpoint, response.status_code, "body is not a JSON object", response.content
-        )
-    return JsonResponse(response.status_code, response.headers, parsed, response.content, latency_s)
+        raise malformed(endpoint, status, "body is not a JSON object", content)
+    return JsonResponse(status, response.headers, parsed, content, latency_s)
 
 
-def transport_error(endpoint: Endpoint, exc: httpx.HTTPError) -> ProviderError:
+def transport_error(endpoint: Endpoint, exc: aiohttp.ClientError) -> ProviderError:
     """A failure below HTTP: whether the request may have been processed decides the flag."""
     provider = endpoint.provider
     detail = endpoint.redact(str(exc) or type(exc).__name__)
-    if isinstance(exc, httpx.ConnectTimeout | httpx.PoolTimeout):
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return ProviderConnectionError(
             f"timed out connecting: {detail}", provider=provider, outcome_unknown=False
         )
-    if isinstance(exc, httpx.TimeoutException):
-        return ProviderTimeout(
-            f"timed out waiting for the answer: {detail}",
-            provider=provider,
-            outcome_unknown=True,
-            hint="raise timeout_s for this agent if the model is slow",
-        )
-    if isinstance(exc, httpx.ConnectError):
+    if isinstance(exc, aiohttp.ClientConnectorError):
         return ProviderConnectionError(
             f"cannot connect: {detail}",
             provider=provider,

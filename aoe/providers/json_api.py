@@ -1,24 +1,34 @@
-"""What the OpenAI and Anthropic clients share: one JSON POST per call over pooled httpx.
+"""What the OpenAI and Anthropic clients share: one JSON POST per call over a pooled session.
 
 A subclass says where to post (``path``), how to authenticate (``auth_headers``), how a
 request becomes a body (``build_body``) and how a response becomes a ``Completion``
 (``parse``); this class sends it, turns an answer that breaks the API's promise into a
 ``MalformedResponseError`` with the status and an excerpt, and warns once when a server
 sends no usage.
+
+Each client holds its own aiohttp session (one pool per provider endpoint), opened on the
+first call, with as many connections as the provider's ``concurrent_requests`` cap.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from typing import Any, ClassVar
 
-import httpx
+import aiohttp
 
 from aoe.clock import Clock
 from aoe.providers.base import Completion, CompletionRequest, ModelInfo, Usage
-from aoe.providers.http import Endpoint, JsonResponse, make_http_client, malformed, post_json
+from aoe.providers.http import (
+    Endpoint,
+    JsonResponse,
+    env_proxy,
+    make_session,
+    malformed,
+    pool_size,
+    post_json,
+)
 from aoe.spec.models import ProviderConfig
 
 log = logging.getLogger("aoe.providers")
@@ -36,7 +46,7 @@ class JsonApiClient:
         config: ProviderConfig,
         *,
         api_key: str | None,
-        http: httpx.AsyncClient | None = None,
+        http: aiohttp.ClientSession | None = None,
         clock: Clock | None = None,
     ) -> None:
         del clock  # latency is measured on the wall clock of the real call
@@ -46,7 +56,9 @@ class JsonApiClient:
         self._endpoint = Endpoint(config.name, config.api_key_env, api_key)
         self._headers = {"content-type": "application/json", **self.auth_headers(api_key)}
         self._owns_http = http is None
-        self._http = http or make_http_client()
+        self._http = http  # opened on the first call, inside the running loop
+        self._pool_size = pool_size(config.limits)
+        self._proxy = env_proxy(self._url)
         self._warned_no_usage = False
 
     def auth_headers(self, api_key: str | None) -> dict[str, str]:
@@ -82,8 +94,20 @@ class JsonApiClient:
         return await self._call(request, with_tools=True)
 
     async def aclose(self) -> None:
-        if self._owns_http:
-            await self._http.aclose()
+        """Close the session this client opened; one passed in belongs to its owner."""
+        if self._owns_http and self._http is not None:
+            http, self._http = self._http, None
+            await http.close()
+
+    def _session(self) -> aiohttp.ClientSession:
+        http = self._http
+        if http is None:
+            http = self._http = make_session(
+                max_connections=self._pool_size,
+                proxy=self._proxy,
+                https=self._url.startswith("https://"),
+            )
+        return http
 
     def _masked(self, completion: Completion) -> Completion:
         """An answer that repeats the API key (a misbehaving server or proxy) never carries
@@ -99,14 +123,20 @@ class JsonApiClient:
         )
         return dataclasses.replace(completion, text=redact(completion.text), tool_calls=calls)
 
-    async def _call(self, request: CompletionRequest, *, with_tools: bool) -> Completion:
-        response = await post_json(
-            self._http,
+    async def _post(self, body: dict[str, Any], *, timeout_s: float) -> JsonResponse:
+        """The call's one HTTP exchange (bench/bench_http.py puts other transports here)."""
+        return await post_json(
+            self._session(),
             self._endpoint,
             self._url,
             headers=self._headers,
-            body=self.build_body(request, with_tools=with_tools),
-            timeout_s=request.timeout_s,
+            body=body,
+            timeout_s=timeout_s,
+        )
+
+    async def _call(self, request: CompletionRequest, *, with_tools: bool) -> Completion:
+        response = await self._post(
+            self.build_body(request, with_tools=with_tools), timeout_s=request.timeout_s
         )
         try:
             completion = self.parse(request, response)
@@ -137,8 +167,3 @@ def token_count(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise TypeError(f"token count {value!r} is not a non-negative integer")
     return value
-
-
-def wire_name(name: str, max_length: int) -> str:
-    """A tool or schema name both APIs accept: ``^[a-zA-Z0-9_-]{1,max_length}$``."""
-    return re.sub(r"[^a-zA-Z0-9_-]", "_", name)[:max_length] or "output"

@@ -18,9 +18,10 @@ from aoe.providers.base import (
     ModelInfo,
     ToolCall,
     Usage,
+    wire_name,
 )
 from aoe.providers.http import JsonResponse
-from aoe.providers.json_api import JsonApiClient, token_count, wire_name
+from aoe.providers.json_api import JsonApiClient, token_count
 from aoe.providers.ratelimit_headers import parse_openai
 from aoe.spec.models import thaw
 

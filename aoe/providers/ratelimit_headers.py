@@ -5,10 +5,12 @@ durations (``6m0s``, ``59.8s``, ``12ms``); Anthropic sends
 ``anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-{limit,remaining,reset}``
 with resets as RFC 3339 timestamps, turned here into seconds from the response's ``date``.
 The headers only tune the rate limiter, so a value we cannot read is skipped, never fatal.
+Each answer repeats the few values of the last ones, so the parsers remember them.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -21,8 +23,10 @@ _GO_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|μs|ms|h|m|s)")
 _GO_UNITS = {
     "ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0,
 }  # fmt: skip
+PARSED_KEPT = 256  # distinct header values remembered: resets and dates of the last calls
 
 
+@functools.lru_cache(maxsize=PARSED_KEPT)
 def parse_go_duration(text: str) -> float | None:
     """``6m0s`` -> 360.0; a bare number counts as seconds; anything else -> None."""
     text = text.strip()
@@ -43,6 +47,7 @@ def parse_go_duration(text: str) -> float | None:
     return total if pos == len(text) and pos > 0 else None
 
 
+@functools.lru_cache(maxsize=PARSED_KEPT)
 def parse_http_date(text: str) -> datetime | None:
     """An RFC 7231 date (``Wed, 21 Oct 2015 07:28:00 GMT``) as an aware datetime, or None."""
     try:
@@ -52,6 +57,7 @@ def parse_http_date(text: str) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+@functools.lru_cache(maxsize=PARSED_KEPT)
 def parse_rfc3339(text: str) -> datetime | None:
     """``2025-08-21T12:40:59Z`` as an aware datetime, or None."""
     try:

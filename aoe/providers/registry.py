@@ -7,8 +7,9 @@ a source checkout works without installation.
 Adding a provider from another package:
 
 1. Write a class that implements ``aoe.providers.base.LLMClient`` and is built as
-   ``cls(config: ProviderConfig, *, api_key: str | None, http: httpx.AsyncClient | None = None,
-   clock: Clock | None = None)``. Raise ``aoe.errors.ProviderError`` subclasses (the helpers
+   ``cls(config: ProviderConfig, *, api_key: str | None, clock: Clock | None = None)``
+   (the built-ins also take ``http``, an ``aiohttp.ClientSession`` to share; aoe never
+   passes one). Raise ``aoe.errors.ProviderError`` subclasses (the helpers
    in ``aoe.providers.http`` do the translation for HTTP APIs), and ``ProviderTimeout``
    once ``request.timeout_s`` has passed (``aoe.providers.deadline`` ends a plugin's call
    a second later if it does not).

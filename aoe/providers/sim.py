@@ -12,8 +12,7 @@ from __future__ import annotations
 import json
 import math
 import random
-
-import httpx
+from typing import TYPE_CHECKING
 
 from aoe.clock import Clock, SystemClock
 from aoe.errors import (
@@ -32,6 +31,9 @@ from aoe.providers.base import (
 )
 from aoe.providers.schema_example import example_for_schema
 from aoe.spec.models import ProviderConfig, SimulateSpec, thaw
+
+if TYPE_CHECKING:  # the simulator opens no connection: no HTTP library is loaded for it
+    import aiohttp
 
 DEFAULT_OUTPUT_TOKENS = 120
 _WORDS = (
@@ -54,7 +56,7 @@ class SimulatorClient:
         config: ProviderConfig | None = None,
         *,
         api_key: str | None = None,
-        http: httpx.AsyncClient | None = None,
+        http: aiohttp.ClientSession | None = None,
         clock: Clock | None = None,
         seed: int = 0,
     ) -> None:

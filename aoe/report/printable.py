@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["json_safe", "printable"]
+__all__ = ["json_safe", "json_safe_bytes", "printable"]
 
 _BIDI = (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x2028, 0x2029)
 
@@ -49,6 +49,10 @@ _KEEP_LINES = _table(newlines=True)
 _ONE_LINE = _table(newlines=False)
 _UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
 _JSON_UNSAFE = re.compile("[\x7f-\x9f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
+# The same characters in UTF-8: DEL, C1 (C2 80-9F), U+2028-202E (E2 80 A8-AE) and
+# U+2066-2069 (E2 81 A6-A9). A lead byte never occurs inside another character, so this
+# finds exactly those characters in valid UTF-8.
+_JSON_UNSAFE_UTF8 = re.compile(rb"\x7f|\xc2[\x80-\x9f]|\xe2\x80[\xa8-\xae]|\xe2\x81[\xa6-\xa9]")
 
 
 def printable(text: str, *, newlines: bool = True) -> str:
@@ -63,3 +67,14 @@ def json_safe(document: str) -> str:
     """JSON text whose DEL, C1, bidi and separator characters are ``\\uXXXX`` escapes:
     the same JSON value, safe to print (JSON already escapes the C0 controls)."""
     return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", document)
+
+
+def json_safe_bytes(document: bytes) -> bytes:
+    """``json_safe`` for UTF-8 JSON (what orjson writes): one scan, no copy when clean."""
+    if _JSON_UNSAFE_UTF8.search(document) is None:
+        return document
+    return _JSON_UNSAFE_UTF8.sub(_escape_utf8, document)
+
+
+def _escape_utf8(match: re.Match[bytes]) -> bytes:
+    return b"\\u%04x" % ord(match.group().decode("utf-8"))

@@ -11,7 +11,7 @@ from aoe.cost.money import decimal_text as _usd
 from aoe.engine.results import AgentResult, AttemptResult, RunResult, WorkflowResult
 from aoe.providers.base import Usage
 from aoe.report.ledger_docs import iso as _iso
-from aoe.report.ledger_docs import json_text
+from aoe.report.ledger_docs import json_bytes
 from aoe.spec.models import thaw
 
 DOCUMENT_VERSION = 2
@@ -95,6 +95,7 @@ def run_document(result: RunResult) -> dict[str, Any]:
     }
 
 
-def result_json(result: RunResult) -> str:
-    """The result document as JSON text (``aoe run --json``)."""
-    return json_text(run_document(result))
+def result_json(result: RunResult) -> bytes:
+    """The result document as UTF-8 JSON (``aoe run --json``), bytes as they are written
+    to stdout: a run of 10,000 agents makes 11 MB of it, not to be copied as text too."""
+    return json_bytes(run_document(result))

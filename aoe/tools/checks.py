@@ -12,7 +12,6 @@ from __future__ import annotations
 from aoe.errors import Problem
 from aoe.spec.models import ToolSpec, WorkflowSpec, thaw
 from aoe.tools.base import declared_in, resolve_executable
-from aoe.tools.http_url import UrlPlan
 from aoe.tools.mcp_tool import INSTALL_HINT, mcp_available
 from aoe.tools.python_tool import load_function
 
@@ -43,7 +42,6 @@ def _check(tool: ToolSpec) -> list[tuple[str, str]]:
     if tool.kind == "command":
         return _program(tool, [str(a) for a in tool.target["argv"]])
     if tool.kind == "mcp":
-
         found = _program(tool, [str(a) for a in tool.target["command"]])
         if not mcp_available():
             found.append(
@@ -76,6 +74,9 @@ def _python(tool: ToolSpec) -> list[tuple[str, str]]:
 
 
 def _http(tool: ToolSpec) -> list[tuple[str, str]]:
+    # httpx (about 100 ms to import) only for a workflow that has http: tools
+    from aoe.tools.http_url import UrlPlan  # noqa: PLC0415
+
     target = thaw(tool.target)
     try:
         plan = UrlPlan.of(str(target["url"]), target.get("allowed_hosts"))

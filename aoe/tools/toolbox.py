@@ -18,8 +18,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import httpx
-
 from aoe.providers.base import Message, ToolCall, ToolDefinition
 from aoe.spec.models import AgentSpec, Location, ToolSpec, WorkflowSpec, thaw
 from aoe.tools.base import (
@@ -32,11 +30,11 @@ from aoe.tools.base import (
     truncate_text,
 )
 from aoe.tools.command_tool import CommandTool
-from aoe.tools.http_tool import HttpTool
 from aoe.tools.mcp_tool import McpServer
 from aoe.tools.python_tool import PythonTool
 
 if TYPE_CHECKING:
+    import httpx
     from jsonschema import Draft202012Validator
 
 
@@ -168,12 +166,13 @@ class RunTools:
     async def _bind(self, spec: ToolSpec) -> tuple[BoundTool, ...]:
         definition = ToolDefinition(spec.name, spec.description, spec.parameters)
         if spec.kind == "python":
-
             return (BoundTool(definition, PythonTool(spec), spec.timeout_s),)
         if spec.kind == "command":
-
             return (BoundTool(definition, CommandTool(spec), spec.timeout_s),)
         if spec.kind == "http":
+            # httpx (about 100 ms to import) only for a run whose workflow has http: tools;
+            # provider calls go over aiohttp
+            from aoe.tools.http_tool import HttpTool  # noqa: PLC0415
 
             return (BoundTool(definition, HttpTool(spec, self._client), spec.timeout_s),)
 
@@ -186,6 +185,8 @@ class RunTools:
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
+            import httpx  # noqa: PLC0415  (see _bind)
+
             self._http = httpx.AsyncClient(follow_redirects=False)
         return self._http
 

@@ -9,20 +9,25 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-
-from rich.console import Console
+from typing import TYPE_CHECKING
 
 from aoe.app.prepare import PreparedRun
 from aoe.app.run import RunHandle
 from aoe.engine.results import RunResult
 from aoe.monitor.events import EventSink
 from aoe.monitor.outputs import RunOutputs
-from aoe.ui.live import LiveView
 from aoe.ui.plain import PlainProgress
+
+if TYPE_CHECKING:  # Rich and the live view load only when something is drawn with them
+    from rich.console import Console
+
+    from aoe.ui.live import LiveView
 
 
 def console(*, stderr: bool = False) -> Console:
     """The console aoe draws on (stdout, or stderr for progress)."""
+    from rich.console import Console
+
     return Console(stderr=stderr)
 
 
@@ -33,8 +38,10 @@ def run_with_progress(prepared: PreparedRun, *, live: bool, outputs: RunOutputs)
 
 async def _execute(prepared: PreparedRun, *, live: bool, outputs: RunOutputs) -> RunResult:
     sinks: list[EventSink] = []
-    view = None
+    view: LiveView | None = None
     if live:
+        from aoe.ui.live import LiveView
+
         view = LiveView(console(stderr=True))
         sinks.append(view)
     else:

@@ -230,8 +230,10 @@ def test_a_workflow_may_not_hand_an_api_key_to_its_prompts(
 ) -> None:
     """`env: [OPENAI_API_KEY]` is refused before anything runs: keys never reach a prompt."""
     wf = tmp_path / "leak.yaml"
-    wf.write_text("version: 1\nname: leak\nenv: [OPENAI_API_KEY]\nagents:\n"
-                  "  a: {model: sim/x, prompt: 'key {{ env.OPENAI_API_KEY }}'}\n")
+    wf.write_text(
+        "version: 1\nname: leak\nenv: [OPENAI_API_KEY]\nagents:\n"
+        "  a: {model: sim/x, prompt: 'key {{ env.OPENAI_API_KEY }}'}\n"
+    )
     assert main(["run", str(wf), "--simulate", "--no-live"]) == 2
     assert "API key" in capsys.readouterr().err
 
@@ -271,3 +273,27 @@ def test_the_budget_is_kept_digit_for_digit(
     run_id = json.loads(capsys.readouterr().out)["run_id"]
     assert main(["show", run_id, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["run"]["budget_usd"] == budget
+
+
+def test_a_large_run_logs_summaries_not_a_line_per_agent(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A CI log of 300 agents holds summary lines and the run's own lines, no agent lines,
+    and the --json document on stdout still lists every agent."""
+    agents = "".join(f"  a{i:03d}:\n    prompt: 'Say {i}.'\n" for i in range(300))
+    wf = tmp_path / "big.yaml"
+    wf.write_text(
+        "version: 1\nname: big\ndefaults: {model: sim/fast, simulate: {latency_s: 0}}\n"
+        "agents:\n" + agents
+    )
+    code = main(
+        ["run", str(wf), "--simulate", "--json", "--no-live", "--db", str(tmp_path / "l.db")]
+    )
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert len(json.loads(out)["workflows"][0]["agents"]) == 300
+    assert "big/a" not in err  # no agent's own line: none failed
+    assert err.splitlines()[-1].endswith(
+        "300 of 300 agents done (300 completed), 0 running, $0.0000"
+    )
+    assert "big: COMPLETED (300 completed)" in err

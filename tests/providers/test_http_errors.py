@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 
-import httpx
+import aiohttp
 import pytest
 
 from aoe.errors import (
@@ -26,7 +26,7 @@ from aoe.errors import (
 )
 from aoe.providers.anthropic import AnthropicClient
 from aoe.providers.base import Usage
-from aoe.providers.http import Endpoint, parse_retry_after, post_json, status_error
+from aoe.providers.http import Endpoint, parse_retry_after, status_error
 from aoe.providers.openai import OpenAIClient
 from aoe.retry import decide
 from aoe.spec.models import ProviderConfig, RetrySpec
@@ -69,12 +69,23 @@ CASES = [
     Case("408", Fault.error(408), ProviderTimeout, status=408),
     Case("hang", Fault.silent(), ProviderTimeout, outcome_unknown=True),
     Case("dropped", Fault.drop(), ProviderConnectionError, outcome_unknown=True),
+    Case("hung up", Fault.hang_up(), ProviderConnectionError, outcome_unknown=True),
     # a 2xx answer was billed even if it cannot be read: its outcome is unknown
-    Case("truncated JSON", Fault.truncated(), MalformedResponseError, status=200,
-         outcome_unknown=True),
+    Case(
+        "truncated JSON",
+        Fault.truncated(),
+        MalformedResponseError,
+        status=200,
+        outcome_unknown=True,
+    ),
     Case("not JSON", Fault.not_json(), MalformedResponseError, status=200, outcome_unknown=True),
-    Case("missing fields", Fault.missing_fields(), MalformedResponseError, status=200,
-         outcome_unknown=True),
+    Case(
+        "missing fields",
+        Fault.missing_fields(),
+        MalformedResponseError,
+        status=200,
+        outcome_unknown=True,
+    ),
 ]
 RETRIABLE = {
     RateLimitedError,
@@ -124,7 +135,7 @@ async def test_failure_maps_to_error_class(case: Case, wire: str, fake_provider:
     if case.status is not None:
         assert f"HTTP {case.status}" in str(err)
     if case.status is None:
-        assert isinstance(err.__cause__, httpx.HTTPError | TimeoutError)
+        assert isinstance(err.__cause__, aiohttp.ClientError | TimeoutError)
 
 
 def test_every_provider_error_class_is_produced_by_some_case():
@@ -147,12 +158,17 @@ async def test_connection_refused_is_a_connection_error_with_known_outcome():
         await client.aclose()
     assert info.value.outcome_unknown is False
     assert info.value.retriable
-    assert isinstance(info.value.__cause__, httpx.ConnectError)
+    assert isinstance(info.value.__cause__, aiohttp.ClientConnectorError)
 
 
-async def test_bad_base_url_is_a_config_error():
-    """A base_url without http(s):// is reported as a configuration mistake (exit 2)."""
-    client = OpenAIClient(ProviderConfig("x", "openai", None, "localhost:8080/v1"), api_key=None)
+@pytest.mark.parametrize(
+    "base_url",
+    ["localhost:8080/v1", "ftp://127.0.0.1/v1", "http://127.0.0.1:70000/v1", "http:///v1"],
+)
+async def test_bad_base_url_is_a_config_error(base_url: str):
+    """A base_url without http(s)://, a host or a valid port is a configuration mistake
+    (exit 2), not a provider failure to retry."""
+    client = OpenAIClient(ProviderConfig("x", "openai", None, base_url), api_key=None)
     try:
         with pytest.raises(ConfigError) as info:
             await client.complete(chat_request())
@@ -262,39 +278,11 @@ def test_a_402_is_a_quota_problem():
     assert isinstance(status_error(Endpoint("a"), 402, {}, b""), QuotaExceededError)
 
 
-async def test_read_error_after_sending_is_outcome_unknown():
-    """A connection cut after the request left may have been billed: outcome_unknown is set."""
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise httpx.ReadError("connection reset", request=request)
-
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-        with pytest.raises(ProviderConnectionError) as info:
-            await post_json(http, Endpoint("p"), "http://x/v1", headers={}, body={}, timeout_s=1.0)
-    assert info.value.outcome_unknown is True
-
-
-async def test_pool_timeout_is_a_connection_error_that_was_never_sent():
-    """Waiting for a free connection is not a sent request: outcome is known, retriable."""
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        raise httpx.PoolTimeout("no connection available", request=request)
-
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-        with pytest.raises(ProviderConnectionError) as info:
-            await post_json(http, Endpoint("p"), "http://x/v1", headers={}, body={}, timeout_s=1.0)
-    assert info.value.outcome_unknown is False
-
-
-async def test_a_json_array_body_is_malformed():
+async def test_a_json_array_body_is_malformed(openai_client: OpenAIClient, fake_provider):
     """A 200 whose JSON is not an object breaks the API promise and is reported as such."""
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json=[1, 2])
-
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
-        with pytest.raises(MalformedResponseError) as info:
-            await post_json(http, Endpoint("p"), "http://x/v1", headers={}, body={}, timeout_s=1.0)
+    fake_provider.script(Fault.reply([1, 2]))
+    with pytest.raises(MalformedResponseError) as info:
+        await openai_client.complete(chat_request())
     assert "not a JSON object" in info.value.message
 
 
@@ -324,13 +312,22 @@ async def test_usage_of_an_unreadable_answer_is_still_billed_exactly(
         ({"error": {"message": "Too many concurrent requests", "type": "requests"}}, True),
         ({"error": {"message": "slow down", "code": "concurrency_limit_exceeded"}}, True),
         (  # LiteLLM says "parallel" for its per-minute limits too, and names them
-            {"error": {"message": "Max parallel request limit reached Hit limit for api_key: "
-                       "x. tpm_limit: 200, current_tpm 80 , rpm_limit: 4 current rpm 4"}},
+            {
+                "error": {
+                    "message": "Max parallel request limit reached Hit limit for api_key: "
+                    "x. tpm_limit: 200, current_tpm 80 , rpm_limit: 4 current rpm 4"
+                }
+            },
             False,
         ),
         (
-            {"error": {"message": "Rate limit reached for gpt-4o on requests per min (RPM): "
-                       "Limit 3, Used 3, Requested 1.", "code": "rate_limit_exceeded"}},
+            {
+                "error": {
+                    "message": "Rate limit reached for gpt-4o on requests per min (RPM): "
+                    "Limit 3, Used 3, Requested 1.",
+                    "code": "rate_limit_exceeded",
+                }
+            },
             False,
         ),
         ({"type": "error", "error": {"type": "rate_limit_error", "message": "slow"}}, False),

@@ -128,8 +128,9 @@ async def test_pool_builds_each_client_once_and_closes_them():
         first = pool.get("openai")
         assert pool.get("openai") is first
         assert isinstance(pool.get("sim"), SimulatorClient)  # always available
-        http = first._http  # the pooled connection client it owns
-    assert http.is_closed
+        http = first._session()  # the pooled session it owns, opened on first use
+        assert not http.closed
+    assert http.closed
 
 
 def test_pool_reports_unknown_provider_names():

@@ -8,7 +8,8 @@ import re
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aoe.report.printable import json_safe, printable
+from aoe.report.ledger_docs import json_text
+from aoe.report.printable import json_safe, json_safe_bytes, printable
 
 _OBEYED = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\u2028\u2029]")
 
@@ -46,3 +47,34 @@ def test_json_safe_is_the_same_json_value(text: str) -> None:
     document = json_safe(json.dumps({"output": text}, ensure_ascii=False))
     assert _OBEYED.search(document) is None
     assert json.loads(document) == {"output": text}
+
+
+@given(st.text())
+def test_json_text_is_the_same_json_value_and_prints_no_control(text: str) -> None:
+    """`--json` (orjson underneath) reads back as the exact text and holds no raw control."""
+    document = json_text({"output": text, "keys": {text: [text]}})
+    assert _OBEYED.search(document) is None
+    assert json.loads(document) == {"output": text, "keys": {text: [text]}}
+    assert json_safe_bytes(document.encode()) == document.encode()
+
+
+def test_json_text_is_indented_like_json_dumps() -> None:
+    """The --json layout did not change with the encoder: two spaces, one item a line."""
+    document = {"a": [1, {"b": None}], "c": {}, "d": [], "e": "\u00e9\u202e"}
+    assert json_text(document) == json_safe(json.dumps(document, indent=2, ensure_ascii=False))
+
+
+def test_json_text_writes_what_the_fast_encoder_refuses() -> None:
+    """A model output holding an integer past 64 bits still prints, exactly."""
+    big = 2**70
+    assert json.loads(json_text({"output": {"n": big, "s": "\x9b"}})) == {
+        "output": {"n": big, "s": "\x9b"}
+    }
+    assert "\x9b" not in json_text({"output": {"n": big, "s": "\x9b"}})
+
+
+def test_json_text_writes_nan_as_null_whichever_encoder_writes_it() -> None:
+    """JSON has no NaN: a model's NaN or infinity prints as null, with or without a big int."""
+    nan, inf = float("nan"), float("inf")
+    assert json.loads(json_text({"x": [nan, inf]})) == {"x": [None, None]}
+    assert json.loads(json_text({"x": [nan, -inf], "n": 2**70})) == {"x": [None, None], "n": 2**70}
