@@ -374,9 +374,7 @@ class Engine:
             if not any(wf.running for wf in self._active):
                 self._done.set()
 
-    def _agent_done(
-        self, wf: _WorkflowRun, agent_id: str, task: asyncio.Task[AgentResult]
-    ) -> None:
+    def _agent_done(self, wf: _WorkflowRun, agent_id: str, task: asyncio.Task[AgentResult]) -> None:
         task_of = wf.tasks.get(agent_id)
         attempts = tuple(task_of.attempts) if task_of is not None else ()
         now = self.rt.clock.wall()
