@@ -365,7 +365,7 @@ def test_kill_9_with_an_answer_queued_but_not_committed(tmp_path: Path, forker: 
     ledger knows a00's call only as started: the resume counts it at its reservation,
     says so, runs a00 again (its answer was truly lost), and pays once for every other
     agent."""
-    server = FakeProvider(latency_s=0.15)
+    server = FakeProvider(latency_s=0.4)  # time enough to take the lock while a00 is out
     server.start()
     db = tmp_path / "ledger.db"
     try:
@@ -380,7 +380,7 @@ def test_kill_9_with_an_answer_queued_but_not_committed(tmp_path: Path, forker: 
             blocker.execute("BEGIN IMMEDIATE")  # from now on nothing aoe writes commits
             _until(lambda: len(server.billed) == 1 and "close/a00: COMPLETED" in run.stderr())
             assert "close/a00: COMPLETED" in run.stderr()  # reported done, not yet recorded
-            time.sleep(0.45)  # three times the server's latency: a01 had every chance to go
+            time.sleep(1.0)  # more than twice the server's latency: a01 had every chance
             assert [b.prompt for b in server.billed] == ["step 0"]
             assert len(server.requests) == 1  # a01's request waits for its start record
             run.kill()
