@@ -164,12 +164,20 @@ class BudgetBook(Protocol):
 
 
 class Recorder(Protocol):
-    """Where a run is recorded (the ledger); an awaited write is durable.
+    """Where a run is recorded (the ledger), write after write in the order they are made.
 
-    ``start_call`` records a call before its request leaves (spent at its reservation,
-    unconfirmed, until it ends); ``record_call`` records how it ended, on the same record.
-    A write whose caller was cancelled may still be made (the ledger writes what it was
-    handed, in order): the engine then ends that call with ``record_call``.
+    Writes are applied in that order, and the commit of one is the commit of every write
+    made before it. ``start_run``, ``start_workflow``, ``finish_workflow``, ``finish_run``,
+    ``flush`` and ``start_call`` (unless ``wait`` is false) return once committed;
+    ``start_attempt``, ``record_call`` and ``finish_attempt`` are queued and return at
+    once, committed with the next batch and at the latest with the next write that is
+    waited for (so a call's start commits every result written before it). A queued
+    write that fails makes every later write fail. ``start_call`` records a call before its
+    request leaves (spent at its reservation, unconfirmed, until ``record_call`` ends the
+    same record); the engine waits for it unless the call cannot cost money. A write whose
+    caller was cancelled may still be made (the ledger writes what it was handed, in
+    order): the engine then ends that call with ``record_call``. ``aoe.ledger`` says why
+    these and only these are waited for.
     """
 
     async def start_run(self, record: RunStart) -> None: ...
@@ -178,7 +186,7 @@ class Recorder(Protocol):
 
     async def start_attempt(self, record: AttemptStart) -> None: ...
 
-    async def start_call(self, record: CallStart) -> None: ...
+    async def start_call(self, record: CallStart, *, wait: bool = True) -> None: ...
 
     async def record_call(self, record: CallRecord) -> None: ...
 
@@ -189,6 +197,8 @@ class Recorder(Protocol):
     ) -> None: ...
 
     async def finish_run(self, run_id: str, state: str, ended_at: float) -> None: ...
+
+    async def flush(self) -> None: ...
 
 
 class RunLease(Protocol):
@@ -320,7 +330,7 @@ class NullRecorder:
     async def start_attempt(self, record: AttemptStart) -> None:
         return None
 
-    async def start_call(self, record: CallStart) -> None:
+    async def start_call(self, record: CallStart, *, wait: bool = True) -> None:
         return None
 
     async def record_call(self, record: CallRecord) -> None:
@@ -335,6 +345,9 @@ class NullRecorder:
         return None
 
     async def finish_run(self, run_id: str, state: str, ended_at: float) -> None:
+        return None
+
+    async def flush(self) -> None:
         return None
 
 

@@ -93,7 +93,7 @@ def layered(n: int, *, latency: tuple[float, float] | None, seed: int = 7) -> Wo
 class _NoStartRecord(Ledger):
     """The SQLite ledger without the started-call record: the baseline of ``started``."""
 
-    async def start_call(self, record: CallStart) -> None:
+    async def start_call(self, record: CallStart, *, wait: bool = True) -> None:
         return None
 
 

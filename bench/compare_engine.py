@@ -5,9 +5,11 @@
 
 Checks the other commit out into a temporary git worktree and runs each tree's own
 ``bench/bench_engine.py`` ``_run`` (the engine on the simulator, zero latency; with and
-without the SQLite ledger) in fresh processes, alternating between the trees so both see
-the same machine load. Reports the fastest round of each (the least disturbed by other
-work on a shared machine) and the ratio this / other: at most 1.0 means no slower.
+without the SQLite ledger), and a chain of 200 agents run as ``aoe run --simulate
+--events`` (``bench_chain.py``'s, fastest of 3, ms per step), in fresh processes,
+alternating between the trees so both see the same machine load. Reports the fastest
+round of each (the least disturbed by other work on a shared machine) and the ratio
+this / other: at most 1.0 means no slower.
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+#: ``chain_yaml`` and ``_chain_run`` of this file run in both trees (an ``aoe run
+#: --simulate`` of a chain of 200 with the ledger and events, ms per step).
+CHAIN = ROOT / "bench" / "bench_chain.py"
 
 DRIVER = """
 import asyncio, json, sys, tempfile
 from pathlib import Path
-root = Path(sys.argv[1])
+root, chain_py = Path(sys.argv[1]), sys.argv[3]
 sys.path[:0] = [str(root), str(root / "bench")]
 import bench_engine as b
 n = int(sys.argv[2])
@@ -33,13 +38,20 @@ asyncio.run(b._run(b.layered(200, latency=None)))  # warm up: tokenizer, templat
 bare = asyncio.run(b._run(spec))
 with tempfile.TemporaryDirectory() as tmp:
     ledger = asyncio.run(b._run(spec, ledger_path=Path(tmp) / "bench.db"))
-print(json.dumps({"bare": bare / n * 1000, "ledger": ledger / n * 1000}))
+    chain = {"__file__": str(root / "bench" / "bench_chain.py"), "__name__": "chain"}
+    exec(compile(open(chain_py).read(), chain_py, "exec"), chain)
+    work = Path(tmp)
+    (work / "chain.yaml").write_text(chain["chain_yaml"](200))
+    run = chain["_chain_run"]
+    asyncio.run(run(work, 200, ledger=True, events=True))  # warm up
+    step = min(asyncio.run(run(work, 200, ledger=True, events=True)) for _ in range(3))
+print(json.dumps({"bare": bare / n * 1000, "ledger": ledger / n * 1000, "chain": step * 1000}))
 """
 
 
 def _round(tree: Path, agents: int) -> dict[str, float]:
     done = subprocess.run(
-        [sys.executable, "-c", DRIVER, str(tree), str(agents)],
+        [sys.executable, "-c", DRIVER, str(tree), str(agents), str(CHAIN)],
         capture_output=True,
         text=True,
         check=True,
@@ -75,9 +87,9 @@ def main() -> None:
             )
     print(f"{args.agents} agents, fastest of {args.rounds} rounds, ms per agent:")
     print(f"{'':<12}{'this':>8}{args.other[:12]:>14}{'ratio':>8}")
-    for kind in ("bare", "ledger"):
+    labels = {"bare": "no ledger", "ledger": "SQLite", "chain": "chain/step"}
+    for kind, label in labels.items():
         this, that = best["this"][kind], best["other"][kind]
-        label = "no ledger" if kind == "bare" else "SQLite"
         print(f"{label:<12}{this:>8.3f}{that:>14.3f}{this / that:>8.2f}")
 
 

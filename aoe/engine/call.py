@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -70,6 +71,7 @@ class _Ticket:
     turn: int
     started_at: float  # wall clock, for the ledger
     started_mono: float  # monotonic, for the latency
+    free: bool  # it cannot cost money: its start record need not be waited for
 
 
 async def call(
@@ -109,24 +111,41 @@ async def call(
         )
         await asyncio.shield(_call_failed(attempt, ticket, unexpected))
         raise unexpected from raw
-    # Once the provider answered, one shielded task settles the call and records it, so it
-    # is settled and in the ledger even if the agent is cancelled meanwhile (or mid-tool).
-    # The tools it asked for run beside the settling; their log joins the record.
+    last_turn = turn >= agent.max_turns
+    not_run = f"not run: max_turns={agent.max_turns} reached" if last_turn else "not run: cancelled"
+    if tools is None:  # settled and recorded here, with the scheduler's cancel held off
+        guard = attempt.task.guard
+        guard.held = True
+        try:
+            log = tool_log(completion.tool_calls, (), not_run=not_run)
+            await _settle_and_record(attempt, ticket, completion, _ready(log))
+        finally:
+            guard.held = False
+        if guard.deferred:  # cancelled meanwhile: now that it is recorded, stop
+            guard.deferred = False
+            current = asyncio.current_task()
+            if current is not None:
+                current.cancel()
+            raise asyncio.CancelledError
+        return Turn(completion)
+    # With tools, one shielded task settles the call and records it, so it is settled and
+    # in the ledger even if the agent is cancelled meanwhile (or mid-tool). The tools it
+    # asked for run beside the settling; their log joins the record.
     logged: asyncio.Future[ToolLog] = asyncio.get_running_loop().create_future()
     after = asyncio.ensure_future(_settle_and_record(attempt, ticket, completion, logged))
-    last_turn = turn >= agent.max_turns
     answer = Turn(completion)
     try:
-        if tools is not None and completion.tool_calls and not last_turn:
+        if completion.tool_calls and not last_turn:
             results = await _run_tools(attempt, tools, completion.tool_calls, turn)
             answer = Turn(completion, results)
     finally:
-        not_run = (
-            f"not run: max_turns={agent.max_turns} reached" if last_turn else "not run: cancelled"
-        )
         logged.set_result(tool_log(completion.tool_calls, answer.results, not_run=not_run))
         await asyncio.shield(after)
     return answer
+
+
+async def _ready(log: ToolLog) -> ToolLog:
+    return log
 
 
 async def _settle_and_record(
@@ -173,9 +192,10 @@ async def _take_ticket(
     model, provider = task.agent.model, client.name
     limiter = rt.limiters.for_model(provider, model.name)
     estimate = estimate_request(model, request)
-    own_api = client.model_info(model.name).tokenizer is not None
+    own_api = rt.model_info(client, model.name).tokenizer is not None
     bound = budget_input_tokens(estimate, request, own_api=own_api)
-    reserved = rt.prices.max_cost_usd(model, bound, request.max_tokens) or ZERO
+    price = rt.prices.max_cost_usd(model, bound, request.max_tokens)
+    reserved = price or ZERO
     try:
         hold = await rt.budgets.reserve(task.budget_scopes, reserved)
     except BudgetExceededError as err:
@@ -208,12 +228,23 @@ async def _take_ticket(
         turn,
         started_at=rt.clock.wall(),
         started_mono=now,
+        free=(price is not None and not price) or _sends_nothing(client),
     )
+
+
+def _sends_nothing(client: LLMClient) -> bool:
+    """Whether ``client`` is the built-in simulator, which answers in this process: its
+    calls leave nothing to bill. (Not imported for this: a run without it never loads it.)"""
+    sim = sys.modules.get("aoe.providers.sim")
+    return sim is not None and isinstance(client, sim.SimulatorClient)
 
 
 async def _start(attempt: Attempt, ticket: _Ticket) -> None:
     """Record the call as started (committed) before its request leaves.
 
+    Its commit is also that of every write made before it (the attempt's start, and the
+    results of the agents it needs). A call that cannot cost money (the simulator, a
+    model priced at zero) only queues its start: a crash can lose nothing it paid for.
     If that write fails, or the agent is cancelled meanwhile, the request never leaves:
     the permit and the reservation are given back whole. A cancelled start may still be
     committed (a recorder writes what it was handed), so its call is ended at $0.
@@ -232,7 +263,7 @@ async def _start(attempt: Attempt, ticket: _Ticket) -> None:
         ticket.started_at,
     )
     try:
-        await attempt.rt.recorder.start_call(start)
+        await attempt.rt.recorder.start_call(start, wait=not ticket.free)
     except BaseException as stopped:
         cancelled = isinstance(stopped, asyncio.CancelledError)
         await asyncio.shield(_never_sent(attempt, ticket, type(stopped).__name__, cancelled))

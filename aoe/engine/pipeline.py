@@ -204,7 +204,7 @@ def _prompt_limit(task: AgentTask, rt: Runtime) -> int:
     model = task.agent.model
     if task.agent.max_prompt_chars is not None:
         return task.agent.max_prompt_chars
-    window = rt.clients.client_for(model).model_info(model.name).context_window
+    window = rt.model_info(rt.clients.client_for(model), model.name).context_window
     return prompt_char_limit(None, window)
 
 
@@ -232,12 +232,17 @@ def build_request(
         system=system,
         temperature=agent.temperature,
         output_schema=agent.output_schema,
-        schema_name=wire_name(agent.id, 64),
+        schema_name=_schema_name(agent.id),
         timeout_s=agent.timeout_s,
         simulate=agent.simulate,
         attempt=attempt,
         trace_id=task.where,
     )
+
+
+@lru_cache(maxsize=4096)
+def _schema_name(agent_id: str) -> str:
+    return wire_name(agent_id, 64)
 
 
 async def _tool_loop(attempt: Attempt, request: CompletionRequest) -> Completion:

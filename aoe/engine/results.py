@@ -9,7 +9,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, Final
 
 from aoe.cost.money import ZERO
 from aoe.providers.base import Usage
@@ -77,6 +77,10 @@ def worst(states: list[WorkflowState]) -> WorkflowState:
     return min(states, key=SEVERITY.index)
 
 
+#: The usage of an attempt that made no call: one frozen object shared by all of them.
+NO_USAGE: Final = Usage()
+
+
 @dataclass(frozen=True, slots=True)
 class AttemptResult:
     """One try of one agent."""
@@ -85,7 +89,7 @@ class AttemptResult:
     state: AgentState
     started_at: float
     ended_at: float
-    usage: Usage = field(default_factory=Usage)
+    usage: Usage = NO_USAGE
     cost_usd: Decimal = ZERO
     error: str | None = None
     error_type: str | None = None

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from aoe.clock import Clock, SystemClock
 from aoe.monitor.events import EventBus
+from aoe.providers.base import LLMClient, ModelInfo
 from aoe.services import (
     BudgetBook,
     ClientSource,
@@ -44,7 +45,16 @@ class Runtime:
     tools: ToolSource = field(default_factory=PrivateTools)
     seed: int = 0
     rate_limit_timeout_s: float = 600.0
+    _infos: dict[tuple[int, str], ModelInfo] = field(default_factory=dict, repr=False)
 
     def rng(self, *parts: object) -> random.Random:
         """A random source that depends only on the seed and ``parts`` (e.g. agent, attempt)."""
         return random.Random(f"{self.seed}:" + ":".join(str(p) for p in parts))
+
+    def model_info(self, client: LLMClient, model: str) -> ModelInfo:
+        """``client.model_info(model)``, asked once per run (it is fixed for a client)."""
+        key = (id(client), model)
+        info = self._infos.get(key)
+        if info is None:
+            info = self._infos[key] = client.model_info(model)
+        return info

@@ -5,7 +5,14 @@ taken by priority (then file order) whenever a slot is free under the workflow's
 ``max_parallel_agents`` and the run's ``max_parallel``. Workflow instances are admitted in
 order, at most ``max_workflows`` at once. The engine is event-driven, in the manner of
 ``graphlib.TopologicalSorter``: a finished agent releases its dependents and the
-dispatcher fills free slots; nothing polls.
+dispatcher fills free slots; nothing polls. A finished agent is settled at the end of its
+own task, so its dependents start on the next turn of the event loop.
+
+Memory per agent (tracemalloc over 10,000 agents, ``bench/bench_chain.py``): about 90 B
+while pending (its entries in ``_WorkflowRun``), 8 KB while running (its task and
+coroutine frames, ``AgentTask``, ``Attempt``, request and ticket; on the simulator 2.8 KB
+of that is its ``random.Random``), 600 B once finished (its ``AgentResult``), besides
+its spec and its share of the graph (about 1 KB).
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ import heapq
 import os
 import uuid
 from collections import deque
-from collections.abc import Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from types import MappingProxyType
@@ -25,7 +32,7 @@ from typing import Any
 from aoe.cost.budget import BudgetScope
 from aoe.engine import policy
 from aoe.engine.pipeline import run_agent
-from aoe.engine.results import AgentResult, AgentState, AttemptResult, RunResult, WorkflowResult
+from aoe.engine.results import AgentResult, AgentState, RunResult, WorkflowResult
 from aoe.engine.runtime import Runtime
 from aoe.engine.task import AgentTask
 from aoe.graph import WorkflowGraph
@@ -103,7 +110,7 @@ class _WorkflowRun:
         self.order = {a: i for i, a in enumerate(spec.agents)}
         self.ready: list[tuple[int, int, str]] = []
         self.running: dict[str, asyncio.Task[AgentResult]] = {}
-        self.attempts: dict[str, list[AttemptResult]] = {}
+        self.tasks: dict[str, AgentTask] = {}  # of the running agents
         self.limit = spec.max_parallel_agents or 0
         self.stop_reason: str | None = None
         self.cancelled = False
@@ -215,7 +222,7 @@ class Engine:
         for wf in self._active:
             wf.cancelled = True
             wf.stop_reason = "interrupted"
-            _cancel(wf.running.values())
+            _cancel(wf)
         self._admit()
         for wf in list(self._active):
             self._maybe_finish(wf)
@@ -330,15 +337,28 @@ class Engine:
             budget_scopes=(*wf.budget_scopes, agent_scope),
             first_attempt=wf.job.next_attempts.get(agent_id, 1),
         )
-        runner = asyncio.create_task(run_agent(task, self.rt), name=task.where)
+        runner = asyncio.create_task(self._run_agent(wf, agent_id, task), name=task.where)
         wf.running[agent_id] = runner
-        wf.attempts[agent_id] = task.attempts
+        wf.tasks[agent_id] = task
         self._running_total += 1
         runner.add_done_callback(functools.partial(self._on_done, wf, agent_id))
 
     # -- completion ---------------------------------------------------------------------
 
+    async def _run_agent(self, wf: _WorkflowRun, agent_id: str, task: AgentTask) -> AgentResult:
+        """Run the agent, and settle it at the end of its own task: its dependents start
+        one turn of the event loop sooner than from a done callback."""
+        result = await run_agent(task, self.rt)
+        try:
+            self._agent_ended(wf, agent_id, result)
+        except Exception as exc:  # a bug here must end the run, not leave it waiting
+            self._fail(exc)
+        return result
+
     def _on_done(self, wf: _WorkflowRun, agent_id: str, task: asyncio.Task[AgentResult]) -> None:
+        """Settle an agent whose task did not return (cancelled, or an internal error)."""
+        if agent_id not in wf.running:  # settled at the end of its own task
+            return
         try:
             self._agent_done(wf, agent_id, task)
         except Exception as exc:  # a bug here must end the run, not leave it waiting
@@ -354,12 +374,9 @@ class Engine:
             if not any(wf.running for wf in self._active):
                 self._done.set()
 
-    def _agent_done(
-        self, wf: _WorkflowRun, agent_id: str, task: asyncio.Task[AgentResult]
-    ) -> None:
-        wf.running.pop(agent_id, None)
-        self._running_total -= 1
-        attempts = tuple(wf.attempts.pop(agent_id, ()))
+    def _agent_done(self, wf: _WorkflowRun, agent_id: str, task: asyncio.Task[AgentResult]) -> None:
+        task_of = wf.tasks.get(agent_id)
+        attempts = tuple(task_of.attempts) if task_of is not None else ()
         now = self.rt.clock.wall()
         if task.cancelled():
             result = AgentResult(
@@ -380,6 +397,12 @@ class Engine:
             )
         else:
             result = task.result()
+        self._agent_ended(wf, agent_id, result)
+
+    def _agent_ended(self, wf: _WorkflowRun, agent_id: str, result: AgentResult) -> None:
+        wf.running.pop(agent_id, None)
+        wf.tasks.pop(agent_id, None)
+        self._running_total -= 1
         self._settle(wf, result)
         # A provider billing past a budget stops the workflow (letting running agents end);
         # otherwise only a failure can settle a workflow's outcome early.
@@ -388,7 +411,7 @@ class Engine:
         if wf.stop_reason is None and result.state is not AgentState.COMPLETED:
             wf.stop_reason = policy.stop_reason(wf.job.spec, wf.states)
             if wf.stop_reason is not None and policy.cancels_running(wf.states):
-                _cancel(wf.running.values())
+                _cancel(wf)
         self._dispatch()
         self._maybe_finish(wf)
 
@@ -504,9 +527,13 @@ class Engine:
         task.add_done_callback(self._bookkeeping.discard)
 
 
-def _cancel(tasks: Iterable[asyncio.Task[AgentResult]]) -> None:
-    """Cancel agents once: an agent already winding down (recording what its call cost)
-    is not interrupted a second time by another Ctrl-C or a stopping policy."""
-    for task in tasks:
-        if not task.cancelling():
-            task.cancel()
+def _cancel(wf: _WorkflowRun) -> None:
+    """Cancel the running agents of ``wf`` once: an agent already winding down (recording
+    what its call cost) is not interrupted a second time by another Ctrl-C or a stopping
+    policy, and one settling an answered call is cancelled once that is recorded."""
+    for agent_id, runner in wf.running.items():
+        guard = wf.tasks[agent_id].guard
+        if guard.held:
+            guard.deferred = True
+        elif not runner.cancelling():
+            runner.cancel()

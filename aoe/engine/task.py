@@ -9,11 +9,23 @@ from typing import Any
 
 from aoe.cost.budget import BudgetScope
 from aoe.cost.money import ZERO
-from aoe.engine.results import AttemptResult
+from aoe.engine.results import NO_USAGE, AttemptResult
 from aoe.engine.runtime import Runtime
 from aoe.monitor.events import Envelope
 from aoe.providers.base import Usage
 from aoe.spec.models import AgentSpec, WorkflowSpec
+
+
+class CancelGuard:
+    """Holds the scheduler's cancel off an agent while it settles and records a call that
+    answered (``held``); a cancel that came meanwhile (``deferred``) is raised once it is
+    done. It does what ``asyncio.shield`` around that work would, without a task of its own."""
+
+    __slots__ = ("deferred", "held")
+
+    def __init__(self) -> None:
+        self.held = False
+        self.deferred = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +48,7 @@ class AgentTask:
     first_attempt: int = 1
     # Filled as attempts end, so an agent cancelled mid-attempt still reports them.
     attempts: list[AttemptResult] = field(default_factory=list)
+    guard: CancelGuard = field(default_factory=CancelGuard)
 
     @property
     def run_id(self) -> str:
@@ -59,7 +72,7 @@ class Attempt:
     number: int
     envelope: Envelope
     started_at: float
-    usage: Usage = field(default_factory=Usage)
+    usage: Usage = NO_USAGE
     cost_usd: Decimal = ZERO
 
     @classmethod

@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
 from aoe.clock import Clock, SystemClock
-from aoe.errors import RunLeaseHeldError, RunLeaseLostError
+from aoe.errors import LedgerError, RunLeaseHeldError, RunLeaseLostError
 from aoe.ledger.records import RunLeaseHolder
 
 if TYPE_CHECKING:
@@ -204,13 +204,14 @@ class LedgerLease:
 
     async def release(self) -> None:
         """Give the lease up (a lease another process took over is left to it); from then on
-        this ledger writes unfenced."""
+        this ledger writes unfenced. A ledger that can write nothing more (its writes fail)
+        leaves the lease to expire after its window."""
         mine = self._holder
         if mine is None:
             return
         try:
             await self._writer.submit(release, mine)
-        except RunLeaseLostError:
+        except (RunLeaseLostError, LedgerError):
             pass
         finally:
             self._holder = None

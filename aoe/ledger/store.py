@@ -1,9 +1,11 @@
 """``Ledger``: the run ledger a run writes to and the commands read from.
 
-Writes are async and go through one writer thread (see ``aoe.ledger.writer``): an
-awaited write has been committed. Reads are synchronous, on their own connection, each
-inside one read transaction, so they see a consistent snapshot even while another aoe
-process writes. Several processes may share one ledger file (WAL mode, busy timeout).
+Writes go through one writer thread (``aoe.ledger.writer``), committed in the order they
+are made; which of them return only once committed, and why, is in the ``aoe.ledger``
+docstring. Reads are synchronous, on their own connection, each inside one read
+transaction, so they see a consistent snapshot even while another aoe process writes,
+and every write this ``Ledger`` was handed before them. Several processes may share one
+ledger file (WAL mode, busy timeout).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from aoe.ledger.writer import (
     write_attempt_start,
     write_call,
     write_call_start,
+    write_nothing,
     write_run_start,
     write_state_change,
     write_workflow_start,
@@ -118,45 +121,59 @@ class Ledger:
             raise err from exc
         return cls(path, conn, busy_timeout_s=busy_timeout_s, lock_wait_s=lock_wait_s)
 
-    # --- writes: awaited until committed -----------------------------------------------
+    # --- writes (see the package docstring for which are awaited, and why) -------------
 
     async def start_run(self, record: RunStart) -> None:
-        """Record a run starting, or reopen a run being resumed."""
+        """Record a run starting, or reopen a run being resumed; returns once committed."""
         await self._writer.submit(write_run_start, record)
 
     async def start_workflow(self, record: WorkflowStart) -> None:
-        """Record a workflow instance starting (or reopening on resume)."""
+        """Record a workflow instance starting (or reopening on resume), committed."""
         await self._writer.submit(write_workflow_start, record)
 
     async def start_attempt(self, record: AttemptStart) -> None:
-        """Record an agent attempt starting; with no end it will read as interrupted."""
-        await self._writer.submit(write_attempt_start, record)
+        """Queue an agent attempt's start (committed in order, nobody waits); with no end
+        it reads as interrupted."""
+        self._writer.post(write_attempt_start, record)
 
-    async def start_call(self, record: CallStart) -> None:
+    async def start_call(self, record: CallStart, *, wait: bool = True) -> None:
         """Record a provider call as started, before its request leaves: from the commit on,
-        it counts as spent at its reservation (unconfirmed) until ``record_call`` ends it."""
-        await self._writer.submit(write_call_start, record)
+        it counts as spent at its reservation (unconfirmed) until ``record_call`` ends it.
+
+        Returns once it, and every write queued before it, is committed; with ``wait``
+        false (a call that cannot cost money) it is only queued.
+        """
+        if wait:
+            await self._writer.submit(write_call_start, record)
+        else:
+            self._writer.post(write_call_start, record)
 
     async def record_call(self, record: CallRecord) -> None:
-        """Record how a provider call ended, completing its started row (or inserting one
-        if it was never started); returns once the row is committed."""
-        await self._writer.submit(write_call, record)
+        """Queue how a provider call ended, completing its started row (or inserting one if
+        it was never started); committed in order, nobody waits."""
+        self._writer.post(write_call, record)
 
     async def finish_attempt(self, record: AttemptEnd) -> None:
-        """Record how an attempt ended, with its output."""
-        await self._writer.submit(write_attempt_end, record)
+        """Queue how an attempt ended, with its output; committed in order, nobody waits."""
+        self._writer.post(write_attempt_end, record)
 
     async def finish_workflow(
         self, run_id: str, workflow_key: str, state: str, ended_at: float
     ) -> None:
-        """Record the final state of a workflow instance."""
+        """Record the final state of a workflow instance, committed."""
         await self._writer.submit(
             write_state_change, StateChange(run_id, workflow_key, state, ended_at)
         )
 
     async def finish_run(self, run_id: str, state: str, ended_at: float) -> None:
-        """Record the final state of a run."""
+        """Record the final state of a run; returns once it and every write before it is
+        committed."""
         await self._writer.submit(write_state_change, StateChange(run_id, None, state, ended_at))
+
+    async def flush(self) -> None:
+        """Return once every write queued so far is committed; raise what a queued write
+        failed with (``LedgerError``, ``RunLeaseLostError``)."""
+        await self._writer.submit(write_nothing, None)
 
     # --- the run lease (see aoe.ledger.lease) ------------------------------------------
 
@@ -208,6 +225,7 @@ class Ledger:
         return self._read(lambda c: queries.resolve_run_id(c, prefix))
 
     def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+        self._writer.drain()  # a read sees every write this ledger was handed before it
         with self._read_lock:
             try:
                 self._conn.execute("BEGIN")

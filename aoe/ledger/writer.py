@@ -1,12 +1,19 @@
 """The ledger's writer thread: SQLite writes that never block the event loop.
 
-Coroutines put ``(statement, record, future)`` on a queue and await the future; one
-thread with its own connection takes everything that has arrived, applies it in a single
-``BEGIN IMMEDIATE`` transaction (each write inside its own savepoint, so one bad record
-fails alone) and commits. Only after the commit are the futures resolved: when
-``await ledger.record_call(...)`` returns, the row is in the database and survives the
-process being killed. Grouping writes that arrive together is what keeps the cost per
-call low under load.
+Coroutines put ``(statement, record, future)`` on a queue: ``submit`` gives the future to
+await, ``post`` queues a write nobody waits for. One thread with its own connection takes
+everything that has arrived, applies it in a single ``BEGIN IMMEDIATE`` transaction and
+commits (only if a write fails does it apply the batch again, each write in its own
+savepoint, so that one bad awaited write fails alone). Only after the commit are the
+futures resolved: when ``await ledger.start_call(...)`` returns, that row and every row
+queued before it are in the database and survive the process being killed. Grouping what
+arrives together is what keeps the cost per call low under load; nothing lingers to make
+groups larger: a commit of this thread takes a few tens of microseconds, and whatever
+arrives meanwhile makes the next group.
+
+A posted write that fails (a record that cannot be stored, a lost lease, a lock held
+past ``lock_wait_s``) fails every write after it, so that a commit never claims to cover
+a write that was lost: ``failure`` holds its error, and every later write raises it.
 
 ``SQLITE_BUSY`` (another aoe process holds the write lock) is waited out by
 ``busy_timeout`` and then retried with a short backoff until ``lock_wait_s`` has passed.
@@ -33,7 +40,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from aoe.cost.money import optional_text, to_pusd
-from aoe.errors import AoeError, LedgerError
+from aoe.errors import AoeError, LedgerError, RunLeaseLostError
 from aoe.ledger.errors import connect, ledger_error
 from aoe.ledger.lease import holds, lost_error
 from aoe.ledger.records import (
@@ -52,6 +59,10 @@ from aoe.spec.models import thaw
 
 Statement = Callable[[sqlite3.Connection, Any], None]
 MAX_BATCH: Final = 1000
+#: How long the writer keeps a batch open for more writes while nobody waits for any of
+#: its writes (an awaited write closes it at once): more writes per transaction, and no
+#: commit is later for it than this.
+LINGER_S: Final = 0.002
 
 
 def _json(value: Any) -> str:
@@ -238,8 +249,16 @@ def write_state_change(conn: sqlite3.Connection, s: StateChange) -> None:
 
 # --- the thread ------------------------------------------------------------------------
 
-_Item = tuple[Statement, Any, "asyncio.Future[None]", asyncio.AbstractEventLoop]
+#: One write: its statement and record, and who waits for its commit (a future and its
+#: loop), or nobody (``post``).
+_Item = tuple[Statement, Any, "asyncio.Future[None] | None", "asyncio.AbstractEventLoop | None"]
 _STOP: Final = object()
+
+
+def write_nothing(conn: sqlite3.Connection, record: Any) -> None:
+    """A write that writes nothing: awaited, it returns once everything before it is
+    committed (``Ledger.flush``); with a ``threading.Event`` as its record, the writer
+    sets the event then (``Writer.drain``)."""
 
 
 def _is_busy(exc: sqlite3.Error) -> bool:
@@ -261,8 +280,26 @@ def _settle(results: list[tuple[asyncio.Future[None], BaseException | None]]) ->
             fut.set_exception(exc)
 
 
+def _again(first: BaseException) -> AoeError:
+    """What every write after a failed posted write raises: its error, saying that nothing
+    after it is recorded (a lost lease stays a ``RunLeaseLostError``)."""
+    kind = RunLeaseLostError if isinstance(first, RunLeaseLostError) else LedgerError
+    if isinstance(first, AoeError):
+        return kind(
+            f"{first.message}; nothing after it is recorded", where=first.where, hint=first.hint
+        )
+    return kind(f"the ledger stopped recording: {first}")
+
+
 class Writer:
-    """One thread and one connection that apply every write, in arrival order."""
+    """One thread and one connection that apply every write, in arrival order.
+
+    ``submit`` queues a write and gives a future that resolves once it is committed;
+    ``post`` queues one that nobody waits for. Writes are committed in the order they
+    were queued, a batch at a time, so a write's commit is also the commit of every write
+    queued before it. A posted write that fails breaks that chain for good: it and every
+    write after it fail with its error (``failure``), and nothing after it is committed.
+    """
 
     def __init__(self, path: Path, *, busy_timeout_s: float, lock_wait_s: float) -> None:
         self._path = path
@@ -273,11 +310,15 @@ class Writer:
         self._start_lock = threading.Lock()
         self._broken: LedgerError | None = None
         self._closed = False
+        #: The first posted write that failed; from then on every write fails.
+        self.failure: BaseException | None = None
+        #: How long a batch that nobody waits for stays open for more writes.
+        self.linger_s = LINGER_S
+        self._urgent = threading.Event()  # set by a write that is waited for
         #: The run lease this ledger's writes are fenced by (set and cleared by its lease).
         self.fence: RunLeaseHolder | None = None
 
-    def submit(self, statement: Statement, record: Any) -> asyncio.Future[None]:
-        """Queue a write; the returned future resolves once it is committed."""
+    def _check(self) -> None:
         if self._closed:
             raise LedgerError(
                 "the ledger is closed",
@@ -286,18 +327,44 @@ class Writer:
             )
         if self._broken is not None:
             raise self._broken
+        if self.failure is not None:
+            raise _again(self.failure)
         if self._thread is None:
             self._start()
+
+    def submit(self, statement: Statement, record: Any) -> asyncio.Future[None]:
+        """Queue a write; the returned future resolves once it (and every write queued
+        before it) is committed."""
+        self._check()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         self._queue.put((statement, record, fut, loop))
+        self._urgent.set()
         return fut
+
+    def post(self, statement: Statement, record: Any) -> None:
+        """Queue a write that nobody waits for: it is committed with the next batch (the
+        thread takes everything queued), and at the latest with the next awaited write."""
+        self._check()
+        self._queue.put((statement, record, None, None))
+
+    def drain(self) -> None:
+        """Block the calling thread until every write queued so far has been applied."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return
+        applied = threading.Event()
+        self._queue.put((write_nothing, applied, None, None))
+        self._urgent.set()
+        while not applied.wait(0.05) and thread.is_alive():
+            pass
 
     def stop(self) -> threading.Thread | None:
         """Let the thread finish what is queued, then end; returns it for joining."""
         self._closed = True
         if self._thread is not None:
             self._queue.put(_STOP)
+            self._urgent.set()
         return self._thread
 
     def _start(self) -> None:
@@ -320,19 +387,47 @@ class Writer:
             if first is _STOP:
                 break
             batch: list[_Item] = [first]  # type: ignore[list-item]
-            while len(batch) < MAX_BATCH:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is _STOP:
-                    stopping = True
-                    break
-                batch.append(item)  # type: ignore[arg-type]
-            errors = self._commit(conn, batch)
+            stopping = self._gather(batch)
+            if self.failure is not None:
+                errors: list[BaseException | None] = [_again(self.failure)] * len(batch)
+            else:
+                errors = self._commit(conn, batch)
+                self._note_failure(batch, errors)
             self._resolve(batch, errors)
         if conn is not None:
             conn.close()
+
+    def _gather(self, batch: list[_Item]) -> bool:
+        """Add to ``batch`` what is queued. While nobody waits for any of it, then wait up
+        to ``linger_s`` for more (cut short by a write that is waited for), so that one
+        transaction holds more writes. Returns whether the writer was told to stop."""
+        self._urgent.clear()  # a write waited for from now on sets it; earlier ones are queued
+        stopping, waited_for = self._take_queued(batch)
+        if stopping or waited_for or self.linger_s <= 0 or len(batch) >= MAX_BATCH:
+            return stopping
+        self._urgent.wait(self.linger_s)
+        return self._take_queued(batch)[0]
+
+    def _take_queued(self, batch: list[_Item]) -> tuple[bool, bool]:
+        """Move what is queued into ``batch``: (told to stop, someone waits for the batch)."""
+        waited_for = any(fut is not None for _, _, fut, _ in batch)
+        while len(batch) < MAX_BATCH:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is _STOP:
+                return True, waited_for
+            batch.append(item)  # type: ignore[arg-type]
+            waited_for = waited_for or item[2] is not None  # type: ignore[index]
+        return False, waited_for
+
+    def _note_failure(self, batch: list[_Item], errors: list[BaseException | None]) -> None:
+        """Remember the first posted write that failed: the chain of commits ends there."""
+        for (_, _, fut, _), err in zip(batch, errors, strict=True):
+            if err is not None and fut is None:
+                self.failure = err
+                return
 
     def _commit(
         self, conn: sqlite3.Connection | None, batch: list[_Item]
@@ -355,38 +450,25 @@ class Writer:
                 return [ledger_error(exc, self._path, "write to")] * len(batch)
 
     def _apply(self, conn: sqlite3.Connection, batch: list[_Item]) -> list[BaseException | None]:
-        errors: list[BaseException | None] = []
+        """One transaction for the batch: every write at once, and only if one fails, each
+        in its own savepoint (so one bad write fails alone)."""
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            fence = self.fence
-            if fence is not None and not holds(conn, fence):
-                lost = lost_error(conn, fence)
-                conn.execute("COMMIT")
+            lost = self._begin(conn)
+            if lost is not None:
                 return [lost] * len(batch)
-            for statement, record, _, _ in batch:
-                conn.execute("SAVEPOINT w")
-                try:
+            try:
+                for statement, record, _, _ in batch:
                     statement(conn, record)
-                except sqlite3.Error as exc:
-                    if _is_busy(exc):
-                        raise
-                    conn.execute("ROLLBACK TO w")
-                    errors.append(ledger_error(exc, self._path, "write to"))
-                except AoeError as exc:  # a statement's own refusal (a lease held elsewhere)
-                    conn.execute("ROLLBACK TO w")
-                    errors.append(exc)
-                except Exception as exc:  # a bad record fails alone; the thread must live on
-                    conn.execute("ROLLBACK TO w")
-                    errors.append(
-                        LedgerError(
-                            f"cannot record {type(record).__name__}: {type(exc).__name__}: {exc}",
-                            where=str(self._path),
-                            hint="only JSON-able values and Decimal money can be stored",
-                        )
-                    )
-                else:
-                    errors.append(None)
-                conn.execute("RELEASE w")
+            except Exception as exc:  # a bad write: find it, and write the others
+                if isinstance(exc, sqlite3.Error) and _is_busy(exc):
+                    raise
+                conn.execute("ROLLBACK")
+                lost = self._begin(conn)
+                if lost is not None:
+                    return [lost] * len(batch)
+                errors = self._apply_each(conn, batch)
+            else:
+                errors = [None] * len(batch)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             if conn.in_transaction:
@@ -396,13 +478,63 @@ class Writer:
             raise
         return errors
 
+    def _begin(self, conn: sqlite3.Connection) -> BaseException | None:
+        """Open the batch's write transaction; if this process lost its run lease, end it
+        and return the error every write of the batch fails with."""
+        conn.execute("BEGIN IMMEDIATE")
+        fence = self.fence
+        if fence is not None and not holds(conn, fence):
+            lost = lost_error(conn, fence)
+            conn.execute("COMMIT")
+            return lost
+        return None
+
+    def _apply_each(
+        self, conn: sqlite3.Connection, batch: list[_Item]
+    ) -> list[BaseException | None]:
+        """The batch again, each write in its own savepoint. An awaited write that fails
+        fails alone; a posted one that fails ends the batch: nothing after it is written."""
+        errors: list[BaseException | None] = []
+        for statement, record, fut, _ in batch:
+            conn.execute("SAVEPOINT w")
+            try:
+                statement(conn, record)
+            except sqlite3.Error as exc:
+                if _is_busy(exc):
+                    raise
+                conn.execute("ROLLBACK TO w")
+                errors.append(ledger_error(exc, self._path, "write to"))
+            except AoeError as exc:  # a statement's own refusal (a lease held elsewhere)
+                conn.execute("ROLLBACK TO w")
+                errors.append(exc)
+            except Exception as exc:  # a bad record fails alone; the thread must live on
+                conn.execute("ROLLBACK TO w")
+                errors.append(
+                    LedgerError(
+                        f"cannot record {type(record).__name__}: {type(exc).__name__}: {exc}",
+                        where=str(self._path),
+                        hint="only JSON-able values and Decimal money can be stored",
+                    )
+                )
+            else:
+                errors.append(None)
+            conn.execute("RELEASE w")
+            if fut is None and errors[-1] is not None:
+                rest = len(batch) - len(errors)
+                errors.extend([_again(errors[-1])] * rest)
+                break
+        return errors
+
     @staticmethod
     def _resolve(batch: list[_Item], errors: list[BaseException | None]) -> None:
         by_loop: dict[
             asyncio.AbstractEventLoop, list[tuple[asyncio.Future[None], BaseException | None]]
         ] = {}
-        for (_, _, fut, loop), err in zip(batch, errors, strict=True):
-            by_loop.setdefault(loop, []).append((fut, err))
+        for (statement, record, fut, loop), err in zip(batch, errors, strict=True):
+            if fut is not None and loop is not None:
+                by_loop.setdefault(loop, []).append((fut, err))
+            elif statement is write_nothing and record is not None:
+                record.set()
         for loop, results in by_loop.items():
             with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
                 loop.call_soon_threadsafe(_settle, results)

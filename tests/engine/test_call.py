@@ -23,7 +23,7 @@ from aoe.graph import WorkflowGraph
 from aoe.ledger.records import CallRecord
 from aoe.monitor.events import Event, EventBus, RateLimitHit
 from aoe.providers.base import Usage
-from aoe.ratelimit import RateLimiter, TierStats
+from aoe.ratelimit import RateLimiter, Reservation, TierStats
 from aoe.spec.models import LimitsSpec, ModelRef, RetrySpec, WorkflowSpec, fingerprints
 from tests.engine.scripted import (
     CallLog,
@@ -375,3 +375,35 @@ async def test_a_request_the_client_refused_as_configured_holds_and_costs_nothin
     (record,) = log.calls
     assert (record.status, record.cost_usd, record.cost_confirmed) == ("ConfigError", 0, True)
     assert _tiers(limiter) == {"requests_per_minute": 0, "tokens_per_minute": 0}
+
+
+class _SlowSettle(RateLimiter):
+    """A limiter whose settling takes a while (a limiter kept in Redis, far away)."""
+
+    async def settle(self, reservation: Reservation, actual_tokens: int) -> None:
+        await self._clock.sleep(1.0)
+        await super().settle(reservation, actual_tokens)
+
+
+async def test_a_cancel_while_an_answer_is_settled_waits_until_it_is_recorded() -> None:
+    """Ctrl-C while an answered call is being settled: the settling is not cut short (the
+    permit, the budget and the ledger all get the call's true cost), then the agent stops."""
+    clock = FakeClock(autojump=True)
+    client = ScriptedClient(latency_s={"a": 1.0}, clock=clock)
+    log = CallLog()
+    limiter = _SlowSettle(LimitsSpec(concurrent_requests=1), clock=clock, name="key")
+    budgets = RunBudgets(Decimal(1))
+    engine = Engine(_runtime(client, limiter, recorder=log, budgets=budgets))
+    run = asyncio.create_task(engine.run([WorkflowJob.of("wf", workflow(agent("a")))]))
+    await clock.sleep(1.5)  # the answer came at 1 s; its permit settles until 2 s
+    assert client.calls
+    assert not log.calls  # still settling
+    engine.cancel()
+    result = await asyncio.wait_for(run, 2)
+    (call,) = log.calls
+    assert (call.status, call.cost_usd, call.cost_confirmed) == ("ok", CENT, True)
+    assert limiter.stats().in_flight == 0
+    run_budget = budgets.state("run")
+    assert (run_budget.reserved_usd, run_budget.spent_usd) == (0, CENT)
+    assert result.exit_code == 130
+    assert result.workflows[0].agents["a"].state is AgentState.CANCELLED

@@ -15,6 +15,7 @@ from aoe.engine.scheduler import Engine, EngineOptions, WorkflowJob
 from aoe.errors import LedgerError
 from aoe.ledger import CallStart, Ledger
 from aoe.providers.base import CompletionRequest
+from aoe.providers.sim import SimulatorClient
 from aoe.ratelimit import RateLimiter
 from aoe.spec.models import LimitsSpec
 from tests.engine.scripted import (
@@ -77,7 +78,7 @@ async def test_the_ledger_holds_the_call_before_the_provider_sees_it(tmp_path: P
 class _StartFails(CallLog):
     """A ledger that cannot record a call's start (full disk, lost lease)."""
 
-    async def start_call(self, record: CallStart) -> None:
+    async def start_call(self, record: CallStart, *, wait: bool = True) -> None:
         raise LedgerError("cannot write to the ledger: disk I/O error", hint="free some space")
 
 
@@ -106,7 +107,7 @@ class _SlowStart(CallLog):
         self.clock = clock
         self.started: list[CallStart] = []
 
-    async def start_call(self, record: CallStart) -> None:
+    async def start_call(self, record: CallStart, *, wait: bool = True) -> None:
         self.started.append(record)
         await self.clock.sleep(5.0)
 
@@ -133,3 +134,49 @@ async def test_a_call_cancelled_while_its_start_is_written_is_never_sent() -> No
     assert (run.reserved_usd, run.spent_usd, run.unconfirmed_usd) == (0, 0, 0)
     assert limiter.stats().in_flight == 0
     assert result.cost_usd == 0
+
+
+class _Waits(CallLog):
+    """A recorder that notes whether each call start was waited for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waited: list[bool] = []
+
+    async def start_call(self, record: CallStart, *, wait: bool = True) -> None:
+        self.waited.append(wait)
+
+
+class _Unpriced:
+    """A price source that knows no price (a model missing from the price table)."""
+
+    def cost_usd(self, model: object, usage: object) -> None:
+        return None
+
+    def max_cost_usd(self, model: object, input_tokens: int, max_output_tokens: int) -> None:
+        return None
+
+
+async def test_only_a_call_that_cannot_cost_money_goes_without_waiting_for_its_start() -> None:
+    """A call with a price waits for its start record's commit, and so does one whose price
+    is unknown (it may still be billed); one priced at zero, and the simulator's (which
+    sends nothing), only queue theirs."""
+    cases = {
+        "priced": (ScriptedClient(), FlatPrices(CENT)),
+        "unknown price": (ScriptedClient(), _Unpriced()),
+        "priced at zero": (ScriptedClient(), FlatPrices(0)),
+        "simulator": (SimulatorClient(clock=FakeClock(autojump=True)), FlatPrices(CENT)),
+    }
+    waited = {}
+    for name, (client, prices) in cases.items():
+        log = _Waits()
+        rt = Runtime(clients=OneClient(client), recorder=log, prices=prices)  # type: ignore[arg-type]
+        result = await Engine(rt).run([WorkflowJob.of("wf", workflow(agent_spec("a")))])
+        assert result.exit_code == 0, name
+        waited[name] = log.waited
+    assert waited == {
+        "priced": [True],
+        "unknown price": [True],
+        "priced at zero": [False],
+        "simulator": [False],
+    }

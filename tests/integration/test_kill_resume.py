@@ -352,6 +352,74 @@ def test_kill_9_against_a_provider_that_bills_calls_in_flight(
     assert billed_after_kill > 0  # and the server billed some of those after the kill
 
 
+# --- an answer that came back and was not committed yet ------------------------------------
+
+
+@pytest.mark.slow
+def test_kill_9_with_an_answer_queued_but_not_committed(tmp_path: Path, forker: Forker) -> None:
+    """An agent's result is queued for the ledger, not waited for: the next agent goes on
+    at once. Here another process holds the ledger's write lock from the moment a00's call
+    is in flight, so a00's answer comes back (the server bills it, aoe reports a00 done)
+    but its result cannot be committed. a01's request does not leave: its call start, the
+    one write a request waits for, would commit a00's result with it. SIGKILLed there, the
+    ledger knows a00's call only as started: the resume counts it at its reservation,
+    says so, runs a00 again (its answer was truly lost), and pays once for every other
+    agent."""
+    server = FakeProvider(latency_s=0.4)  # time enough to take the lock while a00 is out
+    server.start()
+    db = tmp_path / "ledger.db"
+    try:
+        wf = _billing_workflow(tmp_path, server, 3)  # a00 <- a01 <- a02
+        run = forker.spawn(
+            "run", str(wf), "--no-live", "--lease-heartbeat", HEARTBEAT, db=db, key="sk-test-kill"
+        )
+        _until(lambda: _in_flight(db) > 0, run)
+        assert run.poll() is None, run.stderr()
+        blocker = sqlite3.connect(db, timeout=10, isolation_level=None)
+        try:
+            blocker.execute("BEGIN IMMEDIATE")  # from now on nothing aoe writes commits
+            _until(lambda: len(server.billed) == 1 and "close/a00: COMPLETED" in run.stderr())
+            assert "close/a00: COMPLETED" in run.stderr()  # reported done, not yet recorded
+            time.sleep(1.0)  # more than twice the server's latency: a01 had every chance
+            assert [b.prompt for b in server.billed] == ["step 0"]
+            assert len(server.requests) == 1  # a01's request waits for its start record
+            run.kill()
+            assert run.wait() == -signal.SIGKILL
+        finally:
+            blocker.close()  # rolls back: it wrote nothing
+        assert _completed(db) == set()
+        assert _query(db, "select agent_id, status from calls") == [("a00", "started")]
+
+        _until(lambda: _lease_stale(db))
+        resume = forker.spawn(
+            "run", "--resume", _run_id(db), "--no-live", "--json", db=db, key="sk-test-kill"
+        )
+        assert resume.wait() == 0, resume.stderr()
+        assert "1 call was in flight" in resume.stderr()
+        assert "agent a00 runs again" in resume.stderr()
+        prompts = [b.prompt for b in server.billed]
+        assert prompts == ["step 0", "step 0", "step 1", "step 2"]  # a00 twice: lost once
+        rows = _query(
+            db, "select agent_id, status, cost_pusd, cost_confirmed from calls order by id"
+        )
+        assert [(a, status, ok) for a, status, _, ok in rows] == [
+            ("a00", "interrupted", 0),  # lost: counted at its reservation, unconfirmed
+            ("a00", "ok", 1),
+            ("a01", "ok", 1),
+            ("a02", "ok", 1),
+        ]
+        lost_bill = _list_price(server.billed[0].input_tokens, server.billed[0].output_tokens)
+        assert lost_bill <= Decimal(rows[0][2]) * PUSD  # its reservation covers its bill
+        for bill, (_, _, pusd, _) in zip(server.billed[1:], rows[1:], strict=True):
+            assert abs(_list_price(bill.input_tokens, bill.output_tokens) - pusd * PUSD) < ROUNDING
+        completed = _query(
+            db, "select agent_id, count(*) from attempts where state = 'COMPLETED' group by 1"
+        )
+        assert sorted(completed) == [("a00", 1), ("a01", 1), ("a02", 1)]
+    finally:
+        server.stop()
+
+
 # --- one process runs a run at a time ------------------------------------------------------
 
 

@@ -6,7 +6,14 @@ import time
 from decimal import Decimal
 from typing import Any
 
-from aoe.ledger.records import AttemptEnd, AttemptStart, CallRecord, RunStart, WorkflowStart
+from aoe.ledger.records import (
+    AttemptEnd,
+    AttemptStart,
+    CallRecord,
+    CallStart,
+    RunStart,
+    WorkflowStart,
+)
 
 
 def run_start(run_id: str = "run-1", **kw: Any) -> RunStart:
@@ -91,3 +98,26 @@ def attempt_end(
     fields: dict[str, Any] = {"ended_at": time.time(), "error": None, "output": None}
     fields.update(kw)
     return AttemptEnd(run_id, key, agent, attempt, state, **fields)
+
+
+def call_start(
+    run_id: str = "run-1",
+    key: str = "invoice",
+    agent: str = "extract",
+    attempt: int = 1,
+    *,
+    turn: int = 1,
+    reserved: str | Decimal = "0.0009",
+) -> CallStart:
+    return CallStart(
+        run_id,
+        key,
+        agent,
+        attempt,
+        turn,
+        "openai",
+        "gpt-4o-mini",
+        Decimal(reserved),
+        1300,
+        time.time(),
+    )

@@ -14,7 +14,7 @@ from aoe.clock import FakeClock
 from aoe.errors import RunLeaseHeldError, RunLeaseLostError
 from aoe.ledger import Ledger
 from aoe.ledger.lease import HEARTBEAT_S, MISSED_HEARTBEATS
-from ledger.factory import call, run_start
+from ledger.factory import call, call_start, run_start
 
 HEARTBEAT = 2.0
 WINDOW = MISSED_HEARTBEATS * HEARTBEAT
@@ -70,8 +70,11 @@ async def test_a_holder_that_stopped_beating_is_taken_over(
     with pytest.raises(RunLeaseLostError) as lost:
         await old.renew()
     assert f"pid {os.getpid()}" in lost.value.message
+    await a.record_call(call())  # queued: fenced out when its batch is committed
     with pytest.raises(RunLeaseLostError):
-        await a.record_call(call())
+        await a.flush()
+    with pytest.raises(RunLeaseLostError):  # and the old holder can write nothing more
+        await a.start_call(call_start())
     assert b.get_run("run-1").workflows == ()
     assert b.cost_report("agent", run_id="run-1").total.calls == 0
     await old.release()  # does not give away what is no longer its own

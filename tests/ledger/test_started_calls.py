@@ -83,6 +83,7 @@ async def test_a_started_call_is_spent_at_its_reservation_until_it_ends(ledger: 
     assert (total.calls, total.cost_usd, total.unconfirmed_usd) == (1, RESERVED, RESERVED)
 
     await ledger.record_call(call(cost="0.000123", started_at=flying.started_at))
+    await ledger.flush()  # queued, then committed: now another process sees it
     assert _rows(ledger) == [(1, "ok", 123_000_000, 1, 0, 900)]
     detail = ledger.get_run("run-1")
     assert (detail.run.cost_usd, detail.run.unconfirmed_usd) == (Decimal("0.000123"), 0)
@@ -98,6 +99,7 @@ async def test_each_call_of_an_agent_completes_its_own_started_row(ledger: Ledge
     await ledger.record_call(call(turn=2, cost="0.0002"))
     await ledger.record_call(call(turn=3, cost="0.0003"))
     await ledger.record_call(call(turn=1, cost="0.0001"))
+    await ledger.flush()  # another connection reads: what was queued must be committed
     with sqlite3.connect(ledger.path) as conn:
         rows = conn.execute("SELECT id, turn, cost_pusd, status FROM calls ORDER BY id").fetchall()
     assert rows == [

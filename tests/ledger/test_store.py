@@ -17,7 +17,14 @@ import pytest
 from aoe.cost.money import format_usd
 from aoe.errors import LedgerError, UsageError
 from aoe.ledger import Ledger, default_db_path
-from ledger.factory import attempt_end, attempt_start, call, run_start, workflow_start
+from ledger.factory import (
+    attempt_end,
+    attempt_start,
+    call,
+    call_start,
+    run_start,
+    workflow_start,
+)
 
 
 @pytest.fixture
@@ -188,7 +195,8 @@ async def test_resume_state(ledger: Ledger) -> None:
 
 
 async def test_writes_do_not_block_the_event_loop(tmp_path: Path) -> None:
-    """A run's other tasks keep running while 5,000 calls are recorded, even under a lock."""
+    """A run's other tasks keep running while 2,500 calls are recorded (a start and an end
+    each), even under a lock."""
     path = tmp_path / "aoe.db"
     ledger = Ledger.open(path)
     await ledger.start_run(run_start())
@@ -203,8 +211,10 @@ async def test_writes_do_not_block_the_event_loop(tmp_path: Path) -> None:
             await asyncio.sleep(0.001)
 
     async def record_many() -> None:
-        for i in range(5000):
+        for i in range(2500):  # a call's start is waited for, its end is queued
+            await ledger.start_call(call_start(turn=i))
             await ledger.record_call(call(turn=i))
+        await ledger.flush()
 
     ticking = asyncio.create_task(ticker())
     recording = asyncio.create_task(record_many())
@@ -219,37 +229,56 @@ async def test_writes_do_not_block_the_event_loop(tmp_path: Path) -> None:
     assert ticked_while_locked > 50
     gaps = [b - a for a, b in itertools.pairwise(ticks)]
     assert max(gaps) < 0.1
-    assert ledger.cost_report("workflow").total.calls == 5000
+    assert ledger.cost_report("workflow").total.calls == 2500
     await ledger.aclose()
 
 
-async def test_one_bad_write_fails_alone(ledger: Ledger) -> None:
-    """A duplicate attempt or non-JSON output is a LedgerError for that write only."""
+async def test_one_bad_awaited_write_fails_alone(ledger: Ledger) -> None:
+    """A write that is waited for and cannot be made (a duplicate run id would not do: it
+    reopens) is a LedgerError for that write only; the others of its batch are committed."""
     await ledger.start_run(run_start())
-    await ledger.start_attempt(attempt_start())
     results = await asyncio.gather(
-        ledger.start_attempt(attempt_start()),  # same attempt number again
-        ledger.record_call(call()),
-        ledger.finish_attempt(attempt_end(output={(1, 2): "tuple keys are not JSON"})),
-        ledger.record_call(call(turn=2)),
+        ledger.start_call(call_start(turn=1)),
+        ledger.start_call(call_start(turn=2, reserved="NaN")),  # no money is NaN
+        ledger.start_call(call_start(turn=3)),
         return_exceptions=True,
     )
-    assert isinstance(results[0], LedgerError)
-    assert "next_attempt" in (results[0].hint or "")
-    assert isinstance(results[2], LedgerError)
-    assert "JSON" in (results[2].hint or "")
-    assert results[1] is None
-    assert results[3] is None
+    assert results[0] is None
+    assert isinstance(results[1], LedgerError)
+    assert "cannot record CallStart" in results[1].message
+    assert results[2] is None
+    await ledger.finish_run("run-1", "COMPLETED", time.time())  # the ledger goes on
     assert ledger.cost_report("agent").total.calls == 2
 
 
-async def test_cancelled_caller_still_records(ledger: Ledger) -> None:
-    """A call whose awaiting agent is cancelled is still recorded: nothing is lost."""
+async def test_a_queued_write_that_fails_stops_the_ledger(ledger: Ledger) -> None:
+    """A queued write (nobody waits for it) that cannot be made is never lost silently: it
+    and every write after it fail, nothing after it is committed (so no later commit can
+    claim the writes before it are recorded), and the next write or flush raises it."""
     await ledger.start_run(run_start())
-    task = asyncio.create_task(ledger.record_call(call()))
+    await ledger.start_attempt(attempt_start())
+    await ledger.record_call(call())
+    await ledger.finish_attempt(attempt_end(output={(1, 2): "tuple keys are not JSON"}))
+    await ledger.record_call(call(turn=2))  # after the bad one: never committed
+    with pytest.raises(LedgerError) as failed:
+        await ledger.flush()
+    assert "cannot record AttemptEnd" in failed.value.message
+    assert "nothing after it is recorded" in failed.value.message
+    assert "JSON" in (failed.value.hint or "")
+    with pytest.raises(LedgerError):
+        await ledger.start_call(call_start(turn=3))
+    with pytest.raises(LedgerError):
+        await ledger.record_call(call(turn=4))
+    assert ledger.cost_report("agent").total.calls == 1  # the call before the bad write
+
+
+async def test_cancelled_caller_still_records(ledger: Ledger) -> None:
+    """A call start whose awaiting agent is cancelled is still recorded: nothing is lost."""
+    await ledger.start_run(run_start())
+    task = asyncio.create_task(ledger.start_call(call_start()))
     await asyncio.sleep(0)
     task.cancel()
-    await ledger.record_call(call(turn=2))  # FIFO: the first is committed before this
+    await ledger.start_call(call_start(turn=2))  # FIFO: the first is committed before this
     assert ledger.cost_report("workflow").total.calls == 2
 
 

@@ -5,7 +5,7 @@
 
 ``concurrent`` waits until PEERS processes are ready, then records CALLS calls.
 ``agents`` resumes RUN_ID if it exists and runs agents forever (three calls each),
-printing a line after every awaited write: what it prints is committed.
+printing what it wrote once a commit covers it: what it prints is committed.
 """
 
 from __future__ import annotations
@@ -17,7 +17,17 @@ from decimal import Decimal
 from pathlib import Path
 
 from aoe.errors import UsageError
-from aoe.ledger import AttemptEnd, AttemptStart, CallRecord, Ledger, RunStart, WorkflowStart
+from aoe.ledger import (
+    AttemptEnd,
+    AttemptStart,
+    CallRecord,
+    CallStart,
+    Ledger,
+    RunStart,
+    WorkflowStart,
+)
+
+COST = Decimal("0.000123")
 
 
 def _call(run_id: str, agent: str, attempt: int, turn: int) -> CallRecord:
@@ -35,7 +45,7 @@ def _call(run_id: str, agent: str, attempt: int, turn: int) -> CallRecord:
         0,
         0,
         0,
-        Decimal("0.000123"),
+        COST,
         True,
         now,
         now,
@@ -70,6 +80,10 @@ async def concurrent(db: Path, run_id: str, calls: int, ready: Path, peers: int)
 
 
 async def agents(db: Path, run_id: str) -> None:
+    """Agents of three calls each, written as the engine writes them: the attempt's start,
+    each call's end and the attempt's end are queued (nobody waits); each call's start is
+    waited for, and its commit is that of everything queued before it. So a line saying a
+    queued write happened is printed only after the next call start returns."""
     ledger = Ledger.open(db)
     try:
         state = ledger.resume_state(run_id)
@@ -82,6 +96,7 @@ async def agents(db: Path, run_id: str) -> None:
     flow = WorkflowStart(run_id, "wf", "wf", "wf.yaml", {"n": 1}, Decimal("1.0"))
     await ledger.start_workflow(flow)
     print("started", flush=True)
+    queued: list[str] = []  # lines of queued writes, printed once a later commit covers them
     for k in range(10**6):
         agent = f"agent-{k}"
         if agent in done:
@@ -91,12 +106,17 @@ async def agents(db: Path, run_id: str) -> None:
             AttemptStart(run_id, "wf", agent, attempt, "m", "openai/x", time.time())
         )
         for turn in (1, 2, 3):
+            await ledger.start_call(
+                CallStart(run_id, "wf", agent, attempt, turn, "openai", "x", COST, 100, time.time())
+            )
+            print("".join(queued) + f"start {agent} {attempt} {turn}", flush=True)
+            queued.clear()
             await ledger.record_call(_call(run_id, agent, attempt, turn))
-            print(f"call {agent} {attempt} {turn}", flush=True)
+            queued.append(f"call {agent} {attempt} {turn}\n")
         await ledger.finish_attempt(
             AttemptEnd(run_id, "wf", agent, attempt, "COMPLETED", time.time(), None, {"k": k})
         )
-        print(f"completed {agent} {attempt}", flush=True)
+        queued.append(f"completed {agent} {attempt}\n")
 
 
 def main(argv: list[str]) -> None:
