@@ -221,6 +221,11 @@ def _number(value: float) -> str:
     return f"{value:.3g}"
 
 
+def _ratio(ratio: float) -> str:
+    """Three decimals where goals live (1.005 against 1.02), three digits elsewhere."""
+    return f"{ratio:.3f}" if 0.1 <= ratio < 10 else f"{ratio:.3g}"
+
+
 def _figure(value: float, unit: str) -> str:
     if unit == "%":
         return f"{_number(value)} %"
@@ -241,7 +246,7 @@ def table_cells(outcomes: Sequence[Outcome]) -> list[tuple[str, ...]]:
                     _figure(row.baseline_value, row.unit) if row.baseline_value is not None else "?"
                 )
                 baseline = f"{row.baseline or 'baseline'}: {said}"
-            ratio = "—" if row.ratio is None else f"{row.ratio:.3g}{TIMES}"
+            ratio = "—" if row.ratio is None else f"{_ratio(row.ratio)}{TIMES}"
             cells.append(
                 (row.what, _figure(row.value, row.unit), baseline, ratio, row.goal, row.met())
             )

@@ -78,12 +78,12 @@ def test_rows_are_read_from_the_last_line_with_ratio_and_verdict(tmp_path: Path)
         "calls/s, 100 in flight (quick)",
         "1,500 calls/s",
         "raw asyncio: 3,000 calls/s",
-        "0.5\u00d7",
+        "0.500\u00d7",
         ">= 2,000",
         "NO",
     )
     assert cells[1][1] == "0.3 ms"
-    assert cells[1][3] == "1.5\u00d7"
+    assert cells[1][3] == "1.500\u00d7"
     assert cells[1][5] == "yes"
 
 
@@ -205,7 +205,7 @@ def test_markdown_is_a_table_ready_for_the_readme(tmp_path: Path) -> None:
     assert table[0] == "| what | aoe | baseline in the same run | ratio | goal | met? |"
     assert table[1] == "|---|---:|---|---:|---|---|"
     assert table[2] == (
-        "| a \\| b | 1,500 calls/s | raw asyncio: 3,000 calls/s | 0.5\u00d7 | >= 2,000 | NO |"
+        "| a \\| b | 1,500 calls/s | raw asyncio: 3,000 calls/s | 0.500\u00d7 | >= 2,000 | NO |"
     )
     assert len(table) == 3
     assert done.stdout.startswith("`python bench/run_all.py --only scale`, 20")
