@@ -9,10 +9,10 @@ allowance must wait for it, so the limit binds, but a minute has to pass first (
 binding). It reports the violations only: 60 calls say nothing about steady throughput.
 
 The loopback server (tests/fakeprovider.py) enforces RPM itself with its own sliding
-60 s window over arrival times and answers 429 to any call over it: each 429 is a limit
-violation by aoe. `aoe run` (a child process, real HTTP, the ledger) is configured with
-the same limit; it has far more agents than the limit lets through in a minute, each
-answered after 50 ms.
+60 s window over arrival times, says so in its rate-limit headers, and answers 429 to any
+call over it: each 429 is a limit violation by aoe. `aoe run` (a child process, real
+HTTP, the ledger) is configured with the same limit; it has far more agents than the
+limit lets through in a minute, each answered after 50 ms.
 
 Throughput is the steady rate after the first minute's allowance, from the moments aoe
 let each call go (the ledger's call start times): (calls - RPM) / (minutes between the
@@ -43,7 +43,9 @@ from tests.fakeprovider import FakeProvider
 def measure(count: int, rpm: int) -> dict[str, float]:
     """One run of ``count`` agents at ``rpm``: calls, 429s, steady throughput, wall time."""
     server = FakeProvider(latency_s=0.05)
-    server.enforce(requests_per_minute=rpm)
+    # headers: the server's rate-limit headers tell its real limit, as a provider's do (its
+    # default headers claim 500 a minute, which aoe would learn and pace to instead)
+    server.enforce(requests_per_minute=rpm, headers=True)
     server.start()
     try:
         with tempfile.TemporaryDirectory() as tmp:
