@@ -1,6 +1,6 @@
 """The seed's scale claims, measured end to end (issue 12).
 
-    python bench/bench_scale.py                 # every claim, about 3 minutes
+    python bench/bench_scale.py                 # every claim, about 2 minutes
     python bench/bench_scale.py --quick         # smaller runs, under a minute
     python bench/bench_scale.py --json --quick  # the rows for bench/run_all.py
 
