@@ -33,6 +33,7 @@ import math
 import os
 import platform
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -171,19 +172,25 @@ def run_script(path: Path, *, quick: bool, timeout_s: float) -> Outcome:
     if not path.is_file():
         return Outcome(path.name, command, (), "missing: not written yet", 0.0)
     started = time.monotonic()
-    try:
-        done = subprocess.run(
-            argv,
-            cwd=path.parent.parent,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            timeout=timeout_s,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        seconds = time.monotonic() - started
-        return Outcome(path.name, command, (), f"timed out after {timeout_s:g} s", seconds)
+    # a session of its own: a timeout ends the script with every process it started (the
+    # servers and `aoe run` children of a benchmark), not the script alone
+    with subprocess.Popen(
+        argv,
+        cwd=path.parent.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        errors="replace",
+        start_new_session=True,
+    ) as proc:
+        try:
+            stdout, stderr = proc.communicate(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            seconds = time.monotonic() - started
+            return Outcome(path.name, command, (), f"timed out after {timeout_s:g} s", seconds)
+    done = subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
     seconds = time.monotonic() - started
     if done.returncode == 2 and "--json" in done.stderr:  # argparse: unrecognized arguments
         problem = "does not speak the protocol yet (no --json)"

@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -51,6 +52,14 @@ def _printing(rows: list[dict[str, object]]) -> str:
             rows[0]["what"] += " (quick)"
         print(json.dumps(rows))
     """
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process runs (a zombie, killed and not yet reaped, does not)."""
+    try:
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
 
 
 def _run_all(folder: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -121,12 +130,31 @@ def test_a_script_that_does_not_speak_the_protocol_is_named_with_why(
     assert said in outcome.problem
 
 
-def test_a_script_that_hangs_is_stopped_at_the_timeout(tmp_path: Path) -> None:
-    """A benchmark that never ends costs the run its timeout, not the whole run."""
-    script = _script(tmp_path, "bench_chain.py", "import time; time.sleep(30)")
-    outcome = run_all.run_script(script, quick=True, timeout_s=0.5)
-    assert outcome.problem == "timed out after 0.5 s"
+def test_a_script_that_hangs_is_stopped_at_the_timeout_with_its_children(
+    tmp_path: Path,
+) -> None:
+    """A benchmark that never ends costs the run its timeout, not the whole run, and the
+    processes it started (its server, its `aoe run`) end with it."""
+    pid_file = tmp_path / "child.pid"
+    script = _script(
+        tmp_path,
+        "bench_chain.py",
+        f"""
+        import subprocess, sys, time
+        child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        open({str(pid_file)!r}, "w").write(str(child.pid))
+        time.sleep(60)
+        """,
+    )
+    outcome = run_all.run_script(script, quick=True, timeout_s=1.5)
+    assert outcome.problem == "timed out after 1.5 s"
     assert outcome.seconds < 10
+    child = int(pid_file.read_text())
+    for _ in range(100):  # killed at once; init reaps it within moments
+        if not _alive(child):
+            break
+        time.sleep(0.05)
+    assert not _alive(child)
 
 
 @pytest.mark.parametrize(
