@@ -262,7 +262,6 @@ def table_cells(outcomes: Sequence[Outcome]) -> list[tuple[str, ...]]:
 
 def render_text(cells: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(c[i]) for c in [HEADERS, *cells]) for i in range(len(HEADERS))]
-    widths[0] = min(widths[0], 70)
     lines = ["  ".join(h.ljust(w) for h, w in zip(HEADERS, widths, strict=True)).rstrip()]
     lines.append("  ".join("-" * w for w in widths))
     lines.extend(
@@ -343,7 +342,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         (
             o.command,
             f"{o.seconds:.0f} s, "
-            + (f"{len(o.rows)} rows" if o.problem is None else o.problem.split(" (")[0]),
+            + (
+                f"{len(o.rows)} row{'s' * (len(o.rows) != 1)}"
+                if o.problem is None
+                else o.problem.split(" (")[0]
+            ),
         )
         for o in outcomes
         if o.seconds
