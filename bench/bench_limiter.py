@@ -2,6 +2,7 @@
 
     python bench/bench_limiter.py               # about 15 s
     python bench/bench_limiter.py --calls 20000 --periods 2
+    python bench/bench_limiter.py --json --quick   # 20,000 calls, 2 periods: rows for run_all.py
 
 1. acquire + settle with nothing waiting (every tier configured, none binding): µs per call.
 2. budget reserve + settle against three scopes (run, workflow, agent): µs per call.
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import random
 import sys
 import time
@@ -127,18 +129,77 @@ async def binding_run(speed: float, periods: int, tasks: int) -> dict[str, float
     }
 
 
+def _rows(
+    limiter_us: float, budget_us: float, run: dict[str, float], violations: int
+) -> list[dict[str, object]]:
+    """The protocol's rows (see bench/run_all.py)."""
+
+    def row(
+        what: str,
+        value: float,
+        unit: str,
+        goal: str,
+        baseline: str | None = None,
+        baseline_value: float | None = None,
+    ) -> dict[str, object]:
+        return {
+            "what": what,
+            "value": value,
+            "unit": unit,
+            "baseline": baseline,
+            "baseline_value": baseline_value,
+            "goal": goal,
+        }
+
+    rpm, tpm = run["rpm"], run["tpm"]
+    return [
+        row("limiter acquire + settle, nothing waiting", round(limiter_us, 2), "µs", "< 100 µs"),
+        row("budget reserve + settle, 3 scopes", round(budget_us, 2), "µs", "< 100 µs"),
+        row(
+            f"throughput at {rpm:.0f} rpm, 200 tasks",
+            round(run["throughput"] * 100, 1),
+            "%",
+            ">= 95 %",
+        ),
+        row(
+            "worst 60 s window, requests",
+            run["worst_requests"],
+            "requests",
+            "<= 1x baseline",
+            "the limit",
+            rpm,
+        ),
+        row(
+            "worst 60 s window, tokens",
+            run["worst_tokens"],
+            "tokens",
+            "<= 1x baseline",
+            "the limit",
+            tpm,
+        ),
+        row("window violations", violations, "windows", "= 0"),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--calls", type=int, default=100_000)
+    parser.add_argument("--calls", type=int, help="default 100,000 (quick: 20,000)")
     parser.add_argument("--speed", type=float, default=20.0)
-    parser.add_argument("--periods", type=int, default=4)
+    parser.add_argument("--periods", type=int, help="default 4 (quick: 2)")
     parser.add_argument("--tasks", type=int, default=200)
+    parser.add_argument("--quick", action="store_true", help="fewer calls and periods")
+    parser.add_argument("--json", action="store_true", help="the rows as JSON, last line")
     args = parser.parse_args()
+    args.calls = args.calls or (20_000 if args.quick else 100_000)
+    args.periods = args.periods or (2 if args.quick else 4)
 
     limiter_us = asyncio.run(limiter_overhead(args.calls))
     budget_us = budget_overhead(args.calls)
     run = asyncio.run(binding_run(args.speed, args.periods, args.tasks))
     violations = int(run["worst_requests"] > run["rpm"]) + int(run["worst_tokens"] > run["tpm"])
+    if args.json:
+        print(json.dumps(_rows(limiter_us, budget_us, run, violations)))
+        return
 
     print(f"python {sys.version.split()[0]}, {args.calls:,} calls, {args.tasks} tasks")
     print(f"{'measure':<52} {'value':>12} {'target':>10}")
