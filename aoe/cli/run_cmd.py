@@ -177,7 +177,6 @@ def run(
     # The engine and the views load when a run starts, not when `aoe --help` lists commands.
     from aoe.app.prepare import RunOptions, prepare
     from aoe.monitor.outputs import OutputOptions, RunOutputs
-    from aoe.report.outputs import write_run_reports
     from aoe.report.printable import printable
     from aoe.report.result import result_json
     from aoe.ui.session import console, run_with_progress
@@ -220,6 +219,8 @@ def run(
     finally:
         gc.unfreeze()
         outputs.finish(result.run_id if result is not None else None)
+    from aoe.report.outputs import write_run_reports  # JUnit's XML: not before the first call
+
     write_run_reports(result, prepared.jobs, junit=junit, warn=sys.stderr)
     if as_json:
         sys.stdout.flush()  # anything written as text goes first
