@@ -14,12 +14,16 @@ import shlex
 import sys
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
 from aoe.cost.money import optional_usd
 from aoe.errors import UsageError
+
+if TYPE_CHECKING:
+    from aoe.app.prepare import PreparedRun
+    from aoe.monitor.outputs import RunOutputs
 
 
 def _positive(name: str, value: float | None) -> None:
@@ -177,10 +181,7 @@ def run(
     # The engine and the views load when a run starts, not when `aoe --help` lists commands.
     from aoe.app.prepare import RunOptions, prepare
     from aoe.monitor.outputs import OutputOptions, RunOutputs
-    from aoe.report.outputs import write_run_reports
     from aoe.report.printable import printable
-    from aoe.report.result import result_json
-    from aoe.ui.session import console, run_with_progress
 
     budget_usd = _money("--budget", budget)
     _positive("--max-parallel", max_parallel)
@@ -211,15 +212,31 @@ def run(
         print(printable(f"warning: {warning}"), file=sys.stderr)
     wanted = OutputOptions(events, metrics_port, metrics_addr, pushgateway)
     outputs = RunOutputs.start(wanted, sys.stderr)
-    result = None
     # The loaded specs and the imports live as long as the run: keep the cycle collector
-    # from walking them again at every full collection while the run makes its garbage.
+    # from walking them again at every full collection while the run makes its garbage,
+    # and while the reports are written (unfrozen, building the --json document of a
+    # 10,000-agent run set off full collections over all of them).
     gc.freeze()
+    try:
+        _run_and_report(prepared, outputs, junit=junit, as_json=as_json, no_live=no_live)
+    finally:
+        gc.unfreeze()
+
+
+def _run_and_report(
+    prepared: PreparedRun, outputs: RunOutputs, *, junit: Path | None, as_json: bool, no_live: bool
+) -> NoReturn:
+    """Run, then write the reports and the result (``--json`` or the summary); exit."""
+    from aoe.report.result import result_json
+    from aoe.ui.session import console, run_with_progress
+
+    result = None
     try:
         result = run_with_progress(prepared, live=_live_wanted(no_live), outputs=outputs)
     finally:
-        gc.unfreeze()
         outputs.finish(result.run_id if result is not None else None)
+    from aoe.report.outputs import write_run_reports  # JUnit's XML: not before the first call
+
     write_run_reports(result, prepared.jobs, junit=junit, warn=sys.stderr)
     if as_json:
         sys.stdout.flush()  # anything written as text goes first

@@ -24,10 +24,15 @@ USD, so sums over many calls are exact.
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
+import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aoe.errors import ConfigError
@@ -82,6 +87,7 @@ class PriceBook:
         self._overrides = {key: _from_spec(spec) for key, spec in (overrides or {}).items()}
         self._provider_ids = dict(provider_ids)
         self._models: dict[ModelRef, tuple[str, ModelPrice] | None] = {}
+        self._prices: dict[ModelRef, ModelPrice | None] = {}  # what price() answered
 
     @classmethod
     def from_config(cls, config: Config) -> PriceBook:
@@ -99,6 +105,14 @@ class PriceBook:
 
     def price(self, model: ModelRef) -> ModelPrice | None:
         """The model's price (base tier), or None when nothing prices it."""
+        try:
+            return self._prices[model]  # every call of a run asks this two or three times
+        except KeyError:
+            pass
+        found = self._prices[model] = self._resolve(model)
+        return found
+
+    def _resolve(self, model: ModelRef) -> ModelPrice | None:
         override = self._overrides.get(str(model))
         if override is not None:
             return override
@@ -153,13 +167,8 @@ class PriceBook:
         provider_id = self._provider_ids.get(model.provider)
         found: tuple[str, ModelPrice] | None = None
         if provider_id is not None:
-            from genai_prices.data_snapshot import get_snapshot
-
-            try:
-                _, info = get_snapshot().find_provider_model(model.name, None, provider_id, None)
-                found = (provider_id, _from_genai(info))
-            except LookupError:
-                found = None
+            price = _RATE_CARDS.price(provider_id, model.name)
+            found = None if price is None else (provider_id, price)
         self._models[model] = found
         return found
 
@@ -172,6 +181,136 @@ class PriceBook:
         provider_id, _ = found
         result = calc_price(GenaiUsage(**counts), model.name, provider_id=provider_id)
         return result.total_price
+
+
+_CARDS_VERSION = 1
+_UNKNOWN = "unknown"
+
+
+class _RateCards:
+    """genai-prices' answers, kept on disk per installed snapshot.
+
+    Importing genai-prices and searching its snapshot costs about 0.1 s (it loads pydantic
+    and an HTTP client for its updater), on the path of every run to its first call. A
+    flat price that holds at any date (no tiers, dated or time-of-day conditions), or that a
+    model is not listed, is the same for as long as the same snapshot is installed: those
+    answers are written to ``$XDG_CACHE_HOME/aoe/prices.json`` (``~/.cache/aoe``, 0600),
+    keyed by the snapshot file's path, size and modification time, so a new genai-prices
+    version is read afresh. Prices with conditions are resolved from genai-prices in each
+    process, as before. A cache that cannot be read or written is ignored.
+    """
+
+    def __init__(self) -> None:
+        self._loaded: dict[str, Any] | None = None
+        self._key: str | None = None
+
+    def price(self, provider_id: str, model: str) -> ModelPrice | None:
+        name = f"{provider_id}/{model}"
+        cards = self._cards()
+        cached = cards.get(name)
+        if cached is not None:
+            try:
+                return _card_price(cached)
+            except (TypeError, ValueError, ArithmeticError, IndexError):
+                pass  # a damaged entry: ask genai-prices
+        from genai_prices.data_snapshot import get_snapshot
+
+        try:
+            _, info = get_snapshot().find_provider_model(model, None, provider_id, None)
+        except LookupError:
+            self._store(name, _UNKNOWN)
+            return None
+        price = _from_genai(info)
+        if not isinstance(info.prices, list) and not price.tiered:  # one flat price, any date
+            self._store(name, _card(price))
+        return price
+
+    def _cards(self) -> dict[str, Any]:
+        if self._loaded is None:
+            self._loaded = {}
+            key = self._key = _snapshot_key()
+            if key is not None:
+                with contextlib.suppress(OSError, ValueError, TypeError):
+                    data = json.loads(_cards_path().read_bytes())
+                    if data.get("snapshot") == key and isinstance(data.get("models"), dict):
+                        self._loaded = data["models"]
+        return self._loaded
+
+    def _store(self, name: str, card: Any) -> None:
+        cards = self._cards()
+        if self._key is None or cards.get(name) == card:
+            return
+        cards[name] = card
+        path = _cards_path()
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            body = json.dumps({"snapshot": self._key, "models": cards}, sort_keys=True)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(body)
+            os.replace(tmp, path)
+
+
+def _snapshot_key() -> str | None:
+    """The installed genai-prices snapshot, found without importing it (None: not found)."""
+    try:
+        spec = importlib.util.find_spec("genai_prices")
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        data = Path(next(iter(spec.submodule_search_locations))) / "data.py"
+        stat = data.stat()
+    except (OSError, ImportError, ValueError):
+        return None
+    return f"{_CARDS_VERSION}:{data}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def _cards_path() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "aoe" / "prices.json"
+
+
+def _card(price: ModelPrice) -> Any:
+    def text(value: Decimal | None) -> str | None:
+        return None if value is None else str(value)
+
+    return [
+        text(price.input_per_mtok),
+        text(price.output_per_mtok),
+        text(price.cached_input_per_mtok),
+        text(price.cache_write_per_mtok),
+        price.tiered,
+    ]
+
+
+def _card_price(card: Any) -> ModelPrice | None:
+    if card == _UNKNOWN:
+        return None
+
+    def money(value: Any) -> Decimal | None:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise TypeError("a price is a decimal string")
+        amount = Decimal(value)
+        if not amount.is_finite() or amount < 0:
+            raise ValueError("a price is finite and not negative")
+        return amount
+
+    input_price, output_price = money(card[0]), money(card[1])
+    if input_price is None or output_price is None or not isinstance(card[4], bool):
+        raise TypeError("a card has an input and an output price and a tier flag")
+    return ModelPrice(
+        input_per_mtok=input_price,
+        output_per_mtok=output_price,
+        cached_input_per_mtok=money(card[2]),
+        cache_write_per_mtok=money(card[3]),
+        source="genai-prices",
+        tiered=card[4],
+    )
+
+
+_RATE_CARDS = _RateCards()
 
 
 def _or(value: Decimal | None, default: Decimal) -> Decimal:

