@@ -241,8 +241,8 @@ class _RateCards:
         if self._key is None or cards.get(name) == card:
             return
         cards[name] = card
-        path = _cards_path()
         with contextlib.suppress(OSError):
+            path = _cards_path()
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
             body = json.dumps({"snapshot": self._key, "models": cards}, sort_keys=True)
@@ -266,7 +266,14 @@ def _snapshot_key() -> str | None:
 
 
 def _cards_path() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    """``$XDG_CACHE_HOME/aoe/prices.json``; an OSError where there is no home (a container
+    user without a passwd entry and no ``HOME``), which the callers treat as no cache."""
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".cache")
+        except RuntimeError as err:
+            raise OSError(str(err)) from err
     return Path(base) / "aoe" / "prices.json"
 
 

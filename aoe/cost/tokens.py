@@ -413,6 +413,11 @@ def _tiktoken_cache_dir() -> str:
     for var in ("TIKTOKEN_CACHE_DIR", "DATA_GYM_CACHE_DIR"):
         if var in os.environ:
             return os.environ[var]
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    base = os.environ.get("XDG_CACHE_HOME")
+    if not base:
+        try:
+            base = str(Path.home() / ".cache")
+        except RuntimeError:  # no HOME and no passwd entry: no cache, tiktoken reads files
+            return ""
     os.environ["TIKTOKEN_CACHE_DIR"] = path = str(Path(base) / "aoe" / "tiktoken")
     return path

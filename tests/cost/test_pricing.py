@@ -247,3 +247,32 @@ def test_a_cache_from_another_snapshot_or_damaged_is_not_believed(
     again = _price_in_child(tmp_path, "openai/gpt-4o-mini")
     assert again["genai_prices_loaded"]
     assert again["prices"][0] == ["0.15", "0.6", "0.075", "genai-prices", False]
+
+
+_NO_HOME = """
+import pathlib, sys
+def _home(cls):
+    raise RuntimeError("Could not determine home directory.")
+pathlib.Path.home = classmethod(_home)
+exec(compile(sys.argv.pop(1), "<price>", "exec"))
+"""
+
+
+def test_without_a_home_prices_come_from_genai_prices_and_nothing_is_written(
+    tmp_path: Path,
+) -> None:
+    """A container user with no HOME and no passwd entry: no cache, the same prices."""
+    env = {k: v for k, v in os.environ.items() if k not in ("HOME", "XDG_CACHE_HOME")}
+    done = subprocess.run(
+        [sys.executable, "-c", _NO_HOME, _PRICE_OF, "openai/gpt-4o-mini"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["prices"][0] == ["0.15", "0.6", "0.075", "genai-prices", False]
+    assert list(tmp_path.iterdir()) == []
