@@ -9,9 +9,8 @@ dispatcher fills free slots; nothing polls. A finished agent is settled at the e
 own task, so its dependents start on the next turn of the event loop.
 
 Memory per agent (tracemalloc over 10,000 agents, ``bench/bench_chain.py``): about 90 B
-while pending (its entries in ``_WorkflowRun``), 8 KB while running (its task and
-coroutine frames, ``AgentTask``, ``Attempt``, request and ticket; on the simulator 2.8 KB
-of that is its ``random.Random``), 600 B once finished (its ``AgentResult``), besides
+while pending (its entries in ``_WorkflowRun``), 5 KB while running (its task and
+coroutine frames, ``AgentTask``, ``Attempt``, request and ticket), 600 B once finished (its ``AgentResult``), besides
 its spec and its share of the graph (about 1 KB).
 """
 
