@@ -1,0 +1,169 @@
+"""A PostgreSQL ledger as a user names it: ``--db``/``AOE_DB`` URLs, ``aoe db migrate``,
+and the exit-2 cases (unreachable, wrong password, newer ledger, missing driver), never
+showing the URL's password."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from aoe.errors import LedgerUnusableError
+from aoe.ledger import Ledger
+from aoe.ledger.migrations import SCHEMA_VERSION
+from aoe.ledger.postgres import redact
+from aoe.ledger.store import db_target, default_db_path, migrate_ledger
+from ledger.conftest import execute
+from ledger.factory import attempt_end, attempt_start, call, run_start, workflow_start
+from ledger.pg import PgCluster, _free_port
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def _aoe(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> tuple[int, str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "aoe", *args],
+        check=False,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        timeout=50,
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+async def _record_a_run(url: str) -> None:
+    async with Ledger.open(url) as ledger:
+        await ledger.start_run(run_start())
+        await ledger.start_workflow(workflow_start())
+        await ledger.start_attempt(attempt_start())
+        await ledger.record_call(call(cost="0.000123"))
+        await ledger.finish_attempt(attempt_end(output={"total": 12}))
+        await ledger.finish_run("run-1", "COMPLETED", time.time())
+
+
+async def test_runs_show_and_cost_report_read_a_postgres_ledger(
+    pg_url: str, tmp_path: Path
+) -> None:
+    """`--db URL` and `AOE_DB=URL` reach the same ledger from any directory; the password
+    is in no output."""
+    await _record_a_run(pg_url)
+    code, out = _aoe("runs", "--db", pg_url, "--json", cwd=tmp_path)
+    assert code == 0, out
+    (run,) = json.loads(out)["runs"] if isinstance(json.loads(out), dict) else json.loads(out)
+    assert run["run_id"] == "run-1"
+    code, out = _aoe("show", "run-1", "--json", env={"AOE_DB": pg_url}, cwd=tmp_path)
+    assert code == 0, out
+    assert "0.000123" in out
+    code, out = _aoe("cost-report", "--by", "agent", env={"AOE_DB": pg_url}, cwd=tmp_path)
+    assert code == 0, out
+    assert "extract" in out
+    assert not (tmp_path / ".aoe").exists()  # no SQLite file was made on the side
+
+
+@pytest.mark.parametrize("problem", ["unreachable", "wrong password", "no such database"])
+def test_a_ledger_that_cannot_be_reached_is_exit_2_without_the_password(
+    problem: str, pg_cluster: PgCluster, tmp_path: Path
+) -> None:
+    url = {
+        "unreachable": f"postgresql://aoe:secret-pw@127.0.0.1:{_free_port()}/aoe",
+        "wrong password": pg_cluster.url().replace(PgCluster.PASSWORD, "secret-wrong"),
+        "no such database": pg_cluster.url("missing_db"),
+    }[problem]
+    for args in (["runs", "--db", url], ["db", "migrate", "--db", url]):
+        code, out = _aoe(*args, cwd=tmp_path)
+        assert code == 2, out
+        assert "cannot open the ledger" in out
+        assert "secret" not in out
+        assert "aoe:***@127.0.0.1" in out
+        assert "Traceback" not in out
+
+
+def test_a_ledger_from_a_newer_aoe_is_refused_untouched(pg_url: str) -> None:
+    """The same words as for an SQLite file: exit 2, upgrade aoe."""
+    assert migrate_ledger(pg_url).version == SCHEMA_VERSION
+    execute(pg_url, "UPDATE aoe_schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    with pytest.raises(LedgerUnusableError) as err:
+        Ledger.open(pg_url)
+    assert f"ledger schema version {SCHEMA_VERSION + 1} is newer than this aoe" in err.value.message
+    assert "upgrade aoe" in (err.value.hint or "")
+    code, out = _aoe("db", "migrate", "--db", pg_url)
+    assert code == 2, out
+    assert "is newer than this aoe" in out
+    assert "secret-pw" not in out
+    assert execute(pg_url, "SELECT version FROM aoe_schema_version") == [(SCHEMA_VERSION + 1,)]
+
+
+def test_db_migrate_creates_then_finds_nothing_to_do(pg_url: str, tmp_path: Path) -> None:
+    code, out = _aoe("db", "migrate", "--db", pg_url)
+    assert code == 0, out
+    assert f"applied {SCHEMA_VERSION} migration(s)" in out
+    assert "(postgresql)" in out
+    assert "secret-pw" not in out
+    code, out = _aoe("db", "migrate", env={"AOE_DB": pg_url})
+    assert code == 0, out
+    assert f"up to date at schema version {SCHEMA_VERSION}" in out
+    code, out = _aoe("db", "migrate", "--db", str(tmp_path / "a.db"))
+    assert code == 0, out
+    assert "(sqlite)" in out
+
+
+def test_many_processes_migrating_at_once_apply_each_migration_once(pg_url: str) -> None:
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "aoe", "db", "migrate", "--db", pg_url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outs = [p.communicate(timeout=50)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0] * 4, outs
+    applied = sum(1 for o in outs if "applied" in o)
+    assert applied >= 1
+    assert execute(pg_url, "SELECT version FROM aoe_schema_version") == [(SCHEMA_VERSION,)]
+
+
+def test_without_the_driver_a_postgres_url_says_how_to_install_it(pg_url: str) -> None:
+    code = (
+        "import sys; sys.modules['psycopg'] = None\n"
+        "from aoe.cli.main import main\n"
+        f"raise SystemExit(main(['runs', '--db', {pg_url!r}]))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=50
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "pip install 'aoe[postgres]'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_the_driver_is_imported_only_for_a_postgres_ledger(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from aoe.cli.main import main\n"
+        f"rc = main(['db', 'migrate', '--db', {str(tmp_path / 'x.db')!r}])\n"
+        "assert 'psycopg' not in sys.modules, 'psycopg imported for an SQLite ledger'\n"
+        "raise SystemExit(rc)"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=50
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_urls_are_told_from_paths_and_shown_without_password() -> None:
+    url = "postgresql://ci:hunter2@db.example:5432/aoe?sslmode=require"
+    assert db_target(url) == url  # a Path would fold its "//"
+    assert db_target("x/y.db") == Path("x/y.db")
+    assert default_db_path({"AOE_DB": url}) == url
+    assert redact(url) == "postgresql://ci:***@db.example:5432/aoe?sslmode=require"
+    assert redact("postgres://tokenonly@h/aoe") == "postgres://***@h/aoe"
+    assert "pw" not in redact("postgresql:///aoe?host=/tmp&password=pw")
