@@ -4,22 +4,32 @@ showing the URL's password."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
 
-from aoe.errors import LedgerUnusableError
+from aoe.errors import LedgerError, LedgerUnusableError
 from aoe.ledger import Ledger
 from aoe.ledger.migrations import SCHEMA_VERSION
 from aoe.ledger.postgres import redact
 from aoe.ledger.store import db_target, default_db_path, migrate_ledger
 from ledger.conftest import execute
-from ledger.factory import attempt_end, attempt_start, call, run_start, workflow_start
+from ledger.factory import (
+    attempt_end,
+    attempt_start,
+    call,
+    call_start,
+    run_start,
+    workflow_start,
+)
 from ledger.pg import PgCluster, _free_port
 
 pytestmark = pytest.mark.timeout(60)
@@ -167,3 +177,85 @@ def test_urls_are_told_from_paths_and_shown_without_password() -> None:
     assert redact(url) == "postgresql://ci:***@db.example:5432/aoe?sslmode=require"
     assert redact("postgres://tokenonly@h/aoe") == "postgres://***@h/aoe"
     assert "pw" not in redact("postgresql:///aoe?host=/tmp&password=pw")
+
+
+class _SleepOnce:
+    """A write that holds its batch's transaction open (``pg_sleep``) the first time it
+    runs, so the test can drop the connection in the middle of that transaction."""
+
+    def __init__(self) -> None:
+        self.runs = 0
+
+    def __call__(self, conn: Any, record: object) -> None:
+        self.runs += 1
+        if self.runs == 1:
+            conn.execute("SELECT pg_sleep(5)")
+
+
+def _wait_for_sleeper(cluster: PgCluster, url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with psycopg.connect(cluster.url(), autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT 1 FROM pg_stat_activity WHERE datname = %s AND query LIKE %s"
+                " AND state = 'active'",
+                (name, "%pg_sleep%"),
+            ).fetchone()
+        if row is not None:
+            return
+        time.sleep(0.01)
+    raise AssertionError("the writer never reached its sleeping statement")
+
+
+async def test_a_connection_dropped_mid_transaction_is_retried_and_records_once(
+    pg_cluster: PgCluster, pg_url: str
+) -> None:
+    """``pg_terminate_backend`` while a batch's transaction is open (its call starts
+    written, not committed): the server rolls it back, the writer connects again and
+    commits the batch once; a later read on a dropped reading connection reconnects too."""
+    async with Ledger.open(pg_url) as ledger:
+        await ledger.start_run(run_start())
+        await ledger.start_workflow(workflow_start())
+        await ledger.start_attempt(attempt_start())
+        assert ledger.list_runs()[0].run_id == "run-1"
+        sleeper = _SleepOnce()
+        for turn in range(1, 4):
+            await ledger.start_call(call_start(turn=turn), wait=False)  # queued, same batch
+        held = asyncio.ensure_future(ledger._writer.submit(sleeper, None))
+        await asyncio.to_thread(_wait_for_sleeper, pg_cluster, pg_url)
+        assert await asyncio.to_thread(pg_cluster.terminate_backends, pg_url) == 2
+        await asyncio.wait_for(held, 20)  # retried on a new connection, then committed
+        await ledger.start_call(call_start(turn=4))
+        assert sleeper.runs == 2
+        rows = execute(pg_url, "SELECT turn FROM calls ORDER BY id")
+        assert rows == [(1,), (2,), (3,), (4,)]  # each once: the dropped batch left nothing
+        assert ledger.get_run("run-1").run.in_flight_calls == 4  # the reader reconnected
+
+
+async def test_a_ledger_that_stays_unreachable_fails_the_writes_clearly(
+    pg_cluster: PgCluster, pg_url: str
+) -> None:
+    """The database refuses connections from the moment the connection drops: the write
+    is retried until ``lock_wait_s``, then fails with a LedgerError that says where (no
+    password), and every later write fails too: nothing is recorded out of order."""
+    ledger = Ledger.open(pg_url, lock_wait_s=0.5)
+    await ledger.start_run(run_start())
+    name = pg_url.rsplit("/", 1)[1]
+    with psycopg.connect(pg_cluster.url(), autocommit=True) as conn:
+        conn.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")
+    try:
+        pg_cluster.terminate_backends(pg_url)
+        await ledger.start_attempt(attempt_start())
+        with pytest.raises(LedgerError) as failed:
+            await ledger.start_call(call_start())
+        assert "cannot open the ledger" in failed.value.message  # it could not reconnect
+        assert failed.value.where is not None
+        assert "secret-pw" not in str(failed.value.where) + failed.value.message
+        with pytest.raises(LedgerError):
+            await ledger.flush()
+    finally:
+        with psycopg.connect(pg_cluster.url(), autocommit=True) as conn:
+            conn.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
+        await ledger.aclose()
+    assert execute(pg_url, "SELECT COUNT(*) FROM calls") == [(0,)]
