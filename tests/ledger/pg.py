@@ -43,7 +43,8 @@ class PgCluster:
 
     PASSWORD = "secret-pw"
 
-    def __init__(self) -> None:
+    def __init__(self, *, fsync: bool = False) -> None:
+        self.fsync = fsync  # off for tests: a killed client, not a crashed server, is tested
         self.bindir = _bindir()
         self.directory = Path(tempfile.mkdtemp(prefix="aoe-pg-"))
         self.port = _free_port()
@@ -72,7 +73,7 @@ class PgCluster:
         self.process = subprocess.Popen(
             [*self._as, str(self.bindir / "postgres"), "-D", str(data), "-p", str(self.port),
              "-k", str(self.directory), "-c", "listen_addresses=127.0.0.1",
-             "-c", "fsync=off", "-c", "max_connections=200"],
+             "-c", f"fsync={'on' if self.fsync else 'off'}", "-c", "max_connections=200"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         deadline = time.monotonic() + 30
