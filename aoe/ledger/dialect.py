@@ -13,7 +13,7 @@ types in DDL                INTEGER, REAL, INTEGER PRIMARY  BIGINT (money: pico-
                             KEY (rowid)                     DOUBLE PRECISION, BIGINT identity
 write transaction           ``BEGIN IMMEDIATE`` (file lock)  ``BEGIN`` + row locks (FOR UPDATE)
 reading a row to change it  (the file lock covers it)        ``SELECT ... FOR UPDATE``
-the fence of a batch        (the file lock covers it)        ``SELECT ... FOR SHARE``
+the fence of a batch        (the file lock covers it)        ``SELECT ... FOR NO KEY UPDATE``
 read snapshot               ``BEGIN`` (WAL snapshot)         ``BEGIN ISOLATION LEVEL
                                                              REPEATABLE READ READ ONLY``
 schema version              ``PRAGMA user_version``          table ``aoe_schema_version``,
@@ -61,6 +61,8 @@ class Dialect:
     #: appended to a SELECT that reads a row the transaction will change
     for_update: ClassVar[str] = ""
     #: appended to the SELECT of the lease fence: a takeover waits for the batch's commit
+    #: (strong enough for the batch's own heartbeat UPDATE, so it never has to upgrade a
+    #: lock a waiting taker queues behind: no deadlock)
     for_share: ClassVar[str] = ""
     begin_read: ClassVar[str] = "BEGIN"
     begin_write: ClassVar[str] = "BEGIN IMMEDIATE"
@@ -100,7 +102,7 @@ _MIGRATION_LOCK = 0x616F65  # "aoe"
 class PostgresDialect(Dialect):
     name = "postgresql"
     for_update = " FOR UPDATE"
-    for_share = " FOR SHARE"
+    for_share = " FOR NO KEY UPDATE"
     begin_read = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY"
     begin_write = "BEGIN"
 

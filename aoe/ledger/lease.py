@@ -19,7 +19,7 @@ PostgreSQL: the row is inserted if absent, then locked with ``SELECT ... FOR UPD
 read the row, refuse or write ours), so of two processes asking at once exactly one wins,
 on one machine or many. And the lease fences
 the ledger: while a ``Ledger`` holds a run's lease, each batch of its writes first checks,
-in the same transaction, that the lease is still its own (PostgreSQL: with ``FOR SHARE``,
+in the same transaction, that the lease is still its own (PostgreSQL: row-locked,
 so a takeover waits for the batch to commit); a process whose lease was taken
 over (it was paused past the window) can record nothing more, so it cannot record a call
 as started, and a call is never sent unless it was recorded as started.
@@ -143,7 +143,7 @@ def lost_error(conn: Conn, mine: RunLeaseHolder) -> RunLeaseLostError:
 
 def holds(conn: Conn, mine: RunLeaseHolder) -> bool:
     """Whether ``mine`` still holds its lease (the fence every batch of writes checks; on
-    PostgreSQL the row stays share-locked until the batch commits)."""
+    PostgreSQL the row stays locked until the batch commits)."""
     row = conn.execute(
         "SELECT 1 FROM leases WHERE run_id = ? AND token = ?" + dialect_of(conn).for_share,
         (mine.run_id, mine.token),
