@@ -1,14 +1,14 @@
 """Ledger overhead per recorded call, in microseconds amortised over 10,000 calls.
 
     python3 bench/bench_ledger.py [--calls 10000] [--rounds 3] [--db PATH|URL]...
-    python3 bench/bench_ledger.py --start-postgres      # SQLite against a throwaway PostgreSQL
+    python3 bench/bench_ledger.py --no-start-postgres   # SQLite alone
     python3 bench/bench_ledger.py --json --quick        # the bench/run_all.py protocol
 
-Each ``--db`` is one ledger measured (default: a temporary SQLite file); a
-``postgresql://`` URL (or ``--start-postgres``: a cluster from Debian's ``postgresql``
-package on a free loopback port, as the tests start one) is measured beside a temporary
-SQLite file in the same run, the two alternating round by round, the fastest round of each
-kept, and PostgreSQL reported as a ratio to SQLite.
+Each ``--db`` is one ledger measured, beside a temporary SQLite file. A ``postgresql://``
+URL (or, when none is given and Debian's ``postgresql`` package is installed, a throwaway
+cluster the script starts on a free loopback port, as the tests do) is measured in the
+same run as SQLite, the two alternating round by round, the fastest round of each kept,
+and PostgreSQL is reported as a ratio to SQLite.
 
 Two shapes: ``sequential`` is a chain, one agent's call after another's, ``concurrent``
 has 100 agents recording at once (writes that arrive together share a commit). The
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import glob
 import sys
 import tempfile
 import time
@@ -170,7 +171,13 @@ if __name__ == "__main__":
     parser.add_argument(
         "--db", action="append", default=[], help="a file or postgresql:// URL (repeatable)"
     )
-    parser.add_argument("--start-postgres", action="store_true")
+    parser.add_argument(
+        "--start-postgres",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="measure a throwaway PostgreSQL too (default: when no URL is given and Debian's"
+        " postgresql package is installed)",
+    )
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
@@ -180,6 +187,10 @@ if __name__ == "__main__":
     with tempfile.TemporaryDirectory() as tmp:
         targets = [str(Path(tmp) / "bench.db")]
         targets += [d for d in args.db if d not in targets]
+        if args.start_postgres is None:
+            args.start_postgres = not any(_name(d) == "postgresql" for d in args.db) and bool(
+                glob.glob("/usr/lib/postgresql/*/bin/initdb")
+            )
         if args.start_postgres:
             from tests.ledger.pg import PgCluster
 
