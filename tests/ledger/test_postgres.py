@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +59,7 @@ async def _record_a_run(url: str) -> None:
         await ledger.finish_run("run-1", "COMPLETED", time.time())
 
 
-async def test_runs_show_and_cost_report_read_a_postgres_ledger(
+async def test_runs_show_cost_report_and_report_read_a_postgres_ledger(
     pg_url: str, tmp_path: Path
 ) -> None:
     """`--db URL` and `AOE_DB=URL` reach the same ledger from any directory; the password
@@ -74,6 +75,11 @@ async def test_runs_show_and_cost_report_read_a_postgres_ledger(
     code, out = _aoe("cost-report", "--by", "agent", env={"AOE_DB": pg_url}, cwd=tmp_path)
     assert code == 0, out
     assert "extract" in out
+    html = tmp_path / "run.html"
+    code, out = _aoe("report", "run-1", "--db", pg_url, "--html", str(html), cwd=tmp_path)
+    assert code == 0, out
+    assert "extract" in html.read_text()
+    assert PgCluster.PASSWORD not in out
     assert not (tmp_path / ".aoe").exists()  # no SQLite file was made on the side
 
 
@@ -259,3 +265,54 @@ async def test_a_ledger_that_stays_unreachable_fails_the_writes_clearly(
             conn.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")
         await ledger.aclose()
     assert execute(pg_url, "SELECT COUNT(*) FROM calls") == [(0,)]
+
+
+async def test_both_dialects_read_back_the_same_answers(pg_url: str, tmp_path: Path) -> None:
+    """The same writes recorded in an SQLite file and in PostgreSQL read back identically:
+    `runs`, `show`, every `cost-report` grouping and what `--resume` continues from."""
+    t0 = 1_714_554_000.0  # 2024-05-01 09:00 UTC; a second workflow starts on the next day
+    writes: list[tuple[str, object]] = [
+        ("start_run", run_start(started_at=t0)),
+        ("start_workflow", workflow_start(started_at=t0)),
+        ("start_workflow", workflow_start(key="invoice#2", started_at=t0 + 86_400)),
+    ]
+    for key, day in (("invoice", 0), ("invoice#2", 86_400)):
+        for n, agent in enumerate(("extract", "check", "book")):
+            at = t0 + day + n * 10
+            writes += [
+                ("start_attempt", attempt_start(key=key, agent=agent, started_at=at)),
+                ("start_call", call_start(key=key, agent=agent)._replace(started_at=at)),
+                ("record_call", call(key=key, agent=agent, cost=f"0.00{n + 1}7", started_at=at)),
+            ]
+            if agent != "book" or key == "invoice":
+                writes.append(
+                    (
+                        "finish_attempt",
+                        attempt_end(key=key, agent=agent, ended_at=at + 5, output={"n": n}),
+                    )
+                )
+    writes.append(("start_call", call_start(key="invoice#2", agent="book", turn=2)))  # lost
+    answers = []
+    for target in (tmp_path / "aoe.db", pg_url):
+        async with Ledger.open(target) as ledger:
+            for method, record in writes:
+                await getattr(ledger, method)(record)
+            await ledger.flush()
+            lease = ledger.take_lease_now("run-1")
+            answers.append(
+                (
+                    ledger.list_runs(),
+                    ledger.get_run("run"),
+                    [
+                        ledger.cost_report(by)
+                        for by in ("workflow", "agent", "module", "model", "day")
+                    ],
+                    ledger.cost_report("agent", since=datetime.fromtimestamp(t0 + 86_400, UTC)),
+                    ledger.resume_state("run-1", lease=lease),
+                )
+            )
+    sqlite, postgres = answers
+    assert postgres == sqlite
+    days = [r.keys for r in sqlite[2][4].rows]
+    assert days[:2] == [("2024-05-01",), ("2024-05-02",)]  # then the lost call's: today
+    assert len(sqlite[4].lost_calls) == 1
