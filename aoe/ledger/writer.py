@@ -510,6 +510,9 @@ class Writer:
                     err = backend.error(busy.__cause__ or busy, "write to")
                     return [err] * len(batch)
                 if busy.__cause__ is not None and backend.is_disconnect(busy.__cause__):
+                    if self._conn is not None:
+                        with contextlib.suppress(*backend.errors):
+                            self._conn.close()  # type: ignore[attr-defined]
                     self._conn = None  # rolled back by the server: open again and retry
                 time.sleep(delay)
                 delay = min(delay * 2, 0.2)
