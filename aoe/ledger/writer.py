@@ -487,8 +487,7 @@ class Writer:
 
     def _commit(self, batch: list[_Item]) -> list[BaseException | None]:
         backend = self._backend
-        if self._conn is None:
-            assert self._broken is not None
+        if self._broken is not None:  # the first connection could not be made
             return [self._broken] * len(batch)
         deadline = time.monotonic() + self._lock_wait_s
         delay = 0.005

@@ -198,15 +198,17 @@ class _SleepOnce:
             conn.execute("SELECT pg_sleep(5)")
 
 
-def _wait_for_sleeper(cluster: PgCluster, url: str) -> None:
+def _wait_for_sleeper(cluster: PgCluster, url: str, query: str = "%pg_sleep%") -> None:
+    """Until a connection to the database of ``url`` sleeps in ``pg_sleep`` while running
+    a statement like ``query``."""
     name = url.rsplit("/", 1)[1]
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         with psycopg.connect(cluster.url(), autocommit=True) as conn:
             row = conn.execute(
                 "SELECT 1 FROM pg_stat_activity WHERE datname = %s AND query LIKE %s"
-                " AND state = 'active'",
-                (name, "%pg_sleep%"),
+                " AND state = 'active' AND wait_event = 'PgSleep'",
+                (name, query),
             ).fetchone()
         if row is not None:
             return
@@ -316,3 +318,38 @@ async def test_both_dialects_read_back_the_same_answers(pg_url: str, tmp_path: P
     days = [r.keys for r in sqlite[2][4].rows]
     assert days[:2] == [("2024-05-01",), ("2024-05-02",)]  # then the lost call's: today
     assert len(sqlite[4].lost_calls) == 1
+
+
+async def test_a_connection_dropped_during_commit_is_never_sent_again(
+    pg_cluster: PgCluster, pg_url: str
+) -> None:
+    """A deferred trigger makes COMMIT itself take a while; the connection is dropped then.
+    Whether the batch was recorded cannot be known from the client, so it is not sent
+    again (it could be recorded twice): the write fails saying so (its call is never sent);
+    the next write goes on a new connection."""
+    ledger = Ledger.open(pg_url)
+    try:
+        await ledger.start_run(run_start())
+        execute(
+            pg_url,
+            "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS"
+            " 'BEGIN PERFORM pg_sleep(5); RETURN NULL; END'",
+        )
+        execute(
+            pg_url,
+            "CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON calls DEFERRABLE INITIALLY"
+            " DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()",
+        )
+        start = asyncio.ensure_future(ledger.start_call(call_start()))
+        await asyncio.to_thread(_wait_for_sleeper, pg_cluster, pg_url, "COMMIT")
+        await asyncio.to_thread(pg_cluster.terminate_backends, pg_url)
+        with pytest.raises(LedgerError) as lost:
+            await asyncio.wait_for(start, 20)
+        assert "lost during COMMIT" in lost.value.message
+        assert "not sent again" in lost.value.message
+        execute(pg_url, "DROP TRIGGER slow ON calls")
+        await ledger.start_call(call_start(turn=2))
+    finally:
+        await ledger.aclose()
+    # the dropped COMMIT was rolled back by the server, and never sent again
+    assert execute(pg_url, "SELECT turn FROM calls") == [(2,)]
