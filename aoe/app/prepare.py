@@ -25,7 +25,7 @@ from aoe.errors import AoeError, ConfigError, LedgerError, Problem, SpecError, U
 from aoe.graph import WorkflowGraph
 from aoe.ledger.lease import HEARTBEAT_S
 from aoe.ledger.records import ResumeState, RunLeaseHolder
-from aoe.ledger.store import Ledger, default_db_path
+from aoe.ledger.store import Ledger, Target, default_db_path, ledger_exists
 from aoe.providers.registry import ClientPool
 from aoe.spec.config import load_config
 from aoe.spec.inputs import parse_input_args, resolve_inputs
@@ -49,7 +49,7 @@ class RunOptions:
     max_parallel: int | None = None
     max_workflows: int | None = None
     config_path: Path | None = None
-    db_path: Path | None = None
+    db_path: Target | None = None  # a file, or a postgresql:// URL
     resume: str | None = None
     seed: int = 0
     command: str = ""
@@ -275,7 +275,7 @@ def _prepare_resume(options: RunOptions) -> PreparedRun:
             hint=f"aoe run --resume {options.resume}",
         )
     db = options.db_path or default_db_path()
-    if not db.exists():
+    if not ledger_exists(db):
         raise UsageError(f"there is no ledger at {db}", hint="pass --db or set AOE_DB")
     with Ledger.open(db) as ledger:
         # The lease first: what to resume is read by the one process that will resume it.

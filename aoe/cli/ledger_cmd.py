@@ -23,9 +23,11 @@ FORMATS = ("table", "json", "csv", "markdown")
 GROUPS = ("workflow", "agent", "module", "model", "day")
 
 DbOption = Annotated[
-    Path | None,
+    str | None,  # not Path: a postgresql:// URL would lose its "//"
     typer.Option(
-        "--db", metavar="PATH", help="Ledger file (default: $AOE_DB, else .aoe/aoe.db here)."
+        "--db",
+        metavar="PATH|URL",
+        help="Ledger file or postgresql:// URL (default: $AOE_DB, else .aoe/aoe.db here).",
     ),
 ]
 
@@ -50,12 +52,12 @@ def parse_when(text: str, *, option: str, end_of_day: bool = False) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def open_ledger(db: Path | None) -> Ledger:
+def open_ledger(db: str | Path | None) -> Ledger:
     """Open an existing ledger for reading; never create one where none is."""
-    from aoe.ledger.store import Ledger, default_db_path
+    from aoe.ledger.store import Ledger, db_target, ledger_exists
 
-    path = db if db is not None else default_db_path()
-    if not path.exists():
+    path = db_target(db)
+    if not ledger_exists(path):
         raise UsageError(
             f"there is no ledger at {path}",
             hint="runs are recorded by `aoe run`; pass --db or set AOE_DB to read another ledger",
@@ -86,11 +88,11 @@ def runs(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (runs.schema.json).")] = False,
 ) -> None:
     """List recent runs from the ledger, newest first."""
-    from aoe.ledger.store import default_db_path
+    from aoe.ledger.store import db_target, ledger_exists
 
-    path = db if db is not None else default_db_path()
+    path = db_target(db)
     found = []
-    if path.exists():  # reading never creates a ledger where none is
+    if ledger_exists(path):  # reading never creates a ledger where none is
         with open_ledger(path) as ledger:
             found = ledger.list_runs(limit)
     if as_json:

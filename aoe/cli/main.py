@@ -89,9 +89,9 @@ def _global_options(
 
 
 def _register_commands() -> None:
-    from aoe.cli import ledger_cmd, plan_cmd, report_cmd, run_cmd, validate_cmd
+    from aoe.cli import db_cmd, ledger_cmd, plan_cmd, report_cmd, run_cmd, validate_cmd
 
-    for module in (validate_cmd, plan_cmd, run_cmd, ledger_cmd, report_cmd):
+    for module in (validate_cmd, plan_cmd, run_cmd, ledger_cmd, report_cmd, db_cmd):
         module.register(app)
 
 

@@ -19,9 +19,11 @@ def report(
         ),
     ] = None,
     db: Annotated[
-        Path | None,
+        str | None,  # not Path: a postgresql:// URL would lose its "//"
         typer.Option(
-            "--db", metavar="PATH", help="Ledger file (default: $AOE_DB, else .aoe/aoe.db here)."
+            "--db",
+            metavar="PATH|URL",
+            help="Ledger file or postgresql:// URL (default: $AOE_DB, else .aoe/aoe.db here).",
         ),
     ] = None,
 ) -> None:

@@ -121,8 +121,12 @@ def run(
         ),
     ] = None,
     db: Annotated[
-        Path | None,
-        typer.Option("--db", metavar="FILE", help="Ledger file (default: $AOE_DB or .aoe/aoe.db)."),
+        str | None,  # not Path: a postgresql:// URL would lose its "//"
+        typer.Option(
+            "--db",
+            metavar="FILE|URL",
+            help="Ledger file or postgresql:// URL (default: $AOE_DB or .aoe/aoe.db).",
+        ),
     ] = None,
     seed: Annotated[
         int, typer.Option("--seed", help="Seed for the simulator and retry jitter.")
@@ -180,6 +184,7 @@ def run(
     """Run workflows: every agent as soon as its needs are done, under limits and budgets."""
     # The engine and the views load when a run starts, not when `aoe --help` lists commands.
     from aoe.app.prepare import RunOptions, prepare
+    from aoe.ledger.store import db_target
     from aoe.monitor.outputs import OutputOptions, RunOutputs
     from aoe.report.printable import printable
 
@@ -201,7 +206,7 @@ def run(
         max_parallel=max_parallel,
         max_workflows=max_workflows,
         config_path=config,
-        db_path=db,
+        db_path=db_target(db) if db else None,
         resume=resume,
         seed=seed,
         command=shlex.join(["aoe", *sys.argv[1:]]),

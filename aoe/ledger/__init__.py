@@ -1,15 +1,18 @@
-"""The run ledger: every run, attempt, call, cent and output, in SQLite.
+"""The run ledger: every run, attempt, call, cent and output, in SQLite or PostgreSQL.
 
-``Ledger.open(path)`` gives the async write API the engine uses and the read API behind
-``aoe runs``, ``aoe show``, ``aoe cost-report`` and ``aoe run --resume``, and the run
-lease (``Ledger.run_lease``, see ``aoe.ledger.lease``) that keeps a run to one process.
+``Ledger.open(path)`` (a file, or a ``postgresql://`` URL for a ledger many machines
+share: ``aoe.ledger.postgres``, the differences in ``aoe.ledger.dialect``) gives the
+async write API the engine uses and the read API behind ``aoe runs``, ``aoe show``,
+``aoe cost-report`` and ``aoe run --resume``, and the run lease (``Ledger.run_lease``,
+see ``aoe.ledger.lease``) that keeps a run to one process.
 
 Which writes are waited for, and why
 ------------------------------------
 One writer thread commits every write in the order it was made, a transaction for
-everything queued (``aoe.ledger.writer``): when a write is committed, so is every write
-made before it. A queued write that fails stops the ledger (it and every later write
-fail, and the run with them), so that order is never broken. Per agent the engine writes:
+everything queued (``aoe.ledger.writer``; the same for both databases): when a write is
+committed, so is every write made before it. A queued write that fails stops the ledger
+(it and every later write fail, and the run with them), so that order is never broken.
+Per agent the engine writes:
 
 =================  ==========================  ============================================
 write              waited for?                 why

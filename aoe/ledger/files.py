@@ -35,9 +35,7 @@ def open_private(path: Path, *, append: bool = False, buffering: int = -1) -> Te
     flags = os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC | (os.O_APPEND if append else os.O_TRUNC)
     descriptor = os.open(path, flags, PRIVATE_FILE)
     try:
-        return open(
-            descriptor, "a" if append else "w", encoding="utf-8", buffering=buffering
-        )
+        return open(descriptor, "a" if append else "w", encoding="utf-8", buffering=buffering)
     except BaseException:
         os.close(descriptor)
         raise

@@ -14,15 +14,18 @@ ledger, and a dead process's pid may be reused. The holder states its own window
 wall-clock stamps: machines that share a ledger must keep their clocks within a fraction
 of that window of each other (NTP does).
 
-Taking the lease is one write transaction (``BEGIN IMMEDIATE``: read the row, refuse or
-write ours), so of two processes asking at once exactly one wins. And the lease fences
+Taking the lease is one write transaction (SQLite: ``BEGIN IMMEDIATE`` locks the file;
+PostgreSQL: the row is inserted if absent, then locked with ``SELECT ... FOR UPDATE``; then
+read the row, refuse or write ours), so of two processes asking at once exactly one wins,
+on one machine or many. And the lease fences
 the ledger: while a ``Ledger`` holds a run's lease, each batch of its writes first checks,
-in the same transaction, that the lease is still its own; a process whose lease was taken
+in the same transaction, that the lease is still its own (PostgreSQL: row-locked,
+so a takeover waits for the batch to commit); a process whose lease was taken
 over (it was paused past the window) can record nothing more, so it cannot record a call
 as started, and a call is never sent unless it was recorded as started.
 
-``LedgerLease`` is the SQLite implementation of ``aoe.services.RunLease``; a fleet's will
-keep the same row in Redis.
+``LedgerLease`` is the ledger's implementation of ``aoe.services.RunLease``, in SQLite or
+PostgreSQL.
 """
 
 from __future__ import annotations
@@ -31,13 +34,13 @@ import math
 import os
 import secrets
 import socket
-import sqlite3
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
 from aoe.clock import Clock, SystemClock
 from aoe.errors import LedgerError, RunLeaseHeldError, RunLeaseLostError
+from aoe.ledger.dialect import Conn, dialect_of
 from aoe.ledger.records import RunLeaseHolder
 
 if TYPE_CHECKING:
@@ -71,9 +74,11 @@ def _when(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
 
 
-def holder_of(conn: sqlite3.Connection, run_id: str) -> RunLeaseHolder | None:
+def holder_of(conn: Conn, run_id: str, lock: str = "") -> RunLeaseHolder | None:
     """Who holds (or last held, if stale) the lease of ``run_id``; None if nobody."""
-    row = conn.execute(f"SELECT {_COLUMNS} FROM leases WHERE run_id = ?", (run_id,)).fetchone()
+    row = conn.execute(
+        f"SELECT {_COLUMNS} FROM leases WHERE run_id = ?{lock}", (run_id,)
+    ).fetchone()
     return None if row is None else RunLeaseHolder(run_id, *row)
 
 
@@ -91,33 +96,39 @@ def held_error(held: RunLeaseHolder, now: float) -> RunLeaseHeldError:
     )
 
 
-def claim(conn: sqlite3.Connection, want: RunLeaseHolder) -> None:
+def claim(conn: Conn, want: RunLeaseHolder) -> None:
     """Inside a write transaction: make ``want`` the holder, or raise ``RunLeaseHeldError``.
 
     ``want.heartbeat_at`` is the claimer's now. A lease held under ``want.token`` already
     (the same process claiming again) is renewed; a stale one is taken over.
     """
-    held = holder_of(conn, want.run_id)
+    values = (
+        want.run_id,
+        want.token,
+        want.pid,
+        want.host,
+        want.since,
+        want.heartbeat_at,
+        want.stale_after_s,
+    )
+    inserted = conn.execute(
+        f"INSERT INTO leases (run_id, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (run_id) DO NOTHING",
+        values,
+    ).rowcount
+    if inserted:
+        return
+    held = holder_of(conn, want.run_id, dialect_of(conn).for_update)  # locked until commit
     if held is not None and held.token != want.token and not held.stale(want.heartbeat_at):
         raise held_error(held, want.heartbeat_at)
     conn.execute(
-        f"INSERT INTO leases (run_id, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (run_id) DO UPDATE SET token = excluded.token, pid = excluded.pid,"
-        " host = excluded.host, since = excluded.since, heartbeat_at = excluded.heartbeat_at,"
-        " stale_after_s = excluded.stale_after_s",
-        (
-            want.run_id,
-            want.token,
-            want.pid,
-            want.host,
-            want.since,
-            want.heartbeat_at,
-            want.stale_after_s,
-        ),
+        "UPDATE leases SET token = ?, pid = ?, host = ?, since = ?, heartbeat_at = ?,"
+        " stale_after_s = ? WHERE run_id = ?",
+        (*values[1:], want.run_id),
     )
 
 
-def lost_error(conn: sqlite3.Connection, mine: RunLeaseHolder) -> RunLeaseLostError:
+def lost_error(conn: Conn, mine: RunLeaseHolder) -> RunLeaseLostError:
     """The error of a holder whose lease another process has taken over (or removed)."""
     now = holder_of(conn, mine.run_id)
     who = "nobody holds it now" if now is None else f"pid {now.pid} on {now.host} holds it now"
@@ -130,15 +141,17 @@ def lost_error(conn: sqlite3.Connection, mine: RunLeaseHolder) -> RunLeaseLostEr
     )
 
 
-def holds(conn: sqlite3.Connection, mine: RunLeaseHolder) -> bool:
-    """Whether ``mine`` still holds its lease (the fence every batch of writes checks)."""
+def holds(conn: Conn, mine: RunLeaseHolder) -> bool:
+    """Whether ``mine`` still holds its lease (the fence every batch of writes checks; on
+    PostgreSQL the row stays locked until the batch commits)."""
     row = conn.execute(
-        "SELECT 1 FROM leases WHERE run_id = ? AND token = ?", (mine.run_id, mine.token)
+        "SELECT 1 FROM leases WHERE run_id = ? AND token = ?" + dialect_of(conn).for_share,
+        (mine.run_id, mine.token),
     ).fetchone()
     return row is not None
 
 
-def renew(conn: sqlite3.Connection, beat: RunLeaseHolder) -> None:
+def renew(conn: Conn, beat: RunLeaseHolder) -> None:
     """Stamp the holder's heartbeat (``beat.heartbeat_at``), or raise ``RunLeaseLostError``."""
     cursor = conn.execute(
         "UPDATE leases SET heartbeat_at = ? WHERE run_id = ? AND token = ?",
@@ -148,13 +161,14 @@ def renew(conn: sqlite3.Connection, beat: RunLeaseHolder) -> None:
         raise lost_error(conn, beat)
 
 
-def release(conn: sqlite3.Connection, mine: RunLeaseHolder) -> None:
+def release(conn: Conn, mine: RunLeaseHolder) -> None:
     """Give the lease up (only if it is still ours)."""
     conn.execute("DELETE FROM leases WHERE run_id = ? AND token = ?", (mine.run_id, mine.token))
 
 
 class LedgerLease:
-    """A run's lease kept in this ledger; ``aoe.services.RunLease`` for SQLite.
+    """A run's lease kept in this ledger; ``aoe.services.RunLease`` for SQLite and
+    PostgreSQL.
 
     Its writes go through the ledger's writer thread, committed in the same groups as the
     run's records. ``holder`` adopts a lease this process already took (``--resume``

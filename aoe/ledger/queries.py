@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import socket
-import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Iterable
@@ -24,6 +23,7 @@ from typing import Any
 
 from aoe.cost.money import from_pusd, parse_decimal
 from aoe.errors import UsageError
+from aoe.ledger.dialect import Conn, dialect_of
 from aoe.ledger.lease import holder_of
 from aoe.ledger.records import (
     CALL_INTERRUPTED,
@@ -64,7 +64,7 @@ def _alive(pid: int | None, host: str | None) -> bool:
     return True
 
 
-def resolve_run_id(conn: sqlite3.Connection, prefix: str) -> str:
+def resolve_run_id(conn: Conn, prefix: str) -> str:
     """The full id of the run ``prefix`` names; unknown or ambiguous is a usage error."""
     if conn.execute("SELECT 1 FROM runs WHERE id = ?", (prefix,)).fetchone():
         return prefix
@@ -88,7 +88,7 @@ def resolve_run_id(conn: sqlite3.Connection, prefix: str) -> str:
 _RUN_COLUMNS = "id, started_at, ended_at, state, command, files, simulate, budget_usd, pid, host"
 
 
-def _final_states(conn: sqlite3.Connection, run_id: str, live: bool) -> dict[_AgentKey, str]:
+def _final_states(conn: Conn, run_id: str, live: bool) -> dict[_AgentKey, str]:
     """Each agent's state: that of its latest attempt (an attempt with no end: see above)."""
     rows = conn.execute(
         "SELECT workflow_key, agent_id, state FROM attempts a WHERE run_id = ? AND attempt ="
@@ -99,7 +99,7 @@ def _final_states(conn: sqlite3.Connection, run_id: str, live: bool) -> dict[_Ag
     return {(w, a): s or (RUNNING if live else INTERRUPTED) for w, a, s in rows}
 
 
-def _live(conn: sqlite3.Connection, run_id: str, pid: int | None, host: str | None) -> bool:
+def _live(conn: Conn, run_id: str, pid: int | None, host: str | None) -> bool:
     """Whether a run without an end still runs: the process that last started it holds its
     lease and keeps it fresh (a run recorded by an older aoe, with no lease: its pid lives).
     A process that took the lease to resume the run but has not started it yet does not
@@ -111,9 +111,7 @@ def _live(conn: sqlite3.Connection, run_id: str, pid: int | None, host: str | No
     return _alive(pid, host)
 
 
-def _summary(
-    conn: sqlite3.Connection, row: tuple[Any, ...], mine: RunLeaseHolder | None = None
-) -> RunSummary:
+def _summary(conn: Conn, row: tuple[Any, ...], mine: RunLeaseHolder | None = None) -> RunSummary:
     """One run's line; ``mine``, a lease the caller holds on it, means its process is gone."""
     run_id, started, ended, state, command, files, simulate, budget, pid, host = row
     held = None if mine is None else holder_of(conn, run_id)
@@ -127,8 +125,9 @@ def _summary(
     ).fetchone()[0]
     tin, tout, cost, unconfirmed, in_flight = conn.execute(
         "SELECT COALESCE(SUM(input_tokens), 0), COALESCE(SUM(output_tokens), 0),"
-        " SUM(cost_pusd), SUM(CASE WHEN cost_confirmed THEN 0 ELSE cost_pusd END),"
-        " COALESCE(SUM(ended_at IS NULL), 0) FROM calls WHERE run_id = ?",
+        " SUM(cost_pusd), SUM(CASE WHEN cost_confirmed <> 0 THEN 0 ELSE cost_pusd END),"
+        " COALESCE(SUM(CASE WHEN ended_at IS NULL THEN 1 ELSE 0 END), 0)"
+        " FROM calls WHERE run_id = ?",
         (run_id,),
     ).fetchone()
     return RunSummary(
@@ -151,7 +150,7 @@ def _summary(
     )
 
 
-def list_runs(conn: sqlite3.Connection, limit: int) -> list[RunSummary]:
+def list_runs(conn: Conn, limit: int) -> list[RunSummary]:
     """The newest ``limit`` runs, newest first."""
     rows = conn.execute(
         f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?",
@@ -160,7 +159,7 @@ def list_runs(conn: sqlite3.Connection, limit: int) -> list[RunSummary]:
     return [_summary(conn, row) for row in rows]
 
 
-def _run_row(conn: sqlite3.Connection, run_id: str) -> tuple[Any, ...]:
+def _run_row(conn: Conn, run_id: str) -> tuple[Any, ...]:
     row = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,)).fetchone()
     assert row is not None
     return tuple(row)
@@ -221,7 +220,7 @@ def _call(row: tuple[Any, ...], live: bool = True) -> CallRecord:
     )
 
 
-def _outputs(conn: sqlite3.Connection, run_id: str) -> dict[tuple[str, str, int], Any]:
+def _outputs(conn: Conn, run_id: str) -> dict[tuple[str, str, int], Any]:
     rows = conn.execute(
         "SELECT workflow_key, agent_id, attempt, output FROM outputs WHERE run_id = ?",
         (run_id,),
@@ -229,7 +228,7 @@ def _outputs(conn: sqlite3.Connection, run_id: str) -> dict[tuple[str, str, int]
     return {(w, a, n): json.loads(text) for w, a, n, text in rows}
 
 
-def get_run(conn: sqlite3.Connection, prefix: str) -> RunDetail:
+def get_run(conn: Conn, prefix: str) -> RunDetail:
     """One run with its workflows, agents, attempts, calls and outputs."""
     run_id = resolve_run_id(conn, prefix)
     summary = _summary(conn, _run_row(conn, run_id))
@@ -321,12 +320,12 @@ _GROUPS: dict[CostGroup, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "agent": (("workflow", "agent"), ("COALESCE(w.name, c.workflow_key)", "c.agent_id")),
     "module": (("module",), ("COALESCE(a.module, '')",)),
     "model": (("provider", "model"), ("c.provider", "c.model")),
-    "day": (("day",), ("strftime('%Y-%m-%d', c.started_at, 'unixepoch')",)),
+    "day": (("day",), ("{day}",)),
 }
 _SUMS = (
     "COUNT(*), COALESCE(SUM(c.input_tokens), 0), COALESCE(SUM(c.output_tokens), 0),"
     " COALESCE(SUM(c.cache_read_tokens), 0), COALESCE(SUM(c.cache_write_tokens), 0),"
-    " SUM(c.cost_pusd), SUM(CASE WHEN c.cost_confirmed THEN 0 ELSE c.cost_pusd END)"
+    " SUM(c.cost_pusd), SUM(CASE WHEN c.cost_confirmed <> 0 THEN 0 ELSE c.cost_pusd END)"
 )
 
 
@@ -345,7 +344,7 @@ def _row(keys: tuple[str, ...], sums: Iterable[Any]) -> CostRow:
 
 
 def cost_report(
-    conn: sqlite3.Connection,
+    conn: Conn,
     by: CostGroup,
     run_id: str | None,
     since: float | None,
@@ -357,7 +356,7 @@ def cost_report(
             f"cannot group a cost report by {by!r}", hint="use --by " + "|".join(_GROUPS)
         )
     names, exprs = _GROUPS[by]
-    where: list[str] = ["1"]
+    where: list[str] = ["1 = 1"]
     params: list[str | float] = []
     if run_id is not None:
         run_id = resolve_run_id(conn, run_id)
@@ -370,7 +369,7 @@ def cost_report(
         where.append("c.started_at < ?")
         params.append(until)
     cond = " AND ".join(where)
-    keys = ", ".join(exprs)
+    keys = ", ".join(exprs).replace("{day}", dialect_of(conn).day("c.started_at"))
     order = keys if by == "day" else f"SUM(c.cost_pusd) DESC, {keys}"
     rows = conn.execute(
         f"SELECT {keys}, {_SUMS} FROM calls c"
@@ -393,9 +392,7 @@ def cost_report(
     )
 
 
-def resume_state(
-    conn: sqlite3.Connection, prefix: str, lease: RunLeaseHolder | None = None
-) -> ResumeState:
+def resume_state(conn: Conn, prefix: str, lease: RunLeaseHolder | None = None) -> ResumeState:
     """What ``aoe run --resume`` needs: finished outputs, spend so far, next attempt numbers.
 
     ``lease`` is the run's lease the resuming process took: then whoever ran the run last

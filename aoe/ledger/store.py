@@ -5,7 +5,9 @@ are made; which of them return only once committed, and why, is in the ``aoe.led
 docstring. Reads are synchronous, on their own connection, each inside one read
 transaction, so they see a consistent snapshot even while another aoe process writes,
 and every write this ``Ledger`` was handed before them. Several processes may share one
-ledger file (WAL mode, busy timeout).
+ledger file (WAL mode, busy timeout), or, on many machines, one PostgreSQL database
+(``--db postgresql://...``, ``aoe.ledger.postgres``): the same statements, schema and
+migrations (``aoe.ledger.dialect``), and the same guarantees.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -23,11 +26,12 @@ from typing import Final, Self, TypeVar
 
 from aoe.clock import Clock, SystemClock
 from aoe.errors import LedgerError, LedgerUnusableError
-from aoe.ledger import lease, queries
+from aoe.ledger import lease, postgres, queries
+from aoe.ledger.dialect import Conn, dialect_of
 from aoe.ledger.errors import connect, ledger_error
 from aoe.ledger.files import create_private, private_dir
 from aoe.ledger.lease import LedgerLease
-from aoe.ledger.migrations import migrate
+from aoe.ledger.migrations import migrate, user_version
 from aoe.ledger.records import (
     AttemptEnd,
     AttemptStart,
@@ -43,6 +47,8 @@ from aoe.ledger.records import (
     WorkflowStart,
 )
 from aoe.ledger.writer import (
+    Backend,
+    SqliteBackend,
     StateChange,
     Writer,
     write_attempt_end,
@@ -59,11 +65,43 @@ DEFAULT_RELATIVE_PATH: Final = Path(".aoe") / "aoe.db"
 T = TypeVar("T")
 
 
-def default_db_path(environ: Mapping[str, str] = os.environ, cwd: Path | None = None) -> Path:
-    """``AOE_DB`` if set, else ``.aoe/aoe.db`` under ``cwd``; ``--db`` overrides both."""
+#: Where a ledger is: a file, or a ``postgresql://`` URL (a ``str``).
+Target = Path | str
+
+
+def is_postgres(target: Target | None) -> bool:
+    """Whether ``target`` (a ``--db`` or ``AOE_DB`` value) is a PostgreSQL URL."""
+    return isinstance(target, str) and target.startswith(("postgresql://", "postgres://"))
+
+
+def db_target(value: str | Path | None, environ: Mapping[str, str] = os.environ) -> Target:
+    """What ``--db VALUE`` names (a URL stays a string: a ``Path`` would mangle its ``//``),
+    else ``default_db_path``."""
+    if value is None or value == "":
+        return default_db_path(environ)
+    text = str(value)
+    return text if is_postgres(text) else Path(text).expanduser()
+
+
+def ledger_exists(target: Target) -> bool:
+    """Whether there is a ledger to read at ``target`` (a PostgreSQL database: yes; opening
+    it says if it cannot be reached)."""
+    return True if is_postgres(target) else Path(target).exists()
+
+
+def shown(target: Target) -> str:
+    """``target`` as messages show it: a URL without its password."""
+    if is_postgres(target):
+        return postgres.redact(str(target))
+    return str(target)
+
+
+def default_db_path(environ: Mapping[str, str] = os.environ, cwd: Path | None = None) -> Target:
+    """``AOE_DB`` if set (a file, or a ``postgresql://`` URL), else ``.aoe/aoe.db`` under
+    ``cwd``; ``--db`` overrides both."""
     configured = environ.get("AOE_DB")
     if configured:
-        return Path(configured).expanduser()
+        return configured if is_postgres(configured) else Path(configured).expanduser()
     return (cwd if cwd is not None else Path.cwd()) / DEFAULT_RELATIVE_PATH
 
 
@@ -71,25 +109,80 @@ def _epoch(moment: datetime | None) -> float | None:
     return None if moment is None else moment.timestamp()
 
 
-class Ledger:
-    """An open ledger file. Create with ``Ledger.open``; end with ``aclose`` or ``close``."""
+@dataclass(frozen=True, slots=True)
+class Migrated:
+    """What ``migrate_ledger`` did: the migrations it applied, and the version now."""
 
-    def __init__(
-        self, path: Path, conn: sqlite3.Connection, *, busy_timeout_s: float, lock_wait_s: float
-    ) -> None:
-        self.path = path
+    where: str
+    dialect: str
+    applied: tuple[str, ...]
+    version: int
+
+
+def migrate_ledger(target: Target, *, busy_timeout_s: float = 5.0) -> Migrated:
+    """Create or bring up to date the ledger at ``target`` (``aoe db migrate``); a ledger
+    from a newer aoe: ``LedgerUnusableError`` (exit 2), untouched."""
+    try:
+        if is_postgres(target):
+            backend: Backend = postgres.PgBackend(str(target), busy_timeout_s)
+            conn: Conn = backend.connect()
+        else:
+            path = Path(target)
+            private_dir(path.parent)
+            with contextlib.suppress(OSError):
+                create_private(path)
+            backend = SqliteBackend(path, busy_timeout_s)
+            conn = backend.connect()
+    except OSError as exc:
+        raise LedgerUnusableError(
+            f"cannot create the ledger directory: {exc}",
+            where=str(Path(target).parent),
+            hint="pass --db or set AOE_DB to a writable path",
+        ) from exc
+    except LedgerError as failed:
+        raise LedgerUnusableError(failed.message, where=failed.where, hint=failed.hint) from failed
+    try:
+        applied = migrate(conn)
+        version = user_version(conn)
+    except (backend.errors[0], RuntimeError) as exc:
+        err = backend.error(exc, "migrate")
+        if isinstance(exc, RuntimeError):
+            err.hint = "upgrade aoe, or point --db at another ledger"
+        raise LedgerUnusableError(err.message, where=err.where, hint=err.hint) from exc
+    finally:
+        with contextlib.suppress(*backend.errors):
+            conn.close()  # type: ignore[attr-defined]
+    return Migrated(backend.where, dialect_of(conn).name, tuple(applied), version)
+
+
+class Ledger:
+    """An open ledger (a file, or a PostgreSQL database). Create with ``Ledger.open``; end
+    with ``aclose`` or ``close``."""
+
+    def __init__(self, backend: Backend, conn: Conn, *, lock_wait_s: float) -> None:
+        self.path: Path | None = getattr(backend, "path", None)  # None: PostgreSQL
+        #: where the ledger is, as messages show it (a URL without its password)
+        self.where = backend.where
+        self.dialect = dialect_of(conn)
+        self._backend = backend
         self._conn = conn
         self._read_lock = threading.Lock()
-        self._writer = Writer(path, busy_timeout_s=busy_timeout_s, lock_wait_s=lock_wait_s)
+        self._writer = Writer(backend, lock_wait_s=lock_wait_s)
 
     @classmethod
-    def open(cls, path: Path, *, busy_timeout_s: float = 5.0, lock_wait_s: float = 60.0) -> Ledger:
-        """Open (creating the file and its directories) and migrate the ledger at ``path``.
+    def open(
+        cls, path: Target, *, busy_timeout_s: float = 5.0, lock_wait_s: float = 60.0
+    ) -> Ledger:
+        """Open (creating the file and its directories, or the tables) and migrate the
+        ledger at ``path``: a file, or a ``postgresql://`` URL.
 
         ``busy_timeout_s`` is how long one SQLite statement waits for another process's
-        lock; ``lock_wait_s`` bounds the retries of a whole write before it fails.
+        lock (PostgreSQL: how long connecting may take); ``lock_wait_s`` bounds the retries
+        of a whole write before it fails.
         """
         try:
+            if is_postgres(path):
+                return cls._open_postgres(str(path), busy_timeout_s, lock_wait_s)
             return cls._open(Path(path), busy_timeout_s, lock_wait_s)
         except LedgerUnusableError:
             raise
@@ -119,7 +212,18 @@ class Ledger:
             if isinstance(exc, RuntimeError):
                 err.hint = "upgrade aoe, or point --db at another ledger"
             raise err from exc
-        return cls(path, conn, busy_timeout_s=busy_timeout_s, lock_wait_s=lock_wait_s)
+        return cls(SqliteBackend(path, busy_timeout_s), conn, lock_wait_s=lock_wait_s)
+
+    @classmethod
+    def _open_postgres(cls, url: str, connect_timeout_s: float, lock_wait_s: float) -> Ledger:
+        backend = postgres.PgBackend(url, connect_timeout_s)
+        conn = backend.connect()
+        try:
+            migrate(conn)
+        except (backend.errors[0], RuntimeError) as exc:
+            conn.close()
+            raise postgres.ledger_error(exc, url, "migrate") from exc
+        return cls(backend, conn, lock_wait_s=lock_wait_s)
 
     # --- writes (see the package docstring for which are awaited, and why) -------------
 
@@ -204,19 +308,39 @@ class Ledger:
         """Who holds (or last held, if stale) the lease of ``run_id``."""
         return self._read(lambda c: lease.holder_of(c, run_id))
 
-    def _write_now(self, statement: Callable[[sqlite3.Connection], None]) -> None:
+    def _write_now(self, statement: Callable[[Conn], None]) -> None:
         """One write transaction on the reading connection, in the caller's thread."""
+        self._on_reader(self.dialect.begin_write, statement, "write to")
+
+    def _on_reader(self, begin: str, work: Callable[[Conn], T], action: str) -> T:
+        """One transaction on the reading connection; a PostgreSQL connection found lost
+        before the transaction could commit is opened again, once, and the work redone."""
         with self._read_lock:
-            try:
-                self._conn.execute("BEGIN IMMEDIATE")
+            for again in (True, False):
                 try:
-                    statement(self._conn)
-                except BaseException:
-                    self._conn.execute("ROLLBACK")
-                    raise
-                self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise ledger_error(exc, self.path, "write to") from exc
+                    return self._transaction(begin, work)
+                except self._backend.errors as exc:
+                    if not (again and self._backend.is_disconnect(exc)):
+                        raise self._backend.error(exc, action) from exc
+                    with contextlib.suppress(*self._backend.errors):
+                        self._conn.close()  # type: ignore[attr-defined]
+                    try:
+                        self._conn = self._backend.connect()
+                    except LedgerError:
+                        raise self._backend.error(exc, action) from exc
+            raise AssertionError("unreachable")
+
+    def _transaction(self, begin: str, work: Callable[[Conn], T]) -> T:
+        conn = self._conn
+        conn.execute(begin)
+        try:
+            result = work(conn)
+        except BaseException:
+            if conn.in_transaction:  # type: ignore[attr-defined]
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
 
     # --- reads: one snapshot each --------------------------------------------------------
 
@@ -224,17 +348,9 @@ class Ledger:
         """The full id of the run ``prefix`` names; unknown or ambiguous: ``UsageError``."""
         return self._read(lambda c: queries.resolve_run_id(c, prefix))
 
-    def _read(self, query: Callable[[sqlite3.Connection], T]) -> T:
+    def _read(self, query: Callable[[Conn], T]) -> T:
         self._writer.drain()  # a read sees every write this ledger was handed before it
-        with self._read_lock:
-            try:
-                self._conn.execute("BEGIN")
-                try:
-                    return query(self._conn)
-                finally:
-                    self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise ledger_error(exc, self.path, "read") from exc
+        return self._on_reader(self.dialect.begin_read, query, "read")
 
     def list_runs(self, limit: int = 20) -> list[RunSummary]:
         """The newest runs, newest first."""
@@ -278,8 +394,8 @@ class Ledger:
         self._close_reader()
 
     def _close_reader(self) -> None:
-        with self._read_lock:
-            self._conn.close()
+        with self._read_lock, contextlib.suppress(*self._backend.errors):
+            self._conn.close()  # type: ignore[attr-defined]
 
     def __enter__(self) -> Self:
         return self

@@ -1,4 +1,4 @@
-"""The ledger's writer thread: SQLite writes that never block the event loop.
+"""The ledger's writer thread: writes that never block the event loop.
 
 Coroutines put ``(statement, record, future)`` on a queue: ``submit`` gives the future to
 await, ``post`` queues a write nobody waits for. One thread with its own connection takes
@@ -16,7 +16,13 @@ past ``lock_wait_s``) fails every write after it, so that a commit never claims 
 a write that was lost: ``failure`` holds its error, and every later write raises it.
 
 ``SQLITE_BUSY`` (another aoe process holds the write lock) is waited out by
-``busy_timeout`` and then retried with a short backoff until ``lock_wait_s`` has passed.
+``busy_timeout`` and then retried with a short backoff until ``lock_wait_s`` has passed;
+so is a PostgreSQL deadlock or serialization failure. A PostgreSQL connection lost before
+the batch's COMMIT was sent (the server rolled the batch back) is opened again and the
+batch retried, until ``lock_wait_s``; one lost while the COMMIT was under way fails the
+batch with an error saying so (it may or may not be recorded, so it is never sent again:
+nothing is recorded twice). The SQL is the same for both databases
+(``aoe.ledger.dialect``); ``Backend`` is what differs in opening and failing.
 
 While ``fence`` names a run lease this process holds (``aoe.ledger.lease``), every batch
 first checks, inside its transaction, that the lease is still its own; if another process
@@ -37,10 +43,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from aoe.cost.money import optional_text, to_pusd
 from aoe.errors import AoeError, LedgerError, RunLeaseLostError
+from aoe.ledger.dialect import Conn, dialect_of
 from aoe.ledger.errors import connect, ledger_error
 from aoe.ledger.lease import holds, lost_error
 from aoe.ledger.records import (
@@ -57,7 +64,7 @@ from aoe.ledger.records import (
 )
 from aoe.spec.models import thaw
 
-Statement = Callable[[sqlite3.Connection, Any], None]
+Statement = Callable[[Conn, Any], None]
 MAX_BATCH: Final = 1000
 #: How long the writer keeps a batch open for more writes while nobody waits for any of
 #: its writes (an awaited write closes it at once): more writes per transaction, and no
@@ -72,7 +79,7 @@ def _json(value: Any) -> str:
 # --- the statements: one function per write --------------------------------------------
 
 
-def write_run_start(conn: sqlite3.Connection, r: RunStart) -> None:
+def write_run_start(conn: Conn, r: RunStart) -> None:
     """Insert a run, or reopen it (``--resume``): state RUNNING, owned by this process.
 
     Reopening, the calls an earlier process left in flight (started, never ended) are
@@ -101,7 +108,7 @@ def write_run_start(conn: sqlite3.Connection, r: RunStart) -> None:
     )
 
 
-def write_workflow_start(conn: sqlite3.Connection, w: WorkflowStart) -> None:
+def write_workflow_start(conn: Conn, w: WorkflowStart) -> None:
     """Insert a workflow instance, or reopen it on resume."""
     conn.execute(
         "INSERT INTO workflows (run_id, key, name, path, inputs, budget_usd, state,"
@@ -120,7 +127,7 @@ def write_workflow_start(conn: sqlite3.Connection, w: WorkflowStart) -> None:
     )
 
 
-def write_attempt_start(conn: sqlite3.Connection, a: AttemptStart) -> None:
+def write_attempt_start(conn: Conn, a: AttemptStart) -> None:
     """Insert an attempt; until it has an end it reads as running, then as interrupted."""
     conn.execute(
         "INSERT INTO attempts (run_id, workflow_key, agent_id, attempt, module, model,"
@@ -138,7 +145,7 @@ def write_attempt_start(conn: sqlite3.Connection, a: AttemptStart) -> None:
     )
 
 
-def write_call_start(conn: sqlite3.Connection, s: CallStart) -> None:
+def write_call_start(conn: Conn, s: CallStart) -> None:
     """Insert a call whose request is about to leave: spent at its reservation, unconfirmed,
     with no end, until ``write_call`` completes the row."""
     conn.execute(
@@ -174,7 +181,7 @@ _COMPLETE_STARTED = (
 )
 
 
-def write_call(conn: sqlite3.Connection, c: CallRecord) -> None:
+def write_call(conn: Conn, c: CallRecord) -> None:
     """Complete the call's started row with how it ended and its exact cost (one row per
     call); a call that was never recorded as started is inserted whole."""
     end = (
@@ -204,7 +211,7 @@ def write_call(conn: sqlite3.Connection, c: CallRecord) -> None:
     )
 
 
-def write_attempt_end(conn: sqlite3.Connection, e: AttemptEnd) -> None:
+def write_attempt_end(conn: Conn, e: AttemptEnd) -> None:
     """End an attempt (creating it if it never started, e.g. SKIPPED) and keep its output."""
     if e.state not in ATTEMPT_STATES:
         raise ValueError(f"unknown attempt state {e.state!r}")
@@ -217,8 +224,9 @@ def write_attempt_end(conn: sqlite3.Connection, e: AttemptEnd) -> None:
     )
     if e.output is not None or e.state == "COMPLETED":
         conn.execute(
-            "INSERT OR REPLACE INTO outputs (run_id, workflow_key, agent_id, attempt, output)"
-            " VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO outputs (run_id, workflow_key, agent_id, attempt, output)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (run_id, workflow_key, agent_id, attempt)"
+            " DO UPDATE SET output = excluded.output",
             (e.run_id, e.workflow_key, e.agent_id, e.attempt, _json(e.output)),
         )
 
@@ -233,7 +241,7 @@ class StateChange:
     ended_at: float
 
 
-def write_state_change(conn: sqlite3.Connection, s: StateChange) -> None:
+def write_state_change(conn: Conn, s: StateChange) -> None:
     """Set the final state of a workflow instance or a run."""
     if s.workflow_key is None:
         conn.execute(
@@ -255,15 +263,63 @@ _Item = tuple[Statement, Any, "asyncio.Future[None] | None", "asyncio.AbstractEv
 _STOP: Final = object()
 
 
-def write_nothing(conn: sqlite3.Connection, record: Any) -> None:
+def write_nothing(conn: Conn, record: Any) -> None:
     """A write that writes nothing: awaited, it returns once everything before it is
     committed (``Ledger.flush``); with a ``threading.Event`` as its record, the writer
     sets the event then (``Writer.drain``)."""
 
 
-def _is_busy(exc: sqlite3.Error) -> bool:
+def _is_busy(exc: BaseException) -> bool:
     text = str(exc).lower()
     return isinstance(exc, sqlite3.OperationalError) and ("locked" in text or "busy" in text)
+
+
+class Backend(Protocol):
+    """How the writer opens its connection and reads the driver's errors."""
+
+    #: where the ledger is, for messages (a file path, or a URL without its password)
+    where: str
+    #: the driver's base error class(es)
+    errors: tuple[type[BaseException], ...]
+
+    def connect(self) -> Conn: ...
+
+    def error(self, exc: BaseException, action: str) -> LedgerError: ...
+
+    def is_busy(self, exc: BaseException) -> bool:
+        """Another writer holds what this one needs: wait and retry."""
+        ...
+
+    def is_disconnect(self, exc: BaseException) -> bool:
+        """The connection is gone: open it again (if COMMIT was not under way) and retry."""
+        ...
+
+
+class SqliteBackend:
+    """A ledger file."""
+
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+
+    def __init__(self, path: Path, busy_timeout_s: float) -> None:
+        self.path = path
+        self.where = str(path)
+        self._busy_timeout_s = busy_timeout_s
+
+    def connect(self) -> Conn:
+        return connect(self.path, busy_timeout_s=self._busy_timeout_s)
+
+    def error(self, exc: BaseException, action: str) -> LedgerError:
+        return ledger_error(exc, self.path, action)
+
+    def is_busy(self, exc: BaseException) -> bool:
+        return _is_busy(exc)
+
+    def is_disconnect(self, exc: BaseException) -> bool:
+        return False
+
+
+class _CommitUnknown(Exception):
+    """The connection was lost while COMMIT was under way: the batch may be recorded."""
 
 
 class _Busy(Exception):
@@ -301,10 +357,10 @@ class Writer:
     write after it fail with its error (``failure``), and nothing after it is committed.
     """
 
-    def __init__(self, path: Path, *, busy_timeout_s: float, lock_wait_s: float) -> None:
-        self._path = path
-        self._busy_timeout_s = busy_timeout_s
+    def __init__(self, backend: Backend, *, lock_wait_s: float) -> None:
+        self._backend = backend
         self._lock_wait_s = lock_wait_s
+        self._conn: Conn | None = None
         self._queue: queue.SimpleQueue[_Item | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -322,7 +378,7 @@ class Writer:
         if self._closed:
             raise LedgerError(
                 "the ledger is closed",
-                where=str(self._path),
+                where=self._backend.where,
                 hint="open the ledger again before writing",
             )
         if self._broken is not None:
@@ -376,9 +432,8 @@ class Writer:
                 self._thread.start()
 
     def _run(self) -> None:
-        conn: sqlite3.Connection | None = None
         try:
-            conn = connect(self._path, busy_timeout_s=self._busy_timeout_s)
+            self._conn = self._backend.connect()
         except LedgerError as exc:
             self._broken = exc
         stopping = False
@@ -391,11 +446,12 @@ class Writer:
             if self.failure is not None:
                 errors: list[BaseException | None] = [_again(self.failure)] * len(batch)
             else:
-                errors = self._commit(conn, batch)
+                errors = self._commit(batch)
                 self._note_failure(batch, errors)
             self._resolve(batch, errors)
-        if conn is not None:
-            conn.close()
+        if self._conn is not None:
+            with contextlib.suppress(*self._backend.errors):
+                self._conn.close()  # type: ignore[attr-defined]
 
     def _gather(self, batch: list[_Item]) -> bool:
         """Add to ``batch`` what is queued. While nobody waits for any of it, then wait up
@@ -429,27 +485,48 @@ class Writer:
                 self.failure = err
                 return
 
-    def _commit(
-        self, conn: sqlite3.Connection | None, batch: list[_Item]
-    ) -> list[BaseException | None]:
-        if conn is None:
-            assert self._broken is not None
+    def _commit(self, batch: list[_Item]) -> list[BaseException | None]:
+        backend = self._backend
+        if self._broken is not None:  # the first connection could not be made
             return [self._broken] * len(batch)
         deadline = time.monotonic() + self._lock_wait_s
         delay = 0.005
         while True:
             try:
-                return self._apply(conn, batch)
+                if self._conn is None:
+                    self._conn = backend.connect()
+                return self._apply(self._conn, batch)
+            except _CommitUnknown as lost:
+                self._conn = None
+                err = backend.error(lost.__cause__ or lost, "commit to")
+                err.message += (
+                    "; the connection was lost during COMMIT, so whether this batch of writes "
+                    "was recorded is unknown, and it is not sent again"
+                )
+                return [err] * len(batch)
             except _Busy as busy:
                 if time.monotonic() >= deadline:
-                    err = ledger_error(busy.__cause__ or busy, self._path, "write to")
+                    err = backend.error(busy.__cause__ or busy, "write to")
                     return [err] * len(batch)
+                if busy.__cause__ is not None and backend.is_disconnect(busy.__cause__):
+                    if self._conn is not None:
+                        with contextlib.suppress(*backend.errors):
+                            self._conn.close()  # type: ignore[attr-defined]
+                    self._conn = None  # rolled back by the server: open again and retry
                 time.sleep(delay)
                 delay = min(delay * 2, 0.2)
-            except sqlite3.Error as exc:
-                return [ledger_error(exc, self._path, "write to")] * len(batch)
+            except LedgerError as exc:  # could not connect again
+                if time.monotonic() >= deadline:
+                    return [exc] * len(batch)
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+            except backend.errors as exc:
+                return [backend.error(exc, "write to")] * len(batch)
 
-    def _apply(self, conn: sqlite3.Connection, batch: list[_Item]) -> list[BaseException | None]:
+    def _retry(self, exc: BaseException) -> bool:
+        return self._backend.is_busy(exc) or self._backend.is_disconnect(exc)
+
+    def _apply(self, conn: Conn, batch: list[_Item]) -> list[BaseException | None]:
         """One transaction for the batch: every write at once, and only if one fails, each
         in its own savepoint (so one bad write fails alone)."""
         try:
@@ -460,7 +537,7 @@ class Writer:
                 for statement, record, _, _ in batch:
                     statement(conn, record)
             except Exception as exc:  # a bad write: find it, and write the others
-                if isinstance(exc, sqlite3.Error) and _is_busy(exc):
+                if isinstance(exc, self._backend.errors) and self._retry(exc):
                     raise
                 conn.execute("ROLLBACK")
                 lost = self._begin(conn)
@@ -469,19 +546,24 @@ class Writer:
                 errors = self._apply_each(conn, batch)
             else:
                 errors = [None] * len(batch)
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            if _is_busy(exc):
+            try:
+                conn.execute("COMMIT")
+            except self._backend.errors as exc:
+                if self._backend.is_disconnect(exc):
+                    raise _CommitUnknown() from exc
+                raise
+        except self._backend.errors as exc:
+            if self._retry(exc):
                 raise _Busy() from exc
+            if conn.in_transaction:  # type: ignore[attr-defined]
+                conn.execute("ROLLBACK")
             raise
         return errors
 
-    def _begin(self, conn: sqlite3.Connection) -> BaseException | None:
+    def _begin(self, conn: Conn) -> BaseException | None:
         """Open the batch's write transaction; if this process lost its run lease, end it
         and return the error every write of the batch fails with."""
-        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(dialect_of(conn).begin_write)
         fence = self.fence
         if fence is not None and not holds(conn, fence):
             lost = lost_error(conn, fence)
@@ -489,9 +571,7 @@ class Writer:
             return lost
         return None
 
-    def _apply_each(
-        self, conn: sqlite3.Connection, batch: list[_Item]
-    ) -> list[BaseException | None]:
+    def _apply_each(self, conn: Conn, batch: list[_Item]) -> list[BaseException | None]:
         """The batch again, each write in its own savepoint. An awaited write that fails
         fails alone; a posted one that fails ends the batch: nothing after it is written."""
         errors: list[BaseException | None] = []
@@ -499,11 +579,11 @@ class Writer:
             conn.execute("SAVEPOINT w")
             try:
                 statement(conn, record)
-            except sqlite3.Error as exc:
-                if _is_busy(exc):
+            except self._backend.errors as exc:
+                if self._retry(exc):
                     raise
                 conn.execute("ROLLBACK TO w")
-                errors.append(ledger_error(exc, self._path, "write to"))
+                errors.append(self._backend.error(exc, "write to"))
             except AoeError as exc:  # a statement's own refusal (a lease held elsewhere)
                 conn.execute("ROLLBACK TO w")
                 errors.append(exc)
@@ -512,7 +592,7 @@ class Writer:
                 errors.append(
                     LedgerError(
                         f"cannot record {type(record).__name__}: {type(exc).__name__}: {exc}",
-                        where=str(self._path),
+                        where=self._backend.where,
                         hint="only JSON-able values and Decimal money can be stored",
                     )
                 )

@@ -6,7 +6,6 @@ import asyncio
 import os
 import socket
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -14,6 +13,7 @@ from aoe.clock import FakeClock
 from aoe.errors import RunLeaseHeldError, RunLeaseLostError
 from aoe.ledger import Ledger
 from aoe.ledger.lease import HEARTBEAT_S, MISSED_HEARTBEATS
+from aoe.ledger.store import Target
 from ledger.factory import call, call_start, run_start
 
 HEARTBEAT = 2.0
@@ -21,9 +21,10 @@ WINDOW = MISSED_HEARTBEATS * HEARTBEAT
 
 
 @pytest.fixture
-async def ledgers(tmp_path: Path) -> AsyncIterator[tuple[Ledger, Ledger]]:
-    """Two processes' views of one ledger file: two connections, two writer threads."""
-    first, second = Ledger.open(tmp_path / "aoe.db"), Ledger.open(tmp_path / "aoe.db")
+async def ledgers(db: Target) -> AsyncIterator[tuple[Ledger, Ledger]]:
+    """Two processes' views of one ledger (a file, or a PostgreSQL database): two
+    connections, two writer threads."""
+    first, second = Ledger.open(db), Ledger.open(db)
     yield first, second
     await first.aclose()
     await second.aclose()
@@ -119,11 +120,11 @@ async def test_a_lease_taken_before_the_run_is_adopted_by_it(
         await b.run_lease(heartbeat_s=HEARTBEAT, clock=clock).acquire("run-1")
 
 
-async def test_two_takers_of_a_stale_lease_never_both_win(tmp_path: Path) -> None:
+async def test_two_takers_of_a_stale_lease_never_both_win(db: Target) -> None:
     """Of processes that find the same dead holder's lease at the same moment, exactly one
-    takes the run over; the others are told who has it now."""
+    takes the run over; the others are told who has it now (PostgreSQL: row locks)."""
     clock = FakeClock()
-    path = tmp_path / "aoe.db"
+    path = db
     for trial in range(20):
         run_id = f"run-{trial}"
         async with Ledger.open(path) as dead:  # takes the lease, then is never heard of again

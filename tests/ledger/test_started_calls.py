@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 
 from aoe.ledger import CallStart, Ledger
 from aoe.ledger.records import CALL_INTERRUPTED, CALL_STARTED
+from aoe.ledger.store import Target
+from ledger.conftest import execute
 from ledger.factory import attempt_start, call, run_start, workflow_start
 
 RESERVED = Decimal("0.000750")
@@ -44,15 +44,15 @@ def _dead_pid() -> int:
     return int(proc.stdout)
 
 
-def _die(path: Path) -> None:
+def _die(db: Target) -> None:
     """What a SIGKILL leaves: the run's process is gone, its rows stay as they were."""
-    with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE runs SET pid = ?", (_dead_pid(),))
+    execute(db, "UPDATE runs SET pid = ?", (_dead_pid(),))
 
 
 @pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
-    led = Ledger.open(tmp_path / "aoe.db")
+async def ledger(db: Target) -> AsyncIterator[Ledger]:
+    led = Ledger.open(db)
+    led.target = db  # type: ignore[attr-defined]  # where the helpers below reach it
     await led.start_run(run_start())
     await led.start_workflow(workflow_start())
     await led.start_attempt(attempt_start())
@@ -60,12 +60,19 @@ async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
     await led.aclose()
 
 
+def _target(ledger: Ledger) -> Target:
+    return ledger.target  # type: ignore[attr-defined,no-any-return]
+
+
 def _rows(ledger: Ledger) -> list[tuple[object, ...]]:
-    with sqlite3.connect(ledger.path) as conn:
-        return conn.execute(
+    return [
+        tuple(int(v) if isinstance(v, bool) else v for v in row)
+        for row in execute(
+            _target(ledger),
             "SELECT id, status, cost_pusd, cost_confirmed, ended_at IS NULL, estimate_tokens"
-            " FROM calls ORDER BY id"
-        ).fetchall()
+            " FROM calls ORDER BY id",
+        )
+    ]
 
 
 async def test_a_started_call_is_spent_at_its_reservation_until_it_ends(ledger: Ledger) -> None:
@@ -100,8 +107,7 @@ async def test_each_call_of_an_agent_completes_its_own_started_row(ledger: Ledge
     await ledger.record_call(call(turn=3, cost="0.0003"))
     await ledger.record_call(call(turn=1, cost="0.0001"))
     await ledger.flush()  # another connection reads: what was queued must be committed
-    with sqlite3.connect(ledger.path) as conn:
-        rows = conn.execute("SELECT id, turn, cost_pusd, status FROM calls ORDER BY id").fetchall()
+    rows = execute(_target(ledger), "SELECT id, turn, cost_pusd, status FROM calls ORDER BY id")
     assert rows == [
         (1, 1, 100_000_000, "ok"),
         (2, 2, 200_000_000, "ok"),
@@ -115,7 +121,7 @@ async def test_a_call_lost_with_its_process_counts_on_resume(ledger: Ledger) -> 
     tried again under a new attempt number; the resume marks it and reports it once."""
     await ledger.record_call(call(agent="other", cost="0.0001"))
     await ledger.start_call(_start())
-    _die(ledger.path)
+    _die(_target(ledger))
 
     state = ledger.resume_state("run-1")
     assert state.state == "INTERRUPTED"
@@ -145,7 +151,7 @@ async def test_a_call_lost_with_its_process_counts_on_resume(ledger: Ledger) -> 
 
     await ledger.start_run(run_start())  # --resume reopens the run
     assert [r[1] for r in _rows(ledger)] == ["ok", CALL_INTERRUPTED]
-    _die(ledger.path)
+    _die(_target(ledger))
     again = ledger.resume_state("run-1")
     assert again.lost_calls == ()  # told once, by the resume that found it
     assert again.spent_usd == state.spent_usd  # and still counted

@@ -17,6 +17,7 @@ import pytest
 from aoe.cost.money import format_usd
 from aoe.errors import LedgerError, UsageError
 from aoe.ledger import Ledger, default_db_path
+from aoe.ledger.store import Target
 from ledger.factory import (
     attempt_end,
     attempt_start,
@@ -28,8 +29,8 @@ from ledger.factory import (
 
 
 @pytest.fixture
-async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
-    led = Ledger.open(tmp_path / "deep" / "dir" / "aoe.db")
+async def ledger(db: Target) -> AsyncIterator[Ledger]:
+    led = Ledger.open(db)
     yield led
     await led.aclose()
 
