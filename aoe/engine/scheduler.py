@@ -10,8 +10,8 @@ own task, so its dependents start on the next turn of the event loop.
 
 Memory per agent (tracemalloc over 10,000 agents, ``bench/bench_chain.py``): about 90 B
 while pending (its entries in ``_WorkflowRun``), 5 KB while running (its task and
-coroutine frames, ``AgentTask``, ``Attempt``, request and ticket), 600 B once finished (its ``AgentResult``), besides
-its spec and its share of the graph (about 1 KB).
+coroutine frames, ``AgentTask``, ``Attempt``, request and ticket), 600 B once finished
+(its ``AgentResult``), besides its spec and its share of the graph (about 1 KB).
 """
 
 from __future__ import annotations
