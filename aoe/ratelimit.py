@@ -327,6 +327,7 @@ class RateLimiter:
         self._deadlines: list[tuple[float, int, _Waiter]] = []
         self._pump_task: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Future[None] | None = None
+        self._alarm_task: asyncio.Task[None] | None = None
         self._waits = 0
         self._wait_s_total = 0.0
         self._rate_limited = 0
@@ -709,8 +710,18 @@ class RateLimiter:
             self._kick()
 
     def _kick(self) -> None:
+        """End the waiter loop's round now: wake it, and stop its alarm at once.
+
+        The alarm's sleep belongs to the round; left running until the loop's next turn, it
+        would be a sleep on the clock for a wake-up that no longer matters, and a clock that
+        skips ahead while nothing is in flight could jump it (past the grant the loop is
+        about to make, and past every waiter's deadline).
+        """
         if self._wakeup is not None and not self._wakeup.done():
             self._wakeup.set_result(None)
+            alarm = self._alarm_task
+            if alarm is not None and not alarm.done():
+                alarm.cancel()
 
     async def _pump(self) -> None:
         """The one waiter loop: grant the head when it fits, fail waiters past their deadline."""
@@ -760,10 +771,11 @@ class RateLimiter:
         sleeper: asyncio.Task[None] | None = None
         if wake is not None and wake < math.inf:
             sleeper = loop.create_task(self._alarm(wake - now - _EPS_S / 2, wakeup))
+        self._alarm_task = sleeper
         try:
             await wakeup
         finally:
-            self._wakeup = None
+            self._wakeup = self._alarm_task = None
             if sleeper is not None and not sleeper.done():
                 sleeper.cancel()
 

@@ -526,3 +526,50 @@ async def test_a_reading_for_one_model_never_holds_another_of_the_same_key(
     assert (await waiting).granted_at == pytest.approx(30)
     names = [s.name for s in registry.all_stats()]
     assert names == ["gw", "gw/a (headers)"]  # b learned nothing: no row of its own
+
+
+class _IdleSkipClock(FakeClock):
+    """A FakeClock that knows which sleeps are pending, so a test can skip ahead the way a
+    clock driving a run does: to the earliest pending sleep, while nothing is in flight.
+    A sleep whose task was told to stop is not pending: it can no longer wake anyone."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._sleeps: list[tuple[float, asyncio.Task[object]]] = []
+
+    @property
+    def pending(self) -> list[float]:
+        return [deadline for deadline, task in self._sleeps if not task.cancelling()]
+
+    async def sleep(self, seconds: float) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        entry = (self.now() + max(0.0, seconds), task)
+        self._sleeps.append(entry)
+        try:
+            await super().sleep(seconds)
+        finally:
+            self._sleeps.remove(entry)
+
+    async def skip_ahead(self) -> None:
+        if self.pending:
+            await self.advance(min(self.pending) - self.now())
+
+
+async def test_a_slot_given_back_leaves_no_alarm_a_skipping_clock_could_jump() -> None:
+    """The last call in flight settles while a waiter is queued: the waiter is granted at
+    once. No sleep is left on the clock in the meantime, so a clock that skips to the next
+    sleep whenever nothing is in flight (as a run's test clock does) cannot jump past the
+    grant to the waiter's deadline and fail it after 600 s with every slot free."""
+    clock = _IdleSkipClock()
+    limiter = make(clock, concurrent_requests=1)
+    first = await limiter.acquire(1)
+    waiting = asyncio.create_task(limiter.acquire(1, timeout_s=600))
+    await spin()
+    assert clock.pending == [pytest.approx(600)]  # the waiter loop's alarm: the deadline
+    await limiter.settle(first, 1)
+    assert limiter.stats().in_flight == 0
+    assert clock.pending == []  # the slot came back: the alarm ended with its round
+    await clock.skip_ahead()
+    granted = await asyncio.wait_for(waiting, 1)
+    assert (granted.granted_at, granted.waited_s) == (0, 0)
