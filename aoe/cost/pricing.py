@@ -25,6 +25,7 @@ USD, so sums over many calls are exact.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.util
 import json
 import os
@@ -194,10 +195,11 @@ class _RateCards:
     and an HTTP client for its updater), on the path of every run to its first call. A
     flat price that holds at any date (no tiers, dated or time-of-day conditions), or that a
     model is not listed, is the same for as long as the same snapshot is installed: those
-    answers are written to ``$XDG_CACHE_HOME/aoe/prices.json`` (``~/.cache/aoe``, 0600),
-    keyed by the snapshot file's path, size and modification time, so a new genai-prices
-    version is read afresh. Prices with conditions are resolved from genai-prices in each
-    process, as before. A cache that cannot be read or written is ignored.
+    answers are written to ``$XDG_CACHE_HOME/aoe/prices-<key>.json`` (``~/.cache/aoe``,
+    0600), one file per snapshot, keyed by the snapshot file's path, size and modification
+    time: a new genai-prices version is read afresh, and two installs (two virtualenvs)
+    keep a cache each instead of overwriting one. Prices with conditions are resolved from
+    genai-prices in each process, as before. A cache that cannot be read or written is ignored.
     """
 
     def __init__(self) -> None:
@@ -231,7 +233,7 @@ class _RateCards:
             key = self._key = _snapshot_key()
             if key is not None:
                 with contextlib.suppress(OSError, ValueError, TypeError):
-                    data = json.loads(_cards_path().read_bytes())
+                    data = json.loads(_cards_path(key).read_bytes())
                     if data.get("snapshot") == key and isinstance(data.get("models"), dict):
                         self._loaded = data["models"]
         return self._loaded
@@ -242,7 +244,7 @@ class _RateCards:
             return
         cards[name] = card
         with contextlib.suppress(OSError):
-            path = _cards_path()
+            path = _cards_path(self._key)
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
             body = json.dumps({"snapshot": self._key, "models": cards}, sort_keys=True)
@@ -265,16 +267,17 @@ def _snapshot_key() -> str | None:
     return f"{_CARDS_VERSION}:{data}:{stat.st_size}:{stat.st_mtime_ns}"
 
 
-def _cards_path() -> Path:
-    """``$XDG_CACHE_HOME/aoe/prices.json``; an OSError where there is no home (a container
-    user without a passwd entry and no ``HOME``), which the callers treat as no cache."""
+def _cards_path(snapshot: str) -> Path:
+    """``$XDG_CACHE_HOME/aoe/prices-<key>.json`` for ``snapshot``; an OSError where there is
+    no home (a container user without a passwd entry and no ``HOME``): no cache then."""
     base = os.environ.get("XDG_CACHE_HOME")
     if not base:
         try:
             base = str(Path.home() / ".cache")
         except RuntimeError as err:
             raise OSError(str(err)) from err
-    return Path(base) / "aoe" / "prices.json"
+    key = hashlib.sha256(snapshot.encode()).hexdigest()[:16]
+    return Path(base) / "aoe" / f"prices-{key}.json"
 
 
 def _card(price: ModelPrice) -> Any:

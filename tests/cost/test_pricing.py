@@ -217,7 +217,7 @@ def test_a_second_run_prices_from_the_cache_without_loading_genai_prices(tmp_pat
     assert first["genai_prices_loaded"]
     assert first["prices"][0] == ["0.15", "0.6", "0.075", "genai-prices", False]
     assert first["prices"][1] is None
-    cards = tmp_path / "aoe" / "prices.json"
+    (cards,) = (tmp_path / "aoe").glob("prices-*.json")
     assert cards.stat().st_mode & 0o777 == 0o600
     second = _price_in_child(tmp_path, *models)
     assert second == {**first, "genai_prices_loaded": False}
@@ -233,7 +233,7 @@ def test_a_cache_from_another_snapshot_or_damaged_is_not_believed(
     """Prices in the cache count only for the snapshot installed now, and only if they
     read as prices: anything else is asked of genai-prices again."""
     _price_in_child(tmp_path, "openai/gpt-4o-mini")
-    cards = tmp_path / "aoe" / "prices.json"
+    (cards,) = (tmp_path / "aoe").glob("prices-*.json")
     data = json.loads(cards.read_text())
     if damage == "another-snapshot":
         data["snapshot"] += "0"
@@ -276,3 +276,23 @@ def test_without_a_home_prices_come_from_genai_prices_and_nothing_is_written(
     result = json.loads(done.stdout)
     assert result["prices"][0] == ["0.15", "0.6", "0.075", "genai-prices", False]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_two_installs_keep_a_price_cache_each(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two virtualenvs with different genai-prices snapshots: neither overwrites the other's
+    cache, so each keeps starting without loading genai-prices."""
+    from aoe.cost import pricing
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    for install in ("venv-a", "venv-b"):
+        monkeypatch.setattr(pricing, "_snapshot_key", lambda install=install: f"x:{install}")
+        pricing._RateCards().price("openai", "gpt-4o-mini")
+    files = sorted((tmp_path / "aoe").glob("prices-*.json"))
+    assert len(files) == 2
+    assert {json.loads(f.read_text())["snapshot"] for f in files} == {"x:venv-a", "x:venv-b"}
+    for install in ("venv-a", "venv-b"):
+        monkeypatch.setattr(pricing, "_snapshot_key", lambda install=install: f"x:{install}")
+        cards = pricing._RateCards()
+        assert "openai/gpt-4o-mini" in cards._cards()
