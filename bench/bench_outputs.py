@@ -243,16 +243,20 @@ def _first_call(tree: Path) -> float:
             (work / "wf.yaml").write_text(
                 "version: 1\nname: start\ndefaults: {model: openai/gpt-4o-mini}\nagents:\n" + agents
             )
-            env = _env(tree, OPENAI_API_KEY="sk-bench", AOE_DB=str(work / "l.db"))
-            started = time.monotonic()
-            subprocess.run(
-                [sys.executable, "-m", "aoe", "run", "wf.yaml", "--no-live"],
-                cwd=work,
-                env=env,
-                capture_output=True,
-                check=True,
+            # a private price cache, filled by a first run that is not timed: what a second
+            # run of an install finds (another install's cache never stands in for it)
+            env = _env(
+                tree,
+                OPENAI_API_KEY="sk-bench",
+                AOE_DB=str(work / "l.db"),
+                XDG_CACHE_HOME=str(work / "cache"),
             )
-            return min(b.at for b in server.billed) - started
+            command = [sys.executable, "-m", "aoe", "run", "wf.yaml", "--no-live"]
+            subprocess.run(command, cwd=work, env=env, capture_output=True, check=True)
+            first_billed = len(server.billed)
+            started = time.monotonic()
+            subprocess.run(command, cwd=work, env=env, capture_output=True, check=True)
+            return min(b.at for b in server.billed[first_billed:]) - started
     finally:
         server.stop()
 
