@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -36,6 +37,9 @@ from aoe.cost.budget import BudgetScope
 from aoe.errors import BudgetExceededError
 from aoe.spec.models import SharedBudgetSpec
 from tests.fakeprovider import Bill, FakeProvider, Fault, fake_provider
+
+if TYPE_CHECKING:
+    from tests.coordination.conftest import RedisServer
 
 __all__ = ["TrialResult", "billed_usd", "book_trial", "fake_provider", "process_trial"]
 
@@ -123,6 +127,7 @@ async def book_trial(
     )
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 async def test_four_racing_books_never_let_the_provider_bill_past_a_shared_budget(
     redis_url: str,
@@ -233,6 +238,16 @@ async def _team_state(redis_url: str) -> tuple[Decimal, Decimal, Decimal]:
     return state.spent_usd, state.unconfirmed_usd, state.reserved_usd
 
 
+async def _reserved(redis_url: str, amount: Decimal, timeout_s: float = 30.0) -> None:
+    """Return once budget ``team`` has at least ``amount`` reserved (TimeoutError after
+    ``timeout_s``)."""
+    for _ in range(int(timeout_s * 10)):
+        if (await _team_state(redis_url))[2] >= amount:
+            return
+        await asyncio.sleep(0.1)
+    raise TimeoutError(f"budget team never had {amount} reserved")
+
+
 async def process_trial(folder: Path, redis_url: str, seed: int) -> TrialResult:
     """Four ``aoe run`` processes of 40 agents each on one shared budget of $0.30-$1.20
     (about 20 to 80 calls' worth), against a fresh loopback server with a random latency and
@@ -262,7 +277,7 @@ async def process_trial(folder: Path, redis_url: str, seed: int) -> TrialResult:
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 async def test_four_aoe_processes_never_spend_past_a_shared_budget(
-    tmp_path: Path, redis_url: str, redis_server: object
+    tmp_path: Path, redis_url: str, redis_server: RedisServer
 ) -> None:
     """5 randomized trials of 4 real ``aoe run`` processes on one shared budget: what the
     server billed never passes it and is exactly what Redis counts as spent; the budget is
@@ -271,8 +286,7 @@ async def test_four_aoe_processes_never_spend_past_a_shared_budget(
     $0.05 here)."""
     results = []
     for seed in range(5):
-        flush = getattr(redis_server, "flush")  # noqa: B009 - the conftest's RedisServer
-        flush()
+        redis_server.flush()
         results.append(await process_trial(tmp_path, redis_url, seed))
     print(
         "\n5 trials of 4 aoe processes: "
@@ -312,7 +326,7 @@ async def test_a_process_killed_mid_call_frees_its_permit_and_its_spend_stays_co
     try:
         await fake_provider.received(1, timeout_s=30)
         survivors = [await _start(home, wf) for home, wf in homes[1:]]
-        await asyncio.sleep(4)  # they start and queue for the one permit the doomed holds
+        await _reserved(redis_url, 2 * D("0.06"))  # a survivor reserved: it queues for the permit
         assert len(fake_provider.requests) == 1  # the permit is held while its holder lives
         doomed.send_signal(signal.SIGKILL)
         await doomed.wait()
