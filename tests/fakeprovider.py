@@ -220,6 +220,11 @@ class FakeProvider:
         self.say_which_limit = False
         self.limit_retry_after: str | None = "1"
         self._over: str = ""
+        self.tpm_limit: int | None = None
+        self._token_window: deque[list[float]] = deque()  # [arrival, tokens] in the minute
+        self.token_log: list[list[float]] = []  # [arrival, tokens billed] per accepted call
+        self.refused: dict[str, int] = {}  # 429s for the enforced limits, by limit
+        self._counted: dict[int, list[float]] = {}  # a call in flight -> its token_log entry
         self._model_headers: dict[str, Mapping[str, str]] = {}
 
     def enforce(
@@ -231,6 +236,7 @@ class FakeProvider:
         headers: bool = False,
         say_which: bool = False,
         retry_after: str | None = "1",
+        tokens_per_minute: int | None = None,
     ) -> None:
         """Answer 429 to any call over these limits, as a provider would, and count them.
 
@@ -240,7 +246,16 @@ class FakeProvider:
         ``x-ratelimit-*-requests``: limit, what is left, when the minute fully resets);
         with ``say_which`` a 429 for calls in flight says so (LiteLLM's wording) and one
         for the minute names it (OpenAI's); ``retry_after`` goes with every such 429.
+
+        ``tokens_per_minute`` counts tokens as the server bills them (input and output, at
+        the call's arrival): a call is refused when the tokens of the sliding minute plus its
+        own input would pass the limit (its output is counted once it is billed), with a 429
+        that names tokens per minute (OpenAI's wording); with ``headers`` every answer also
+        reports ``x-ratelimit-*-tokens`` truthfully. ``token_log`` holds each accepted call's
+        ``[arrival, tokens]`` and ``refused`` the 429s by limit (``requests``, ``tokens``,
+        ``concurrency``).
         """
+        self.tpm_limit = tokens_per_minute
         self.rpm_limit = requests_per_minute
         self.concurrency_limit = concurrent
         self._limit_clock = clock or SystemClock()
@@ -253,30 +268,51 @@ class FakeProvider:
         as a LiteLLM gateway reports each model's own limits."""
         self._model_headers[model] = headers
 
-    def _over_limit(self) -> bool:
+    def _over_limit(self, request: Recorded | None = None) -> bool:
         now = self._limit_clock.now()
         while self._accepted and self._accepted[0] <= now - 60.0:
             self._accepted.popleft()
-        over = (self.concurrency_limit is not None and self.in_flight > self.concurrency_limit) or (
-            self.rpm_limit is not None and len(self._accepted) >= self.rpm_limit
+        over_tokens = False
+        prompt_tokens = 0
+        if self.tpm_limit is not None:
+            body = request.body if request is not None and isinstance(request.body, dict) else {}
+            prompt_tokens = _prompt_tokens(body, self.counting)
+            over_tokens = self._tokens_used(now) + prompt_tokens > self.tpm_limit
+        over_concurrency = (
+            self.concurrency_limit is not None and self.in_flight > self.concurrency_limit
         )
-        self._over = (
-            "concurrency"
-            if self.concurrency_limit is not None and self.in_flight > self.concurrency_limit
-            else "requests"
-        )
+        over_requests = self.rpm_limit is not None and len(self._accepted) >= self.rpm_limit
+        over = over_concurrency or over_requests or over_tokens
+        if over_concurrency:
+            self._over = "concurrency"
+        else:
+            self._over = "tokens" if over_tokens and not over_requests else "requests"
         self.limit_log.append((now, over))
         if over:
             self.limit_429s += 1
+            self.refused[self._over] = self.refused.get(self._over, 0) + 1
         else:
             self._accepted.append(now)
+            if self.tpm_limit is not None and request is not None:
+                entry = [now, float(prompt_tokens)]
+                self._token_window.append(entry)
+                self.token_log.append(entry)
+                self._counted[id(request)] = entry
         return over
+
+    def _tokens_used(self, now: float) -> int:
+        """Tokens billed (for calls in flight, their input) in the minute before ``now``."""
+        while self._token_window and self._token_window[0][0] <= now - 60.0:
+            self._token_window.popleft()
+        return int(sum(tokens for _, tokens in self._token_window))
 
     def _limit_fault(self) -> Fault:
         """The 429 for a call over the enforced limits."""
         if self.say_which_limit and self._over == "concurrency":
             return Fault.concurrency(retry_after=self.limit_retry_after)
         headers = {"retry-after": self.limit_retry_after} if self.limit_retry_after else {}
+        if self._over == "tokens":
+            return Fault("rate_limit_tpm", 429, headers)
         kind = "rate_limit_rpm" if self.say_which_limit else "rate_limit"
         return Fault(kind, 429, headers)
 
@@ -287,9 +323,21 @@ class FakeProvider:
         if own is not None:
             kept = {k: v for k, v in headers.items() if "ratelimit" not in k}
             return {**kept, **own}
-        if not (self.limit_headers and self.rpm_limit is not None):
+        if not self.limit_headers:
             return headers
         now = self._limit_clock.now()
+        if self.tpm_limit is not None:
+            used = self._tokens_used(now)
+            window = self._token_window
+            reset = window[-1][0] + 60.0 - now if window else 0.0
+            headers = {
+                **headers,
+                "x-ratelimit-limit-tokens": str(self.tpm_limit),
+                "x-ratelimit-remaining-tokens": str(max(0, self.tpm_limit - used)),
+                "x-ratelimit-reset-tokens": f"{max(0.0, reset):.3f}s",
+            }
+        if self.rpm_limit is None:
+            return headers
         while self._accepted and self._accepted[0] <= now - 60.0:
             self._accepted.popleft()
         reset = self._accepted[-1] + 60.0 - now if self._accepted else 0.0
@@ -439,7 +487,8 @@ class FakeProvider:
         self, request: Recorded, writer: asyncio.StreamWriter, open_call: list[bool]
     ) -> bool:
         """Answer one call; it stops counting as in flight once its answer is being sent."""
-        limited = (self.rpm_limit or self.concurrency_limit) and self._over_limit()
+        enforced = self.rpm_limit or self.concurrency_limit or self.tpm_limit
+        limited = enforced and self._over_limit(request)
         fault = self._limit_fault() if limited else self._next_fault(request.path)
         if fault.kind == "silent":
             await asyncio.get_running_loop().create_future()  # cancelled when the server stops
@@ -463,6 +512,7 @@ class FakeProvider:
         content = body if isinstance(body, bytes) else json.dumps(body).encode()
         self.responses.append(content)
         self._bill(request, status, body)
+        self._count_tokens(request, status, body)
         if fault.kind == "truncated":
             content = content[: len(content) // 2]
         head = _head(status, headers, len(content))
@@ -502,6 +552,17 @@ class FakeProvider:
             )
         )
 
+    def _count_tokens(self, request: Recorded, status: int, body: Any) -> None:
+        """Count a call's billed tokens (input and output) in the minute it arrived in."""
+        entry = self._counted.pop(id(request), None)
+        usage = body.get("usage") if status == 200 and isinstance(body, dict) else None
+        if entry is None or not isinstance(usage, dict):
+            return
+        entry[1] = float(
+            int(usage.get("prompt_tokens", usage.get("input_tokens", 0)))
+            + int(usage.get("completion_tokens", usage.get("output_tokens", 0)))
+        )
+
     def _render(
         self, fault: Fault, wire: str, request: Recorded
     ) -> tuple[int, Any, dict[str, str]]:
@@ -524,6 +585,9 @@ class FakeProvider:
         if kind == "rate_limit_rpm":
             message = "Rate limit reached on requests per min (RPM)"
             return 429, _error(wire, "requests", message, "rate_limit_exceeded"), {}
+        if kind == "rate_limit_tpm":
+            message = f"Rate limit reached on tokens per min (TPM): Limit {self.tpm_limit}"
+            return 429, _error(wire, "tokens", message, "rate_limit_exceeded"), {}
         if kind == "insufficient_quota":
             message = "You exceeded your current quota, please check your plan and billing."
             return 429, _error("openai", "insufficient_quota", message, fault.body), {}
