@@ -55,6 +55,8 @@ SCRIPTS = (
     "bench_pacing.py",  # pacing at a limit the server enforces, end to end
     "bench_ledger.py",  # the ledger's writes per call
     "bench_cli.py",  # aoe --help, validate and plan on 10,000 agents
+    "bench_redis.py",  # the Redis coordinator: round trips, added latency, calls/s
+    "bench_fleet.py",  # four processes on one key and one budget through Redis
 )
 
 QUICK_TIMEOUT_S = 180.0  # the protocol asks under 60 s; a loaded machine gets slack
