@@ -1,6 +1,6 @@
 """One provider call, inside its budget reservation and rate-limit permit.
 
-    reserve the worst-case cost -> take a rate-limit permit -> record it as started
+    take a rate-limit permit -> reserve the worst-case cost -> record it as started
     -> call the provider -> settle the permit and the reservation
     -> (run the tools it asked for) -> record how it ended
 
@@ -183,11 +183,15 @@ async def _settle_and_record(
 async def _take_ticket(
     attempt: Attempt, request: CompletionRequest, client: LLMClient, turn: int
 ) -> _Ticket:
-    """Reserve the most the call can cost, then take its rate-limit permit (or neither).
+    """Take the call's rate-limit permit, then reserve the most it can cost (or neither).
 
     The budget reserves an upper bound of what the provider can bill (exact tokens only
     where the endpoint is the model's own API); the limiter takes the best estimate: the
-    exact count where it was made for the budget, else the byte estimate.
+    exact count where it was made for the budget, else the byte estimate. The permit comes
+    first so that money is held only for a call about to leave: a call still waiting for
+    its turn holds none, and a process killed with agents queued on a rate limit leaves no
+    reservation of theirs behind (on a shared Redis budget it would stay as unconfirmed
+    spend until it expired). A call the budget refuses gives its permit back unsent.
     """
     rt, task = attempt.rt, attempt.task
     model, provider = task.agent.model, client.name
@@ -197,20 +201,20 @@ async def _take_ticket(
     bound = budget_input_tokens(estimate, request, own_api=own_api)
     price = rt.prices.max_cost_usd(model, bound, request.max_tokens)
     reserved = price or ZERO
+    wait_started = rt.clock.now()
+    permit = await limiter.acquire(
+        estimate.total_tokens, timeout_s=rt.rate_limit_timeout_s, priority=task.agent.priority
+    )
     try:
         hold = await rt.budgets.reserve(task.budget_scopes, reserved)
-    except BudgetExceededError as err:
-        rt.events.publish(
-            BudgetHit(attempt.envelope, rt.clock.wall(), scope=err.where or "", message=err.message)
-        )
-        raise
-    wait_started = rt.clock.now()
-    try:
-        permit = await limiter.acquire(
-            estimate.total_tokens, timeout_s=rt.rate_limit_timeout_s, priority=task.agent.priority
-        )
-    except BaseException:  # a wait that failed or was cancelled keeps no money held
-        await asyncio.shield(rt.budgets.release(hold))
+    except BaseException as err:  # refused or cancelled: the permit goes back, never used
+        await asyncio.shield(limiter.release(permit))
+        if isinstance(err, BudgetExceededError):
+            rt.events.publish(
+                BudgetHit(
+                    attempt.envelope, rt.clock.wall(), scope=err.where or "", message=err.message
+                )
+            )
         raise
     now = rt.clock.now()
     if now - wait_started > _WAIT_WORTH_TELLING_S:
