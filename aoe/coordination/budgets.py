@@ -258,9 +258,10 @@ class RedisBudgets:
             raise self._conn.lost_error
         now = "" if self._server_time else repr(self._clock.now())
         try:
-            raw: Sequence[bytes] = await self._script(
-                keys=[f"{_BASE}:open", f"{_BASE}:records", f"{_BASE}:ids", *keys],
-                args=[op, now, self._channel, *args],
+            raw: Sequence[bytes] = await self._conn.run_script(
+                self._script,
+                [f"{_BASE}:open", f"{_BASE}:records", f"{_BASE}:ids", *keys],
+                [op, now, self._channel, *args],
             )
         except (RedisError, OSError) as exc:
             raise self._conn.lost(exc, f"{op} on the budgets of run {self._run_id}") from exc
