@@ -163,7 +163,10 @@ class RedisLimiter:
         # Encoded once: every round trip sends them (about 20 arguments a script run), and
         # redis-py encodes bytes for free.
         self._keys_b = [k.encode() for k in self._keys]
-        self._argv_fixed: list[bytes] = [self._channel.encode(), *(a.encode() for a in self._argv_tail)]
+        self._argv_fixed: list[bytes] = [
+            self._channel.encode(),
+            *(a.encode() for a in self._argv_tail),
+        ]
         self._script = conn.client.register_script(lua_source("limiter"))
         self._wakeups = wakeups
         self._open: dict[int, int] = {}  # grant id -> tokens, renewed while held
