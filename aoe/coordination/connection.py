@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import Callable, Sequence
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -78,6 +78,10 @@ class Connection:
     ``on_lost`` callbacks run once, on the first failure, in the order added.
     """
 
+    #: False sends every script run on its own round trip (bench/bench_redis.py measures
+    #: what batching buys against it).
+    batching: ClassVar[bool] = True
+
     def __init__(self, client: aioredis.Redis, settings: CoordinationSettings) -> None:
         self.client = client
         self.settings = settings
@@ -102,6 +106,9 @@ class Connection:
         not fail the others; a connection that fails (after redis-py's retries) fails every
         script of the batch with that error, as it would have failed each alone.
         """
+        if not self.batching:
+            self.round_trips += 1
+            return await script(keys=list(keys), args=list(args))
         loop = asyncio.get_running_loop()
         entry = _Pending(script, keys, args, loop.create_future())
         if not self._pending:
