@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from aoe.app.validate import CheckedWorkflow, check_workflow
+from aoe.coordination.config import REDIS_URL_ENV, settings_for
 from aoe.cost.money import format_usd
 from aoe.cost.pricing import PriceBook
 from aoe.engine.scheduler import WorkflowJob
@@ -55,6 +56,7 @@ class RunOptions:
     command: str = ""
     use_ledger: bool = True
     lease_heartbeat_s: float = HEARTBEAT_S
+    budget_names: tuple[str, ...] = ()  # --budget-name: shared budgets of aoe.yaml
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +216,7 @@ def prepare(options: RunOptions) -> PreparedRun:
     checked = _check_files(options.files, config)
     _check_env([c.spec for c in checked], config)
     jobs = _jobs(checked, options)
+    _check_shared_budgets(config, jobs, options.budget_names)
     warnings = _unread_configs(options) + _price_warnings(config, jobs, options.budget_usd)
     if not options.simulate:
         _check_keys(config, jobs)
@@ -239,6 +242,35 @@ def _unread_configs(options: RunOptions) -> list[str]:
         for d in sorted(others)
         if (d / "aoe.yaml").exists()
     ]
+
+
+def _check_shared_budgets(
+    config: Config, jobs: Sequence[WorkflowJob], cli_names: Sequence[str]
+) -> None:
+    """Named shared budgets (``--budget-name``, a workflow's ``budgets:``) must be declared
+    in aoe.yaml and need Redis to be shared through: without it, exit 2 before a cent."""
+    known = ", ".join(sorted(config.budgets)) or "none"
+    for name in cli_names:
+        if name not in config.budgets:
+            raise ConfigError(
+                f"--budget-name {name}: no shared budget of that name is declared in "
+                f"{config.path or 'aoe.yaml'} (declared: {known})",
+                hint=f"add `budgets: {{{name}: {{usd: ..., period: month}}}}` to aoe.yaml",
+            )
+    named = dict.fromkeys(cli_names)
+    where: str | None = None
+    for job in jobs:
+        for name, at in zip(job.spec.budgets, job.spec.budget_locations, strict=True):
+            named.setdefault(name)
+            where = where or str(at)
+    if named and settings_for(config) is None:
+        raise ConfigError(
+            f"the run draws on shared budgets ({', '.join(named)}) but no Redis is configured "
+            "to share them between processes",
+            where=where,
+            hint=f"set coordination.redis_url in aoe.yaml or {REDIS_URL_ENV} (see README, "
+            '"Running on many machines"), or drop the budget names and use --budget',
+        )
 
 
 def _check_env(specs: Sequence[WorkflowSpec], config: Config) -> None:
@@ -329,6 +361,7 @@ def _resume(options: RunOptions, state: ResumeState, lease: RunLeaseHolder) -> P
     spent["run"] = state.spent_usd
     simulate = state.simulate or options.simulate
     budget = options.budget_usd if options.budget_usd is not None else state.budget_usd
+    _check_shared_budgets(config, jobs, options.budget_names)
     warnings = _lost_calls_note(state) + notes + _price_warnings(config, jobs, budget)
     if not simulate:
         _check_keys(config, jobs)

@@ -177,7 +177,12 @@ class RunHandle:
         AOE_REDIS_URL names one (``aoe.coordination``), the run's own otherwise. Losing
         Redis mid-run stops the run: no call is admitted past the shared limits."""
         fleet = await open_fleet(
-            p.config, clock=self.clock, run_id=run_id, budget_usd=p.budget_usd, spent=p.spent
+            p.config,
+            clock=self.clock,
+            run_id=run_id,
+            budget_usd=p.budget_usd,
+            spent=p.spent,
+            budget_names=p.options.budget_names,
         )
         self._fleet = fleet
         if fleet is not None:

@@ -127,11 +127,12 @@ def _check(path: Path, config: Config | None) -> CheckedWorkflow:
     spec = load_workflow(path)
     graph, problems = WorkflowGraph.analyse(spec)
     found = list(problems)
-    found.extend(_provider_problems(spec, config or load_config(None, search_dir=path.parent)))
+    config = config or load_config(None, search_dir=path.parent)
+    found.extend(_provider_problems(spec, config))
+    found.extend(_budget_problems(spec, config))
     for agent in spec.agents.values():
         found.extend(_template_problems(spec, agent, graph))
     if spec.tools:
-
         found.extend(tool_problems(spec))
     if found or graph is None:
         found.sort(key=lambda p: (p.file, p.line, p.col))
@@ -181,6 +182,24 @@ def _provider_problems(spec: WorkflowSpec, config: Config) -> list[Problem]:
                 )
             )
     return problems
+
+
+def _budget_problems(spec: WorkflowSpec, config: Config) -> list[Problem]:
+    """``budgets:`` names only shared budgets that aoe.yaml declares."""
+    known = sorted(config.budgets)
+    return [
+        Problem(
+            at.file,
+            at.line,
+            at.col,
+            f"budgets: no shared budget named '{name}' is declared in aoe.yaml "
+            f"(declared: {', '.join(known) or 'none'})",
+            f"add `budgets: {{{name}: {{usd: ..., period: month}}}}` to aoe.yaml beside the "
+            "workflow (or --config), or name a declared one",
+        )
+        for name, at in zip(spec.budgets, spec.budget_locations, strict=True)
+        if name not in config.budgets
+    ]
 
 
 def check_files(paths: Iterable[Path | str]) -> list[CheckResult]:

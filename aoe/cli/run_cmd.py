@@ -84,6 +84,14 @@ def run(
         str | None,
         typer.Option("--budget", metavar="USD", help="Hard cap on the whole run's spend."),
     ] = None,
+    budget_name: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--budget-name",
+            metavar="NAME",
+            help="Also draw on this shared budget of aoe.yaml (budgets:, needs Redis); repeatable.",
+        ),
+    ] = None,
     max_parallel: Annotated[
         int | None,
         typer.Option(
@@ -211,6 +219,7 @@ def run(
         seed=seed,
         command=shlex.join(["aoe", *sys.argv[1:]]),
         lease_heartbeat_s=lease_heartbeat,
+        budget_names=tuple(budget_name or ()),
     )
     prepared = prepare(options)
     for warning in prepared.warnings:

@@ -44,7 +44,7 @@ from aoe.coordination.wake import Wakeups
 from aoe.cost.book import RUN_SCOPE
 from aoe.cost.budget import BudgetOverrun, BudgetReservation, BudgetScope, BudgetState
 from aoe.cost.money import ZERO, format_usd, from_pusd, to_pusd
-from aoe.errors import BudgetExceededError
+from aoe.errors import BudgetExceededError, ConfigError
 from aoe.spec.models import AgentSpec, SharedBudgetSpec, WorkflowSpec
 
 __all__ = ["NAMED_PREFIX", "RedisBudgets", "period_label"]
@@ -82,13 +82,16 @@ class RedisBudgets:
         run_limit_usd: Decimal | None,
         spent: Mapping[str, Decimal] | None = None,
         named: Sequence[SharedBudgetSpec] = (),
+        declared: Mapping[str, SharedBudgetSpec] | None = None,
         clock: Clock,
         wakeups: Wakeups,
         server_time: bool = True,
     ) -> None:
         """``spent``: what the ledger says each scope spent before (``--resume``), keyed as
         ``RunBudgets`` keys it. ``named``: the shared budgets every call of the run draws on.
-        ``server_time`` False stamps expiries with ``clock`` (tests)."""
+        ``declared``: every shared budget of aoe.yaml, for workflows that name theirs
+        (``budgets:`` in the workflow file). ``server_time`` False stamps expiries with
+        ``clock`` (tests)."""
         self._conn = conn
         self._run_id = run_id
         self._spent = dict(spent or {})
@@ -102,7 +105,10 @@ class RedisBudgets:
         wakeups.subscribe(self._channel, self._wake.set)
         self.run_scope = BudgetScope(RUN_SCOPE, run_limit_usd)
         self._named = tuple(BudgetScope(NAMED_PREFIX + b.name, b.usd) for b in named)
-        self._periods = {NAMED_PREFIX + b.name: b.period for b in named}
+        self._declared = dict(declared or {})
+        self._periods = {
+            NAMED_PREFIX + b.name: b.period for b in (*named, *self._declared.values())
+        }
         self._preload_keys = {RUN_SCOPE: RUN_SCOPE}
         self._states: dict[str, BudgetState] = {}
         self._overrun_calls: dict[str, tuple[str, ...]] = {}
@@ -114,10 +120,23 @@ class RedisBudgets:
     # -- naming scopes -------------------------------------------------------------------------
 
     def scopes_for_workflow(self, key: str, spec: WorkflowSpec) -> tuple[BudgetScope, ...]:
-        """The run's scope, this workflow instance's own, and every named shared budget."""
+        """The run's scope, this workflow instance's own, every named shared budget of the
+        run, and those the workflow names (``budgets:``; once each)."""
         name = f"workflow:{key}"
         self._preload_keys[name] = key
-        return (self.run_scope, BudgetScope(name, spec.budget_usd), *self._named)
+        own = []
+        for budget in spec.budgets:
+            shared = self._declared.get(budget)
+            if shared is None:  # prepare refused it already; a spec built in code
+                raise ConfigError(
+                    f"workflow {spec.name} names shared budget {budget!r}, which aoe.yaml "
+                    "does not declare",
+                    hint=f"add `budgets: {{{budget}: {{usd: ..., period: month}}}}` to aoe.yaml",
+                )
+            scope = BudgetScope(NAMED_PREFIX + budget, shared.usd)
+            if scope not in self._named:
+                own.append(scope)
+        return (self.run_scope, BudgetScope(name, spec.budget_usd), *self._named, *own)
 
     def scope_for_agent(self, key: str, agent: AgentSpec) -> BudgetScope:
         name = f"agent:{key}/{agent.id}"
@@ -258,9 +277,10 @@ class RedisBudgets:
             raise self._conn.lost_error
         now = "" if self._server_time else repr(self._clock.now())
         try:
-            raw: Sequence[bytes] = await self._script(
-                keys=[f"{_BASE}:open", f"{_BASE}:records", f"{_BASE}:ids", *keys],
-                args=[op, now, self._channel, *args],
+            raw: Sequence[bytes] = await self._conn.run_script(
+                self._script,
+                [f"{_BASE}:open", f"{_BASE}:records", f"{_BASE}:ids", *keys],
+                [op, now, self._channel, *args],
             )
         except (RedisError, OSError) as exc:
             raise self._conn.lost(exc, f"{op} on the budgets of run {self._run_id}") from exc
@@ -299,7 +319,8 @@ class RedisBudgets:
         state = self.state(scope.name)
         limit = state.limit_usd if state.limit_usd is not None else ZERO
         left = max(ZERO, limit - state.committed_usd)
-        shared = " (shared by every process through Redis)" if scope in self._named else ""
+        named = scope.name.startswith(NAMED_PREFIX)
+        shared = " (shared by every process through Redis)" if named else ""
         return BudgetExceededError(
             f"budget {scope.name}{shared} ({format_usd(limit)}) cannot take "
             f"{format_usd(amount_usd)} more: {format_usd(left)} left (spent "

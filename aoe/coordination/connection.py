@@ -13,14 +13,16 @@ so the run hears of it once and stops admitting calls.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
-from collections.abc import Callable
-from typing import Final
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Final
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import BusyLoadingError, RedisError
+from redis.commands.core import AsyncScript
+from redis.exceptions import BusyLoadingError, NoScriptError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -76,12 +78,100 @@ class Connection:
     ``on_lost`` callbacks run once, on the first failure, in the order added.
     """
 
+    #: False sends every script run on its own round trip (bench/bench_redis.py measures
+    #: what batching buys against it).
+    batching: ClassVar[bool] = True
+
     def __init__(self, client: aioredis.Redis, settings: CoordinationSettings) -> None:
         self.client = client
         self.settings = settings
         self._on_lost: list[Callable[[CoordinationLostError], None]] = []
         self.lost_error: CoordinationLostError | None = None
         self.server_offset_s = 0.0  # the server's TIME minus this host's, at connect
+        self.round_trips = 0  # network round trips that ran scripts (pipelines count once)
+        self._pending: list[_Pending] = []
+        self._sending: set[asyncio.Task[None]] = set()
+
+    async def run_script(
+        self, script: AsyncScript, keys: Sequence[str | bytes], args: Sequence[str | bytes]
+    ) -> Any:
+        """Run ``script`` on the server, sharing one round trip with every other script run
+        asked for in the same turn of the event loop.
+
+        Each script still runs whole and alone on the server (Redis runs a script to
+        completion before any other command), so batching changes no guarantee: it only
+        sends the scripts of one loop turn (e.g. the settles of 30 calls that ended
+        together) as one non-transactional pipeline, one write and one read instead of one
+        each. Each caller gets its own script's answer or error: a script that fails does
+        not fail the others; a connection that fails (after redis-py's retries) fails every
+        script of the batch with that error, as it would have failed each alone.
+        """
+        if not self.batching:
+            self.round_trips += 1
+            return await script(keys=list(keys), args=list(args))
+        loop = asyncio.get_running_loop()
+        entry = _Pending(script, keys, args, loop.create_future())
+        if not self._pending:
+            loop.call_soon(self._flush)
+        self._pending.append(entry)
+        return await entry.future
+
+    def _flush(self) -> None:
+        batch = [e for e in self._pending if not e.future.done()]  # cancelled: never sent
+        self._pending = []
+        if batch:
+            task = asyncio.get_running_loop().create_task(self._send(batch))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    async def _send(self, batch: list[_Pending]) -> None:
+        self.round_trips += 1
+        results: list[Any]
+        try:
+            if len(batch) == 1:
+                e = batch[0]
+                results = [await e.script(keys=list(e.keys), args=list(e.args))]
+            else:
+                results = await self._pipeline(batch)
+        except BaseException as exc:  # the connection failed: every script of it fails
+            for e in batch:
+                if not e.future.done():
+                    if isinstance(exc, asyncio.CancelledError):
+                        e.future.cancel()
+                    else:
+                        e.future.set_exception(exc)
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for e, result in zip(batch, results, strict=True):
+            if e.future.done():
+                continue
+            if isinstance(result, Exception):
+                e.future.set_exception(result)
+            else:
+                e.future.set_result(result)
+
+    async def _pipeline(self, batch: list[_Pending]) -> list[Any]:
+        """One pipeline of EVALSHA; scripts the server does not know yet (a restarted
+        server forgot them; NOSCRIPT means the script did not run) are loaded and sent
+        again, the rest keep their answers."""
+        pipe = self.client.pipeline(transaction=False)
+        for e in batch:
+            pipe.evalsha(e.script.sha, len(e.keys), *e.keys, *e.args)
+        results: list[Any] = await pipe.execute(raise_on_error=False)
+        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if missing:
+            for script in {id(batch[i].script): batch[i].script for i in missing}.values():
+                await self.client.script_load(script.script)
+            pipe = self.client.pipeline(transaction=False)
+            for i in missing:
+                e = batch[i]
+                pipe.evalsha(e.script.sha, len(e.keys), *e.keys, *e.args)
+            again: list[Any] = await pipe.execute(raise_on_error=False)
+            self.round_trips += 1
+            for i, result in zip(missing, again, strict=True):
+                results[i] = result
+        return results
 
     def server_wall(self, local_wall: float) -> float:
         """This host's wall time ``local_wall`` on the server's clock (periods of shared
@@ -108,7 +198,26 @@ class Connection:
         return error
 
     async def aclose(self) -> None:
+        """Let the round trips already sent finish, then close the client."""
+        if self._sending:
+            await asyncio.gather(*self._sending, return_exceptions=True)
         await self.client.aclose()
+
+
+class _Pending:
+    __slots__ = ("args", "future", "keys", "script")
+
+    def __init__(
+        self,
+        script: AsyncScript,
+        keys: Sequence[str | bytes],
+        args: Sequence[str | bytes],
+        future: asyncio.Future[Any],
+    ) -> None:
+        self.script = script
+        self.keys = keys
+        self.args = args
+        self.future = future
 
 
 def _reason(exc: BaseException) -> str:

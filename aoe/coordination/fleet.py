@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Final
@@ -88,6 +88,7 @@ async def open_fleet(
     budget_usd: Decimal | None = None,
     spent: Mapping[str, Decimal] | None = None,
     environ: Mapping[str, str] | None = None,
+    budget_names: Sequence[str] = (),
 ) -> Fleet | None:
     """The fleet's services, or None when no Redis is configured (see the module).
 
@@ -95,7 +96,8 @@ async def open_fleet(
     scopes spent before (``--resume``).
     """
     env = os.environ if environ is None else environ
-    names = [n.strip() for n in env.get(BUDGET_NAME_ENV, "").split(",") if n.strip()]
+    from_env = [n.strip() for n in env.get(BUDGET_NAME_ENV, "").split(",") if n.strip()]
+    names = list(dict.fromkeys([*budget_names, *from_env]))
     for name in names:
         if name not in config.budgets:
             known = ", ".join(sorted(config.budgets)) or "none"
@@ -135,6 +137,7 @@ async def open_fleet(
             run_limit_usd=budget_usd,
             spent=spent,
             named=[config.budgets[n] for n in names],
+            declared=config.budgets,
             clock=clock,
             wakeups=wakeups,
         ),

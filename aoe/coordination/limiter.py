@@ -160,6 +160,13 @@ class RedisLimiter:
             _text(limits.concurrent_requests),
             repr(LEARNED_PERIOD_S + window_margin_s),
         ]
+        # Encoded once: every round trip sends them (about 20 arguments a script run), and
+        # redis-py encodes bytes for free.
+        self._keys_b = [k.encode() for k in self._keys]
+        self._argv_fixed: list[bytes] = [
+            self._channel.encode(),
+            *(a.encode() for a in self._argv_tail),
+        ]
         self._script = conn.client.register_script(lua_source("limiter"))
         self._wakeups = wakeups
         self._open: dict[int, int] = {}  # grant id -> tokens, renewed while held
@@ -311,9 +318,9 @@ class RedisLimiter:
         if self._conn.lost_error is not None:  # the run is stopping: no more round trips
             raise self._conn.lost_error
         now = "" if self._server_time else repr(self._clock.now())
-        argv = [op, now, self._channel, *self._argv_tail, *args]
+        argv: list[str | bytes] = [op, now, *self._argv_fixed, *args]
         try:
-            raw: Sequence[bytes] = await self._script(keys=self._keys, args=argv)
+            raw: Sequence[bytes] = await self._conn.run_script(self._script, self._keys_b, argv)
         except (RedisError, OSError) as exc:
             raise self._conn.lost(exc, f"{op} on the rate limits of {self.name}") from exc
         reply = tuple(v.decode() if isinstance(v, bytes) else str(v) for v in raw)

@@ -122,6 +122,12 @@ class _WorkflowLoader:
         self.problems.update(validate(data, "workflow", self.file, self.doc.positions))
         inputs = self._inputs(data.get("inputs"))
         env = tuple(e for e in data.get("env") or () if isinstance(e, str))
+        raw_budgets = data.get("budgets")
+        named = [
+            (name, Location(self.file, *self.doc.positions.key(("budgets", i))))
+            for i, name in enumerate(raw_budgets if isinstance(raw_budgets, list) else ())
+            if isinstance(name, str)
+        ]
         tools = self._tools(data.get("tools"))
         raw_tools = data.get("tools")
         # An agent naming a declared tool whose entry is broken is not a second problem.
@@ -154,6 +160,8 @@ class _WorkflowLoader:
             inputs=_readonly(inputs),
             tools=_readonly(tools),
             env=env,
+            budgets=tuple(name for name, _ in named),
+            budget_locations=tuple(at for _, at in named),
             **given(data, _WORKFLOW_SETTINGS),
         )
 

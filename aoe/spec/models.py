@@ -253,6 +253,10 @@ class WorkflowSpec:
     max_failure_rate: float = 0.0
     critical_priority: int | None = None
     env: tuple[str, ...] = ()
+    #: Named shared budgets (``budgets:`` of aoe.yaml, kept in Redis) every call of this
+    #: workflow draws on, and where the file names each.
+    budgets: tuple[str, ...] = ()
+    budget_locations: tuple[Location, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
