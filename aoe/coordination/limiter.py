@@ -175,6 +175,7 @@ class RedisLimiter:
         self._pump_task: asyncio.Task[None] | None = None
         self._renew_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._alarm: asyncio.Future[None] | None = None  # the waiter loop's pending timer
         self._waits = 0
         self._wait_s_total = 0.0
         self._status: tuple[str, ...] = ()
@@ -383,7 +384,11 @@ class RedisLimiter:
             self._kick()
 
     def _kick(self) -> None:
+        """Wake the waiter loop, and end its timer at once: a timer left to run until the
+        loop's next turn is a sleeper a skipping test clock could jump to."""
         self._wake.set()
+        if self._alarm is not None and not self._alarm.done():
+            self._alarm.cancel()
 
     def _after_pause(self) -> None:
         s = self._status
@@ -459,11 +464,12 @@ class RedisLimiter:
 
     async def _sleep(self, seconds: float) -> None:
         """Until ``seconds`` pass on the clock or a kick (a wake message, a settle here)."""
-        alarm = asyncio.ensure_future(self._clock.sleep(seconds))
+        alarm = self._alarm = asyncio.ensure_future(self._clock.sleep(seconds))
         woken = asyncio.ensure_future(self._wake.wait())
         try:
             await asyncio.wait((alarm, woken), return_when=asyncio.FIRST_COMPLETED)
         finally:
+            self._alarm = None
             for task in (alarm, woken):
                 if not task.done():
                     task.cancel()

@@ -301,3 +301,35 @@ async def test_keys_in_redis_never_name_the_provider_key(
     finally:
         await wakeups.aclose()
         await conn.aclose()
+
+
+async def test_a_slot_given_back_leaves_no_timer_a_skipping_clock_could_jump(
+    redis_url: str,
+) -> None:
+    """A settle here wakes the waiter loop and ends its timer at once: between the settle
+    and the loop's next turn no sleep of the limiter is left on the clock, so a clock that
+    skips to the next sleep while nothing is in flight cannot jump past the grant."""
+    from tests.test_ratelimit import _IdleSkipClock
+
+    clock = _IdleSkipClock()
+    conn = await connect(CoordinationSettings(redis_url, "test"))
+    wakeups = Wakeups(conn)
+    limiter = RedisLimiter(
+        conn, LimitsSpec(concurrent_requests=1), name="openai", key_id="skip", lane_id="lane",
+        clock=clock, wakeups=wakeups, permit_ttl_s=30.0, window_margin_s=0, server_time=False,
+    )  # fmt: skip
+    try:
+        await asyncio.wait_for(wakeups.ready(), 5)
+        first = await limiter.acquire(1)
+        waiting = asyncio.create_task(limiter.acquire(1, timeout_s=600))
+        await until(lambda: len(clock.pending) == 2, "the waiter loop to sleep")
+        alarm, renewal = sorted(clock.pending)  # the waiter's poll; the permit's renewal
+        assert alarm < renewal
+        await limiter.settle(first, 1)
+        assert alarm not in clock.pending  # the timer ended with the settle, not a turn later
+        granted = await asyncio.wait_for(waiting, 5)
+        assert granted.waited_s == 0
+    finally:
+        await limiter.aclose()
+        await wakeups.aclose()
+        await conn.aclose()
