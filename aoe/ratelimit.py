@@ -270,7 +270,10 @@ class _Tier:
         return math.inf
 
 
-class _Waiter:
+class Waiter:
+    """A call queued for a grant: what it needs, since when, until when, and its answer.
+    (Also the Redis limiter's, in ``aoe.coordination.limiter``.)"""
+
     __slots__ = ("deadline", "enqueued_at", "future", "tokens")
 
     def __init__(
@@ -323,8 +326,8 @@ class RateLimiter:
         self._ids = itertools.count(1)
         self._last_id = 0
         self._seq = itertools.count()
-        self._queue: list[tuple[int, int, _Waiter]] = []  # (-priority, seq, waiter)
-        self._deadlines: list[tuple[float, int, _Waiter]] = []
+        self._queue: list[tuple[int, int, Waiter]] = []  # (-priority, seq, waiter)
+        self._deadlines: list[tuple[float, int, Waiter]] = []
         self._pump_task: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Future[None] | None = None
         self._alarm_task: asyncio.Task[None] | None = None
@@ -357,7 +360,7 @@ class RateLimiter:
             raise self._timeout_error(tokens, 0.0)
         loop = asyncio.get_running_loop()
         deadline = math.inf if timeout_s is None else now + timeout_s
-        waiter = _Waiter(tokens, now, deadline, loop.create_future())
+        waiter = Waiter(tokens, now, deadline, loop.create_future())
         seq = next(self._seq)
         heapq.heappush(self._queue, (-priority, seq, waiter))
         if timeout_s is not None:

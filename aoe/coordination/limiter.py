@@ -64,6 +64,7 @@ from aoe.ratelimit import (
     LimiterStats,
     Reservation,
     TierStats,
+    Waiter,
 )
 from aoe.retry import MAX_RETRY_AFTER_S
 from aoe.spec.models import Config, LimitsSpec
@@ -88,18 +89,6 @@ class _Answer:
 
     head: tuple[str, ...]
     status: tuple[str, ...]
-
-
-class _Waiter:
-    __slots__ = ("deadline", "enqueued_at", "future", "tokens")
-
-    def __init__(
-        self, tokens: int, enqueued_at: float, deadline: float, future: asyncio.Future[Reservation]
-    ) -> None:
-        self.tokens = tokens
-        self.enqueued_at = enqueued_at
-        self.deadline = deadline
-        self.future = future
 
 
 class RedisLimiter:
@@ -171,7 +160,7 @@ class RedisLimiter:
         self._wakeups = wakeups
         self._open: dict[int, int] = {}  # grant id -> tokens, renewed while held
         self._seq = itertools.count()
-        self._queue: list[tuple[int, int, _Waiter]] = []
+        self._queue: list[tuple[int, int, Waiter]] = []
         self._pump_task: asyncio.Task[None] | None = None
         self._renew_task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -205,7 +194,7 @@ class RedisLimiter:
             raise self._timeout_error(tokens, 0.0)
         loop = asyncio.get_running_loop()
         deadline = math.inf if timeout_s is None else now + timeout_s
-        waiter = _Waiter(tokens, now, deadline, loop.create_future())
+        waiter = Waiter(tokens, now, deadline, loop.create_future())
         heapq.heappush(self._queue, (-priority, next(self._seq), waiter))
         self._waits += 1
         self._start_pump()
